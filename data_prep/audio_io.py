@@ -1,0 +1,127 @@
+"""Reading audio as the systems see it: 16 kHz mono float32, level-normalised, edge silence cropped.
+
+Seed 004 §3.1: the Track 3 audio mixes 16 and 24 kHz (44.1 kHz also occurs) with widely varying
+volume, so everything is resampled to 16 kHz and normalised; leading/trailing silence is cropped.
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+TARGET_SR = 16000
+
+
+class AudioReadError(Exception):
+    """The file exists but cannot be decoded (or holds no samples)."""
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 mono at its own rate (channels averaged)."""
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # libsndfile reports every decode failure as a RuntimeError variant
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AudioReadError(first_line) from None
+    if data.shape[0] == 0:
+        raise AudioReadError("no samples")
+    return data.mean(axis=1).astype(np.float32), int(sr)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int = TARGET_SR) -> np.ndarray:
+    if sr_in == sr_out:
+        return x.astype(np.float32, copy=False)
+    g = math.gcd(int(sr_in), int(sr_out))
+    return resample_poly(x, sr_out // g, sr_in // g).astype(np.float32)
+
+
+def trim_edge_silence(x: np.ndarray, sr: int, top_db: float = 60.0, frame_ms: float = 20.0,
+                      min_keep_s: float = 0.1) -> np.ndarray:
+    """Cut leading/trailing frames whose RMS is more than `top_db` below the loudest frame.
+
+    Never returns less than `min_keep_s` of audio: an all-silent or near-empty file is kept whole,
+    because cropping an utterance to nothing would silently drop it.
+    """
+    frame = max(1, int(sr * frame_ms / 1000))
+    n_frames = len(x) // frame
+    if n_frames < 2:
+        return x
+    frames = x[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
+    rms = np.sqrt(np.mean(frames ** 2, axis=1))
+    peak = rms.max()
+    if peak <= 0.0:
+        return x
+    loud = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-20) / peak) > -top_db)
+    start = loud[0] * frame
+    stop = len(x) if loud[-1] == n_frames - 1 else (loud[-1] + 1) * frame
+    if (stop - start) < min_keep_s * sr:
+        return x
+    return x[start:stop]
+
+
+def rms_dbfs(x: np.ndarray) -> float:
+    power = float(np.mean(np.asarray(x, dtype=np.float64) ** 2)) if len(x) else 0.0
+    return 10 * math.log10(power) if power > 0 else -math.inf
+
+
+def normalise_level(x: np.ndarray, mode: str = "rms", target_dbfs: float = -26.0,
+                    peak_limit: float = 0.99) -> np.ndarray:
+    """Scale to a target RMS level (or peak), never letting the peak exceed `peak_limit`."""
+    if mode == "none":
+        return x
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    if peak == 0.0:
+        return x
+    if mode == "rms":
+        gain = 10 ** ((target_dbfs - rms_dbfs(x)) / 20)
+    elif mode == "peak":
+        gain = peak_limit / peak
+    else:
+        raise ValueError(f"unknown normalisation mode {mode!r} (rms, peak, none)")
+    gain = min(gain, peak_limit / peak)
+    return (x * gain).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How an utterance is turned into model input; stored beside every prepared split."""
+
+    sample_rate: int = TARGET_SR
+    normalise: str = "rms"
+    target_dbfs: float = -26.0
+    trim_silence: bool = True
+    trim_top_db: float = 60.0
+
+
+def load_for_model(path: str | Path, opts: LoadOptions = LoadOptions()) -> tuple[np.ndarray, int]:
+    """Decode, mix to mono, resample, crop edge silence, normalise. Returns (audio, original sr)."""
+    x, sr = read_audio(path)
+    x = resample(x, sr, opts.sample_rate)
+    if opts.trim_silence:
+        x = trim_edge_silence(x, opts.sample_rate, opts.trim_top_db)
+    x = normalise_level(x, opts.normalise, opts.target_dbfs)
+    return x, sr
+
+
+def ffmpeg_decode(path: str | Path, sr: int = TARGET_SR, input_format: str | None = None) -> np.ndarray:
+    """Decode anything ffmpeg reads to float32 mono at `sr` (used for G.722, Ogg and codec output)."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1"]
+    if input_format:
+        cmd += ["-f", input_format]
+    cmd += ["-i", str(path), "-ac", "1", "-ar", str(sr), "-f", "f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioReadError(msg[-1] if msg else f"ffmpeg exit {proc.returncode}")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+
+
+def write_wav(path: str | Path, x: np.ndarray, sr: int) -> None:
+    """PCM_16 wav, clipped to [-1, 1] (the format of the Track 3 audio)."""
+    sf.write(str(path), np.clip(x, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")

@@ -1,0 +1,237 @@
+"""Data preparation: manifests and a decoded-audio cache for each split.
+
+    python -m data_prep.prepare --data_root DIR --out exp/data [--nj 2]
+    python -m data_prep.prepare --split train --wav_dir W --label_file L --out exp/data
+
+For every split it writes `<out>/<split>/`:
+  manifest.tsv   utt_id, path, label (-1 when unknown), orig_sr, duration_s (as stored),
+                 num_samples (16 kHz, after preparation), status (ok | unreadable: reason)
+  audio.f32      every prepared utterance, float32 16 kHz mono, concatenated (read with np.memmap)
+  offsets.npy    int64 (n + 1): utterance i is audio.f32[offsets[i]:offsets[i + 1]]
+  report.txt     unreadable, missing and unlabelled files
+  .options.json  the resolved options; the split is skipped when they and the inputs are unchanged
+
+Train/dev: an unreadable file is left out of the manifest and listed in the report and on the
+console; a label line without a file is an error listed the same way. Test: every file in the
+folder is in the manifest; an unreadable one is flagged (status, num_samples 0) so the submission
+still gives it a line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .audio_io import AudioReadError, LoadOptions, load_for_model
+from .common import KitError, atomic_dir, fail, file_signature, run_cli, stage_is_current, write_stamp
+from .labels import read_label_file, utt_id_of
+
+SPLITS = ("train", "dev", "test")
+SPLIT_ALIASES = {"train": ("train",), "dev": ("dev", "develop", "development"), "test": ("test", "eval")}
+LABEL_NAMES = ("label.txt", "labels.txt", "{s}_label.txt", "{s}_labels.txt", "{s}.txt")
+MANIFEST_COLUMNS = ("utt_id", "path", "label", "orig_sr", "duration_s", "num_samples", "status")
+
+
+@dataclasses.dataclass
+class SplitSource:
+    name: str
+    wav_dir: Path
+    label_file: Path | None
+
+
+def _find_dir(root: Path, split: str) -> Path | None:
+    entries = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    for alias in SPLIT_ALIASES[split]:
+        for name in (f"add2023_track3_{alias}", f"add2023_t3_{alias}", f"track3_{alias}", alias):
+            if name in entries:
+                return entries[name]
+    return None
+
+
+def _find_label(root: Path, split_dir: Path, split: str) -> Path | None:
+    candidates = []
+    for alias in SPLIT_ALIASES[split]:
+        for pattern in LABEL_NAMES:
+            name = pattern.format(s=alias)
+            candidates += [split_dir / name, root / name, root / "label" / name, root / "labels" / name]
+    candidates = [c for c in candidates if c.name not in ("label.txt", "labels.txt") or c.parent == split_dir]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def discover(data_root: str | Path) -> dict[str, SplitSource]:
+    """Find each split's wav folder and label file in the common ADD 2023 Track 3 layouts.
+
+    `ADD2023_Track3_train/wav` + `ADD2023_Track3_train/label.txt`, `train/wav` + `train/label.txt`,
+    wav files directly under `train/`, or label files named `train_label.txt` beside the folders.
+    """
+    root = Path(data_root)
+    if not root.is_dir():
+        fail(f"--data_root {root}: not a folder")
+    found = {}
+    for split in SPLITS:
+        d = _find_dir(root, split)
+        if d is None:
+            if split == "test":
+                continue
+            fail(f"{root}: no {split} folder (looked for ADD2023_Track3_{split}/, {split}/)")
+        wav_dir = d / "wav" if (d / "wav").is_dir() else d
+        label = _find_label(root, d, split)
+        if label is None and split != "test":
+            fail(f"{d}: no label file for {split} (looked for label.txt, {split}_label.txt)")
+        found[split] = SplitSource(split, wav_dir, label)
+    return found
+
+
+def _load_one(args):
+    path, opts = args
+    try:
+        x, sr = load_for_model(path, opts)
+        return path, x, sr, ""
+    except AudioReadError as err:
+        return path, None, 0, str(err)
+    except Exception as err:  # any decoder failure must be reported for this file, not kill the run
+        return path, None, 0, f"{type(err).__name__}: {err}"
+
+
+def _stored_duration(path: Path) -> float:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate
+    except Exception:
+        return 0.0
+
+
+def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> dict:
+    """Decode one split into `out/<split>`; returns counts. Skips when inputs and options are unchanged."""
+    wavs = sorted(p for p in src.wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
+    if not wavs:
+        fail(f"{src.wav_dir}: no .wav files for split {src.name}")
+    options = {"split": src.name, "wav_dir": str(src.wav_dir.resolve()), "n_files": len(wavs),
+               "newest_mtime_ns": max(p.stat().st_mtime_ns for p in wavs),
+               "label_file": file_signature(src.label_file) if src.label_file else None,
+               "load": dataclasses.asdict(opts), "version": 1}
+    target = out / src.name
+    if stage_is_current(target, options):
+        return {"split": src.name, "skipped": True}
+
+    labels = read_label_file(src.label_file, range(0, 8)) if src.label_file else {}
+    by_id = {utt_id_of(p.name): p for p in wavs}
+    problems: list[str] = []
+    if src.label_file:
+        missing = sorted(set(labels) - set(by_id))
+        problems += [f"missing\t{u}\tlisted in {src.label_file} but no file in {src.wav_dir}" for u in missing]
+        unlabelled = sorted(set(by_id) - set(labels))
+        problems += [f"unlabelled\t{u}\tfile in {src.wav_dir} has no line in {src.label_file}" for u in unlabelled]
+        if src.name != "test":
+            wavs = [by_id[u] for u in sorted(set(labels) & set(by_id))]
+
+    n_ok = 0
+    with atomic_dir(target) as stage:
+        offsets = [0]
+        rows = []
+        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+        with open(stage / "audio.f32", "wb") as audio_fh, ctx.Pool(max(1, nj)) as pool:
+            results = pool.imap(_load_one, [(p, opts) for p in wavs], chunksize=8)
+            for path, x, sr, error in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt"):
+                utt = utt_id_of(path.name)
+                label = labels.get(utt, -1)
+                if x is None:
+                    problems.append(f"unreadable\t{utt}\t{path}: {error}")
+                    if src.name != "test":
+                        continue
+                    rows.append((utt, str(path), label, 0, 0.0, 0, f"unreadable: {error}"))
+                    offsets.append(offsets[-1])
+                    continue
+                audio_fh.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+                offsets.append(offsets[-1] + len(x))
+                rows.append((utt, str(path), label, sr, round(_stored_duration(path), 4), len(x), "ok"))
+                n_ok += 1
+        if not n_ok:
+            fail(f"{src.wav_dir}: none of the {len(wavs)} files of split {src.name} could be read")
+        np.save(stage / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+        with open(stage / "manifest.tsv", "w") as fh:
+            fh.write("\t".join(MANIFEST_COLUMNS) + "\n")
+            for row in rows:
+                fh.write("\t".join(str(v) for v in row) + "\n")
+        (stage / "report.txt").write_text(
+            f"# split {src.name}: {n_ok} prepared, {len(problems)} problem(s)\n" + "".join(p + "\n" for p in problems))
+        write_stamp(stage, options)
+    for p in problems:
+        kind, utt, detail = p.split("\t", 2)
+        print(f"[prepare {src.name}] {kind}: {detail}")
+    return {"split": src.name, "skipped": False, "prepared": n_ok, "problems": len(problems)}
+
+
+class PreparedSplit:
+    """Read access to a prepared split: ids, labels and the cached audio (memory-mapped)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        manifest = self.folder / "manifest.tsv"
+        if not manifest.is_file():
+            fail(f"{self.folder}: not a prepared split (no manifest.tsv); run the data-preparation stage")
+        lines = manifest.read_text().splitlines()
+        if tuple(lines[0].split("\t")) != MANIFEST_COLUMNS:
+            fail(f"{manifest}: unexpected header {lines[0]!r}")
+        rows = [line.split("\t") for line in lines[1:]]
+        self.ids = [r[0] for r in rows]
+        self.paths = [r[1] for r in rows]
+        self.labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
+        self.readable = np.array([r[6] == "ok" for r in rows])
+        self.offsets = np.load(self.folder / "offsets.npy")
+        size = self.offsets[-1]
+        self._audio = np.memmap(self.folder / "audio.f32", dtype=np.float32, mode="r", shape=(int(size),)) \
+            if size else np.zeros(0, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def audio(self, i: int) -> np.ndarray:
+        return np.asarray(self._audio[self.offsets[i]:self.offsets[i + 1]])
+
+    def num_samples(self, i: int) -> int:
+        return int(self.offsets[i + 1] - self.offsets[i])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data_root", help="folder holding the ADD 2023 Track 3 splits (layout found automatically)")
+    ap.add_argument("--split", choices=SPLITS, help="prepare one split from --wav_dir/--label_file")
+    ap.add_argument("--wav_dir")
+    ap.add_argument("--label_file")
+    ap.add_argument("--out", required=True, help="prepared data folder, e.g. exp/data")
+    ap.add_argument("--nj", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--normalise", choices=("rms", "peak", "none"), default="rms")
+    ap.add_argument("--target_dbfs", type=float, default=-26.0)
+    ap.add_argument("--no_trim", action="store_true", help="keep leading/trailing silence")
+    ap.add_argument("--trim_top_db", type=float, default=60.0)
+    args = ap.parse_args()
+    opts = LoadOptions(normalise=args.normalise, target_dbfs=args.target_dbfs, trim_silence=not args.no_trim,
+                       trim_top_db=args.trim_top_db)
+    if args.data_root:
+        sources = list(discover(args.data_root).values())
+    elif args.split and args.wav_dir:
+        sources = [SplitSource(args.split, Path(args.wav_dir), Path(args.label_file) if args.label_file else None)]
+        if not sources[0].wav_dir.is_dir():
+            fail(f"--wav_dir {sources[0].wav_dir}: not a folder")
+    else:
+        fail("give --data_root, or --split with --wav_dir (and --label_file)")
+    for src in sources:
+        print(f"[prepare] {src.name}: wav {src.wav_dir}, labels {src.label_file or '-'}")
+        info = prepare_split(src, Path(args.out), opts, args.nj)
+        if info["skipped"]:
+            print(f"[prepare] {src.name}: up to date, skipped")
+        else:
+            print(f"[prepare] {src.name}: {info['prepared']} utterances, {info['problems']} problem(s); "
+                  f"report {Path(args.out) / src.name / 'report.txt'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

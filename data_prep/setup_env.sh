@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent set-up of what the kit needs on a Debian machine: the Debian packages behind the demo
+# corpus and the codec augmentation, and the project virtual environment from requirements.txt.
+# A second call checks and returns in a second or two.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${KIT_VENV:-$root/.venv}
+python=${PYTHON:-python3}
+
+debian_packages=(ffmpeg sox libsox-fmt-all espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k
+  festvox-us-slt-hts timidity freepats asterisk-core-sounds-en-g722 pocketsphinx-testdata
+  asterisk-moh-opsound-g722 sound-theme-freedesktop sound-icons klettres-data)
+
+if command -v dpkg-query >/dev/null 2>&1; then
+  missing=()
+  for p in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+      echo "[setup] installing Debian packages: ${missing[*]}"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      echo "error: missing Debian packages; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+      exit 2
+    fi
+  fi
+else
+  for tool in ffmpeg sox; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found; install it (Debian: apt-get install $tool)" >&2; exit 2; }
+  done
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating virtual environment $venv"
+  "$python" -m venv "$venv"
+fi
+want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
+have=$(cat "$venv/.requirements.sha256" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+  echo "[setup] installing Python packages from requirements.txt into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/requirements.txt"
+  echo "$want" > "$venv/.requirements.sha256"
+fi

@@ -1,0 +1,1 @@
+"""Scoring: the ADD 2023 Track 3 open-set metric."""

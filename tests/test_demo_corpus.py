@@ -1,0 +1,111 @@
+"""The demo corpus generator: classes, disjoint text, separate key, determinism."""
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import soundfile as sf
+
+from data_prep.demo_corpus import ESPEAK_VARIANT_DIRS, espeak_variants, load_sentences
+from data_prep.labels import read_label_file
+
+from .conftest import TINY_SCALE, run_module
+
+
+def read_meta(corpus: Path) -> list[dict]:
+    with open(corpus / "meta.tsv") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def test_classes_and_splits(tiny_corpus):
+    meta = read_meta(tiny_corpus)
+    by_split = {s: {int(r["label"]) for r in meta if r["split"] == s} for s in ("train", "dev", "test")}
+    assert by_split["train"] == set(range(7))
+    assert by_split["dev"] == set(range(7))
+    assert by_split["test"] == set(range(8))
+    unknown_gens = {r["generator"] for r in meta if r["label"] == "7"}
+    assert unknown_gens == {"griffin_lim", "lpc_vocoder"}
+    # train/dev are clean; some test utterances carry noise or codec conditions
+    assert {r["condition"] for r in meta if r["split"] != "test"} == {"clean"}
+    assert any(r["condition"] != "clean" for r in meta if r["split"] == "test")
+
+
+def test_label_files_match_folders_and_key_is_apart(tiny_corpus):
+    for split, prefix in (("train", "ADD2023_T3_T_"), ("dev", "ADD2023_T3_D_")):
+        labels = read_label_file(tiny_corpus / f"ADD2023_Track3_{split}" / "label.txt")
+        files = {p.stem for p in (tiny_corpus / f"ADD2023_Track3_{split}" / "wav").glob("*.wav")}
+        assert set(labels) == files
+        assert all(u.startswith(prefix) for u in files)
+    test_dir = tiny_corpus / "ADD2023_Track3_test"
+    assert sorted(p.name for p in test_dir.iterdir()) == ["wav"]
+    key = read_label_file(tiny_corpus / "keys" / "test_label.txt")
+    assert set(key) == {p.stem for p in (test_dir / "wav").glob("*.wav")}
+
+
+def test_text_disjoint_between_splits(tiny_corpus):
+    meta = read_meta(tiny_corpus)
+    texts = {s: {r["text_id"] for r in meta if r["split"] == s and r["text_id"] != "-"} for s in ("train", "dev", "test")}
+    assert texts["train"] and texts["dev"] and texts["test"]
+    assert not texts["train"] & texts["dev"]
+    assert not texts["train"] & texts["test"]
+    assert not texts["dev"] & texts["test"]
+
+
+def test_real_and_world_sources_disjoint(tiny_corpus):
+    meta = read_meta(tiny_corpus)
+    real = {r["source"] for r in meta if r["generator"] == "real"}
+    world = {r["source"] for r in meta if r["generator"] == "world"}
+    unknown = {r["source"] for r in meta if r["label"] == "7"}
+    assert real and world and not real & world and not real & unknown
+
+
+def test_ids_do_not_reveal_class(tiny_corpus):
+    labels = read_label_file(tiny_corpus / "ADD2023_Track3_train" / "label.txt")
+    ordered = [labels[u] for u in sorted(labels)]
+    assert ordered != sorted(ordered)
+
+
+def test_audio_is_pcm16_at_mixed_rates_and_at_most_6s(tiny_corpus):
+    rates = set()
+    for wav in tiny_corpus.rglob("ADD2023_T3_*.wav"):
+        info = sf.info(str(wav))
+        assert info.subtype == "PCM_16" and info.channels == 1
+        assert info.frames / info.samplerate <= 6.0 + 1e-3
+        rates.add(info.samplerate)
+    assert 16000 in rates
+
+
+def test_musan_demo_layout(tiny_corpus):
+    for kind in ("noise", "music", "speech"):
+        assert list((tiny_corpus / "musan_demo" / kind).glob("*.wav")), kind
+
+
+def test_sentences_and_variants():
+    sentences = load_sentences()
+    assert len(sentences) > 2000
+    assert all(7 <= len(s.split()) <= 11 for s in sentences)
+    variants = espeak_variants()
+    assert "klatt" not in variants and "adam" not in variants and "m1" in variants
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".options.json"}
+
+
+def test_rebuild_is_byte_identical(tiny_corpus, tmp_path):
+    again = tmp_path / "demo"
+    run_module("data_prep.demo_corpus", "--out", str(again), "--scale", TINY_SCALE, "--seed", "3")
+    assert digest_tree(again) == digest_tree(tiny_corpus)
+
+
+def test_second_run_is_a_noop_and_foreign_folder_is_refused(tiny_corpus, tmp_path):
+    proc = run_module("data_prep.demo_corpus", "--out", str(tiny_corpus), "--scale", TINY_SCALE, "--seed", "3")
+    assert "nothing to do" in proc.stdout
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("user data")
+    proc = run_module("data_prep.demo_corpus", "--out", str(foreign), "--scale", TINY_SCALE, check=False)
+    assert proc.returncode == 2 and "refusing to overwrite" in proc.stderr
+    assert (foreign / "precious.txt").read_text() == "user data"
