@@ -17,7 +17,9 @@ demo_dir=data/demo
 demo_scale=1.0
 seed=0
 nj=2
-config_dir=""
+conf=""
+conf_dir=""
+submission_dir=submission
 skip_setup=false
 
 usage() {
@@ -33,7 +35,7 @@ Stages (inputs -> outputs):
   3 train     EXP/data -> EXP/<system>/ckpt/ (best.pt by dev open-set F1, last.pt), train_log.csv
   4 score     EXP/<system>/ckpt/best.pt -> EXP/<system>/scores/{dev,test}/ logits, embeddings, windows
   5 decide    EXP/<system>/scores -> EXP/<system>/decision/ tau.json, dev/test predictions
-  6 submit    EXP/<system>/decision -> submission/<system>.txt + .zip (validated against the test folder)
+  6 submit    EXP/<system>/decision -> SUBMISSION_DIR/<system>.txt + .zip (validated against the test folder)
   7 evaluate  predictions + answer key -> EXP/report/ (scores printed; only when a key is known)
 
 Options:
@@ -45,8 +47,10 @@ Options:
                      (default: the demo bank with the demo corpus, none with --data_root)
   --exp DIR          experiment folder (default exp)
   --systems LIST     comma-separated systems to train and score (default lfcc_resnet18)
-  --config_dir DIR   folder with <system>.yaml overriding systems/<system>/conf (default: demo
-                     configs with the demo corpus, the paper's settings otherwise)
+  --conf NAME        config name: systems/<system>/conf/NAME.yaml (default: demo with the demo
+                     corpus, paper with --data_root)
+  --conf_dir DIR     take <system>.yaml from DIR instead (your own configs)
+  --submission_dir D where stage 6 writes (default submission)
   --test_key FILE    answer key for the test split (the demo corpus provides its own)
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
   --seed N           random seed (default 0)
@@ -64,7 +68,9 @@ while [ $# -gt 0 ]; do
     --musan) musan=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
-    --config_dir) config_dir=$2; shift 2 ;;
+    --conf) conf=$2; shift 2 ;;
+    --conf_dir) conf_dir=$2; shift 2 ;;
+    --submission_dir) submission_dir=$2; shift 2 ;;
     --test_key) test_key=$2; shift 2 ;;
     --demo_scale) demo_scale=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
@@ -93,18 +99,59 @@ if [ -z "$data_root" ]; then
   corpus=$demo_dir
   [ -n "$musan" ] || musan=$demo_dir/musan_demo
   [ -n "$test_key" ] || test_key=$demo_dir/keys/test_label.txt
-  [ -n "$config_dir" ] || config_dir=systems/demo_conf
+  [ -n "$conf" ] || conf=demo
   if run_stage 1; then
     log "Stage 1 (demo): packages -> $demo_dir"
     "$python" -m data_prep.demo_corpus --out "$demo_dir" --scale "$demo_scale" --seed "$seed" --nj "$nj"
   fi
 else
   corpus=$data_root
+  [ -n "$conf" ] || conf=paper
 fi
+IFS=, read -r -a system_list <<< "$systems"
+config_of() { if [ -n "$conf_dir" ]; then echo "$conf_dir/$1.yaml"; else echo "systems/$1/conf/$conf.yaml"; fi; }
+for sys in "${system_list[@]}"; do
+  [ -f "$(config_of "$sys")" ] || { echo "error: $(config_of "$sys") not found (system '$sys')" >&2; exit 2; }
+done
 
 if run_stage 2; then
   log "Stage 2 (prepare): $corpus -> $exp/data/{train,dev,test}"
   "$python" -m data_prep.prepare --data_root "$corpus" --out "$exp/data" --nj "$nj"
+fi
+
+if run_stage 3; then
+  for sys in "${system_list[@]}"; do
+    log "Stage 3 (train): $(config_of "$sys"), $exp/data -> $exp/$sys/ckpt"
+    "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$exp/$sys" \
+      ${musan:+--musan "$musan"} --set train.seed="$seed"
+  done
+fi
+
+if run_stage 4; then
+  for sys in "${system_list[@]}"; do
+    log "Stage 4 (score): $exp/$sys/ckpt/best.pt -> $exp/$sys/scores/{train,dev,test}"
+    "$python" -m systems.score --exp "$exp/$sys" --data "$exp/data"
+  done
+fi
+
+if run_stage 5; then
+  for sys in "${system_list[@]}"; do
+    log "Stage 5 (decide): $exp/$sys/scores -> $exp/$sys/decision"
+    "$python" -m fusion.decide --exp "$exp/$sys"
+  done
+fi
+
+if run_stage 6; then
+  for sys in "${system_list[@]}"; do
+    log "Stage 6 (submit): $exp/$sys/decision/test_pred.txt -> $submission_dir/$sys.{txt,zip}"
+    "$python" -m submit.write --pred "$exp/$sys/decision/test_pred.txt" --test_manifest "$exp/data/test" \
+      --name "$sys" --out "$submission_dir"
+  done
+fi
+
+if run_stage 7; then
+  log "Stage 7 (evaluate): $submission_dir/ + ${test_key:-no key} -> $exp/report"
+  "$python" -m eval.report --exp "$exp" --systems "$systems" ${test_key:+--key "$test_key"} --submission_dir "$submission_dir"
 fi
 
 log "done (stages $stage..$stop_stage)"

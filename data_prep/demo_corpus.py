@@ -600,7 +600,7 @@ def build(out: Path, scale: float, seed: int, nj: int) -> dict:
         rest = sorted((t for t in tasks if t.generator != "piper"), key=lambda t: (weight.get(t.generator, 9), t.index))
         jobs += [("plain", [t], stage, bank, seed) for t in rest]
         ctx = mp.get_context("spawn")
-        with ctx.Pool(max(1, nj)) as pool, tqdm(total=len(tasks), desc="demo corpus", unit="utt") as bar:
+        with ctx.Pool(max(1, nj)) as pool, tqdm(total=len(tasks), desc="demo corpus", unit="utt", mininterval=1.0) as bar:
             for done in pool.imap_unordered(_render_job, jobs):
                 bar.update(done)
         timings["render_s"] = round(time.time() - t1, 1)

@@ -139,7 +139,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
         with open(stage / "audio.f32", "wb") as audio_fh, ctx.Pool(max(1, nj)) as pool:
             results = pool.imap(_load_one, [(p, opts) for p in wavs], chunksize=8)
-            for path, x, sr, error in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt"):
+            for path, x, sr, error in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
                 utt = utt_id_of(path.name)
                 label = labels.get(utt, -1)
                 if x is None:
@@ -194,7 +194,7 @@ class PreparedSplit:
         return len(self.ids)
 
     def audio(self, i: int) -> np.ndarray:
-        return np.asarray(self._audio[self.offsets[i]:self.offsets[i + 1]])
+        return np.array(self._audio[self.offsets[i]:self.offsets[i + 1]])  # a writable copy
 
     def num_samples(self, i: int) -> int:
         return int(self.offsets[i + 1] - self.offsets[i])

@@ -1,0 +1,1 @@
+"""Decisions and fusion: read only the exported score files, never a network."""

@@ -1,0 +1,1 @@
+"""CodaLab submission files for ADD 2023 Track 3."""

@@ -1,0 +1,83 @@
+"""Write and validate the CodaLab submission: `submission/<name>.txt` and `submission/<name>.zip`.
+
+    python -m submit.write --pred exp/<name>/decision/test_pred.txt --test_manifest exp/data/test/manifest.tsv \
+        --name <name> [--out submission]
+
+One line per file of the test folder, `<file id>.wav <label>`, sorted by id, no header. The ids are
+checked against the test folder itself (listed again, not taken from a range). Test files that could
+not be read get label 7 (unknown): the kit cannot attribute audio it cannot decode, and 7 costs a
+known class only recall, never the precision of another class. They are listed on the console.
+Missing, extra or duplicate ids and labels outside 0–7 are refused, naming them.
+"""
+from __future__ import annotations
+
+import argparse
+import zipfile
+from pathlib import Path
+
+from data_prep.common import atomic_path, fail, run_cli
+from data_prep.labels import read_label_lines, utt_id_of
+from data_prep.prepare import PreparedSplit
+
+UNREADABLE_LABEL = 7
+
+
+def _names(ids, limit: int = 5) -> str:
+    ids = sorted(ids)
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
+
+
+def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[list[str], list[str]]:
+    """Validated submission lines and the ids of unreadable test files that were given label 7."""
+    test = PreparedSplit(test_manifest_dir)
+    folders = sorted({str(Path(p).parent) for p in test.paths})
+    on_disk = set()
+    for folder in folders:
+        if not Path(folder).is_dir():
+            fail(f"{folder}: test folder named in {test.folder / 'manifest.tsv'} no longer exists")
+        on_disk |= {utt_id_of(p.name) for p in Path(folder).iterdir() if p.suffix.lower() == ".wav"}
+    in_manifest = set(test.ids)
+    if on_disk != in_manifest:
+        fail(f"test folder and {test.folder / 'manifest.tsv'} disagree (not prepared: "
+             f"{_names(on_disk - in_manifest) or 'none'}; gone: {_names(in_manifest - on_disk) or 'none'}); "
+             "re-run the prepare stage")
+    preds = {u: lab for u, lab, _ in read_label_lines(pred_path, range(0, 8), "prediction file")}
+    extra = set(preds) - in_manifest
+    if extra:
+        fail(f"{pred_path}: {len(extra)} id(s) not in the test folder: {_names(extra)}")
+    unreadable = [u for u, ok in zip(test.ids, test.readable) if not ok and u not in preds]
+    missing = in_manifest - set(preds) - set(unreadable)
+    if missing:
+        fail(f"{pred_path}: no prediction for {len(missing)} test file(s): {_names(missing)}")
+    labels = {**preds, **{u: UNREADABLE_LABEL for u in unreadable}}
+    return [f"{u}.wav {labels[u]}" for u in sorted(labels)], unreadable
+
+
+def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    txt, zpath = out_dir / f"{name}.txt", out_dir / f"{name}.zip"
+    with atomic_path(txt) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    with atomic_path(zpath) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(txt, arcname=txt.name)
+    return txt, zpath
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pred", required=True, help="predictions, `<file> <label>` lines")
+    ap.add_argument("--test_manifest", required=True, help="prepared test split folder (exp/data/test)")
+    ap.add_argument("--name", required=True, help="submission name")
+    ap.add_argument("--out", default="submission")
+    args = ap.parse_args()
+    lines, unreadable = build_lines(args.pred, args.test_manifest)
+    for u in unreadable:
+        print(f"[submit] {u}: unreadable test file, submitted as {UNREADABLE_LABEL} (unknown)")
+    txt, zpath = write_submission(lines, args.name, args.out)
+    print(f"[submit] {txt}: {len(lines)} lines ({len(unreadable)} unreadable); {zpath}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,23 @@
+"""Systems: one folder per system (model + YAML configs); shared training and export in `common/`.
+
+The registry maps a system name to `module:Class`; the class is imported only when used, so a
+system's heavy dependencies (e.g. transformers) load only for that system.
+"""
+from __future__ import annotations
+
+import importlib
+
+REGISTRY = {
+    "lfcc_resnet18": "systems.lfcc_resnet18.model:LFCCResNet18",
+    "rawnet2": "systems.rawnet2.model:RawNet2",
+    "se_res2net50": "systems.se_res2net50.model:SERes2Net50",
+}
+
+
+def model_class(name: str):
+    if name not in REGISTRY:
+        from data_prep.common import fail
+
+        fail(f"unknown system {name!r}; valid: {', '.join(sorted(REGISTRY))}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)

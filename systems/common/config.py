@@ -1,0 +1,151 @@
+"""System configs: one YAML per system, strict about keys, resolved and saved beside the results.
+
+A config has five sections; `model` holds the keyword arguments of the registered model class
+(checked against its signature), the others are the dataclasses below. A key the code does not
+know is an error, never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_prep.augment import AugmentConfig
+from data_prep.common import fail, write_text_atomic
+
+SECTIONS = ("system", "model", "train", "augment", "decision")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None
+    num_workers: int = 2
+    score_batch_size: int = 64
+    seed: int = 0
+    bf16: bool = True  # autocast on GPU only
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            fail(f"train.optimizer {self.optimizer!r}: valid are adam, adamw, sgd")
+        if self.epochs < 1 or self.batch_size < 1:
+            fail("train.epochs and train.batch_size must be positive")
+        self.betas = tuple(float(b) for b in self.betas)
+
+
+@dataclass
+class DecisionConfig:
+    rule: str = "quantile"
+    q: float = 0.05
+    tau: float | None = None
+
+    def __post_init__(self):
+        if self.rule not in ("quantile", "fixed"):
+            fail(f"decision.rule {self.rule!r}: valid are quantile, fixed")
+        if self.rule == "fixed" and self.tau is None:
+            fail("decision.rule fixed needs decision.tau")
+        if not 0.0 <= self.q < 1.0:
+            fail(f"decision.q {self.q} must lie in [0, 1)")
+
+
+@dataclass
+class SystemConfig:
+    system: str
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(v):
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [plain(x) for x in v]
+            return v
+
+        return {"system": self.system, "model": plain(self.model),
+                "train": plain(dataclasses.asdict(self.train)),
+                "augment": plain(dataclasses.asdict(self.augment)),
+                "decision": plain(dataclasses.asdict(self.decision))}
+
+    def save(self, path: str | Path) -> None:
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _section(cls, values: dict | None, where: str):
+    values = values or {}
+    if not isinstance(values, dict):
+        fail(f"{where}: must be a mapping")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        fail(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
+    return cls(**values)
+
+
+def check_model_keys(system: str, model: dict, where: str) -> None:
+    from systems import model_class
+
+    params = inspect.signature(model_class(system).__init__).parameters
+    valid = {n for n in params if n not in ("self", "num_classes")}
+    unknown = sorted(set(model) - valid)
+    if unknown:
+        fail(f"{where}: unknown model key(s) {unknown} for {system}; valid: {sorted(valid)}")
+
+
+def from_dict(raw: dict, where: str, overrides: dict[str, Any] | None = None) -> SystemConfig:
+    if not isinstance(raw, dict):
+        fail(f"{where}: a config must be a YAML mapping")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        fail(f"{where}: unknown section(s) {unknown}; valid: {list(SECTIONS)}")
+    if "system" not in raw:
+        fail(f"{where}: missing 'system'")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or section == "system" or not key:
+            fail(f"override {dotted!r}: expected <section>.<key> with section in {list(SECTIONS[1:])}")
+        raw.setdefault(section, {})
+        raw[section] = dict(raw[section] or {})
+        raw[section][key] = value
+    model = raw.get("model") or {}
+    check_model_keys(raw["system"], model, f"{where}: model")
+    return SystemConfig(system=raw["system"], model=model,
+                        train=_section(TrainConfig, raw.get("train"), f"{where}: train"),
+                        augment=_section(AugmentConfig, raw.get("augment"), f"{where}: augment"),
+                        decision=_section(DecisionConfig, raw.get("decision"), f"{where}: decision"))
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SystemConfig:
+    path = Path(path)
+    if not path.is_file():
+        fail(f"{path}: config file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        fail(f"{path}: not valid YAML ({str(err).splitlines()[0]})")
+    return from_dict(raw, str(path), overrides)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`section.key=value` strings, values parsed as YAML (numbers, booleans, lists)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            fail(f"override {item!r}: expected section.key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out

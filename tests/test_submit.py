@@ -1,0 +1,71 @@
+"""The submission writer: one line per test file, validated, zipped."""
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+
+from data_prep.common import KitError
+from submit.write import build_lines, write_submission
+
+from .conftest import run_module
+
+
+@pytest.fixture
+def prepared_with_bad_file(tiny_corpus, tmp_path):
+    """A copy of the tiny test split with one corrupt file, prepared."""
+    test_dir = tmp_path / "data" / "test" / "wav"
+    shutil.copytree(tiny_corpus / "ADD2023_Track3_test" / "wav", test_dir)
+    bad = sorted(test_dir.glob("*.wav"))[2]
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "prep"
+    run_module("data_prep.prepare", "--split", "test", "--wav_dir", str(test_dir), "--out", str(out))
+    ids = sorted(p.stem for p in test_dir.glob("*.wav"))
+    return out / "test", ids, bad.stem, test_dir
+
+
+def write_preds(path, ids, label=3):
+    path.write_text("".join(f"{u}.wav {label}\n" for u in ids))
+    return path
+
+
+def test_valid_submission_gives_unreadable_file_label_7(prepared_with_bad_file, tmp_path):
+    test, ids, bad, _ = prepared_with_bad_file
+    pred = write_preds(tmp_path / "pred.txt", [u for u in ids if u != bad])
+    lines, unreadable = build_lines(pred, test)
+    assert unreadable == [bad]
+    assert lines == sorted(lines) and len(lines) == len(ids)
+    assert f"{bad}.wav 7" in lines
+    txt, zpath = write_submission(lines, "sys", tmp_path / "submission")
+    assert txt.read_text().splitlines() == lines
+    with zipfile.ZipFile(zpath) as zf:
+        assert zf.namelist() == ["sys.txt"] and zf.read("sys.txt").decode() == txt.read_text()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda ids: ids[1:], "no prediction"),
+    (lambda ids: ids + ["ADD2023_T3_E_77777777"], "not in the test folder"),
+    (lambda ids: ids + ids[:1], "duplicate"),
+])
+def test_refusals(prepared_with_bad_file, tmp_path, mutate, message):
+    test, ids, bad, _ = prepared_with_bad_file
+    good = [u for u in ids if u != bad]
+    pred = write_preds(tmp_path / "pred.txt", mutate(good))
+    with pytest.raises(KitError, match=message):
+        build_lines(pred, test)
+
+
+def test_label_out_of_range_refused(prepared_with_bad_file, tmp_path):
+    test, ids, bad, _ = prepared_with_bad_file
+    pred = write_preds(tmp_path / "pred.txt", [u for u in ids if u != bad], label=9)
+    with pytest.raises(KitError, match="outside"):
+        build_lines(pred, test)
+
+
+def test_folder_changed_since_preparation_is_refused(prepared_with_bad_file, tmp_path):
+    test, ids, bad, test_dir = prepared_with_bad_file
+    shutil.copy(test_dir / f"{ids[0]}.wav", test_dir / "ADD2023_T3_E_55555555.wav")
+    pred = write_preds(tmp_path / "pred.txt", [u for u in ids if u != bad])
+    with pytest.raises(KitError, match="disagree"):
+        build_lines(pred, test)
