@@ -178,7 +178,7 @@ def codec_roundtrip(x: np.ndarray, sr: int, codec: str, rng: np.random.Generator
         else:  # amr-nb: ffmpeg has no AMR encoder here; sox does
             enc, cmd = tmp / "c.amr", None
         if cmd is None:
-            proc = subprocess.run(["sox", str(src), "-r", "8000", "-c", "1", "-t", "amr-nb", str(enc)],
+            proc = subprocess.run(["sox", "-R", str(src), "-r", "8000", "-c", "1", "-t", "amr-nb", str(enc)],
                                   capture_output=True)
         else:
             proc = subprocess.run(cmd + [str(enc)], capture_output=True)

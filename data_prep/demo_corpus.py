@@ -469,7 +469,8 @@ def build_musan_bank(out: Path, rng: np.random.Generator, tmp: Path) -> dict[str
     for colour in ("whitenoise", "pinknoise", "brownnoise"):
         for take in range(2):
             target = noise_dir / f"synth-{colour}-{take}.wav"
-            # sox -R is its repeatable mode; the tremolo makes the two takes differ
+            # sox -R: repeatable mode (sox seeds its noise and dither from the clock otherwise);
+            # the tremolo makes the two takes differ
             _run(["sox", "-R", "-n", "-r", str(SR), "-b", "16", "-c", "1", str(target), "synth", "8", colour,
                   "tremolo", str(0.5 + take * 2.5), "40", "vol", "0.5"], "sox synth")
             n += 1
