@@ -11,7 +11,7 @@ stop_stage=100
 data_root=""
 musan=""
 exp=exp
-systems=lfcc_resnet18
+systems=lfcc_resnet18,rawnet2
 test_key=""
 demo_dir=data/demo
 demo_scale=1.0
@@ -20,6 +20,8 @@ nj=2
 conf=""
 conf_dir=""
 submission_dir=submission
+submission_name=track3
+fusion_config=fusion/conf/fusion.yaml
 skip_setup=false
 
 usage() {
@@ -34,9 +36,10 @@ Stages (inputs -> outputs):
   2 prepare   data root (or data/demo) -> EXP/data/{train,dev,test}/ manifest.tsv, audio.f32, report.txt
   3 train     EXP/data -> EXP/<system>/ckpt/ (best.pt by dev open-set F1, last.pt), train_log.csv
   4 score     EXP/<system>/ckpt/best.pt -> EXP/<system>/scores/{dev,test}/ logits, embeddings, windows
-  5 decide    EXP/<system>/scores -> EXP/<system>/decision/ tau.json, dev/test predictions
-  6 submit    EXP/<system>/decision -> SUBMISSION_DIR/<system>.txt + .zip (validated against the test folder)
-  7 evaluate  predictions + answer key -> EXP/report/ (scores printed; only when a key is known)
+  5 fuse      EXP/<system>/scores -> EXP/fusion/<method>/ (single systems, OpenMax, label, score and
+              feature-level fusion; tau chosen on dev), summary.json
+  6 submit    EXP/fusion/<submit_method>/test_pred.txt -> SUBMISSION_DIR/NAME.txt + .zip (validated)
+  7 evaluate  EXP/fusion + answer key -> EXP/report/ README.md, results.json, figures; scores printed
 
 Options:
   --stage N          first stage to run (default 0)
@@ -46,11 +49,13 @@ Options:
   --musan DIR        MUSAN folder (noise/ music/ speech/) for training augmentation
                      (default: the demo bank with the demo corpus, none with --data_root)
   --exp DIR          experiment folder (default exp)
-  --systems LIST     comma-separated systems to train and score (default lfcc_resnet18)
+  --systems LIST     comma-separated systems to train, score and fuse (default lfcc_resnet18,rawnet2)
   --conf NAME        config name: systems/<system>/conf/NAME.yaml (default: demo with the demo
                      corpus, paper with --data_root)
   --conf_dir DIR     take <system>.yaml from DIR instead (your own configs)
+  --fusion_config F  fusion and threshold settings (default fusion/conf/fusion.yaml)
   --submission_dir D where stage 6 writes (default submission)
+  --submission_name N  submission file name (default track3)
   --test_key FILE    answer key for the test split (the demo corpus provides its own)
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
   --seed N           random seed (default 0)
@@ -71,6 +76,8 @@ while [ $# -gt 0 ]; do
     --conf) conf=$2; shift 2 ;;
     --conf_dir) conf_dir=$2; shift 2 ;;
     --submission_dir) submission_dir=$2; shift 2 ;;
+    --submission_name) submission_name=$2; shift 2 ;;
+    --fusion_config) fusion_config=$2; shift 2 ;;
     --test_key) test_key=$2; shift 2 ;;
     --demo_scale) demo_scale=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
@@ -135,23 +142,22 @@ if run_stage 4; then
 fi
 
 if run_stage 5; then
-  for sys in "${system_list[@]}"; do
-    log "Stage 5 (decide): $exp/$sys/scores -> $exp/$sys/decision"
-    "$python" -m fusion.decide --exp "$exp/$sys"
-  done
+  log "Stage 5 (fuse): $exp/{${systems}}/scores -> $exp/fusion (every method, tau on dev)"
+  "$python" -m fusion.run --exp "$exp" --systems "$systems" --config "$fusion_config"
 fi
 
 if run_stage 6; then
-  for sys in "${system_list[@]}"; do
-    log "Stage 6 (submit): $exp/$sys/decision/test_pred.txt -> $submission_dir/$sys.{txt,zip}"
-    "$python" -m submit.write --pred "$exp/$sys/decision/test_pred.txt" --test_manifest "$exp/data/test" \
-      --name "$sys" --out "$submission_dir"
-  done
+  log "Stage 6 (submit): $exp/fusion (submit_method) -> $submission_dir/$submission_name.{txt,zip}"
+  "$python" -m submit.write --fusion "$exp/fusion" --test_manifest "$exp/data/test" --name "$submission_name" \
+    --out "$submission_dir"
 fi
 
 if run_stage 7; then
-  log "Stage 7 (evaluate): $submission_dir/ + ${test_key:-no key} -> $exp/report"
-  "$python" -m eval.report --exp "$exp" --systems "$systems" ${test_key:+--key "$test_key"} --submission_dir "$submission_dir"
+  log "Stage 7 (evaluate): $exp/fusion + ${test_key:-no key} -> $exp/report"
+  "$python" -m eval.report --exp "$exp" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"}
+  if [ -n "$test_key" ]; then
+    "$python" eval/score.py "$submission_dir/$submission_name.txt" "$test_key"
+  fi
 fi
 
 log "done (stages $stage..$stop_stage)"

@@ -1,10 +1,14 @@
-"""The evaluate stage: one results line per system on dev and (when a key is known) test.
+"""The evaluate stage: a results report over every single system and every fusion method.
 
-    python -m eval.report --exp exp --systems a,b [--key keys/test_label.txt] [--submission_dir submission]
+    python -m eval.report --exp exp --test_manifest exp/data/test [--key keys/test_label.txt]
 
-Dev is scored from `EXP/<system>/decision/dev_pred.txt` against the dev labels; test from the
-submission file against the answer key. Writes `EXP/report/results.md` and `results.json` and
-prints the full score.py report of each submission.
+Reads `EXP/fusion/` (summary.json and each method's predictions and scores). Dev metrics need no
+key; test metrics are computed on exactly what would be submitted (unreadable test files as 7)
+against the key when one is given. Writes `EXP/report/README.md`, `results.json` and figures:
+  max_scores.png   histograms of the max known-class score, known vs unknown (seed 004 Fig. 1)
+  f1_vs_tau.png    open-set F1 against τ per method, the chosen τ marked (seed 000 Fig. 3)
+  tsne.png         t-SNE of the fused embeddings coloured by class (seed 004 Fig. 3)
+  confusion.png    confusion matrix of the submitted method
 """
 from __future__ import annotations
 
@@ -12,76 +16,262 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from data_prep.common import fail, run_cli, write_text_atomic
 from data_prep.labels import read_label_file
-from eval.metrics import full_report
-from eval.score import aligned_labels, format_report
-from systems.common.export import SystemScores
+from eval.metrics import UNKNOWN, full_report, open_set_scores
+from fusion.calibrate import decide_labels, known_max, tau_grid
+from submit.write import build_lines
+
+CLASS_NAMES = ["real", "fake 1", "fake 2", "fake 3", "fake 4", "fake 5", "fake 6", "unknown"]
 
 
-def system_results(exp: Path, system: str, key: str | None, submission_dir: Path) -> tuple[dict, str | None]:
-    sdir = exp / system
-    tau_file = sdir / "decision" / "tau.json"
-    if not tau_file.is_file():
-        fail(f"{tau_file}: missing; run the decide stage for {system}")
-    tau = json.loads(tau_file.read_text())
-    dev = SystemScores(sdir / "scores" / "dev")
-    truth = dict(zip(dev.ids, dev.labels.tolist()))
-    pred = read_label_file(sdir / "decision" / "dev_pred.txt")
-    dev_rep = full_report([truth[u] for u in dev.ids], [pred[u] for u in dev.ids])
-    row = {"system": system, "tau": tau["tau"], "rule": tau["rule"],
-           "dev_f1": dev_rep["open_set"]["f1"], "dev_sklearn_f1": dev_rep["sklearn_macro_f1"]}
-    text = None
-    if key:
-        sub = submission_dir / f"{system}.txt"
-        if not sub.is_file():
-            fail(f"{sub}: missing; run the submit stage for {system}")
-        rep = full_report(*aligned_labels(str(sub), key))
-        o = rep["open_set"]
-        row.update(test_precision=o["precision"], test_recall=o["recall"], test_f1=o["f1"],
-                   test_unknown_recall=o["unknown_recall"], test_sklearn_f1=rep["sklearn_macro_f1"])
-        text = format_report(rep)
-    return row, text
+def method_dir(fusion: Path, name: str) -> Path:
+    return fusion / name.replace(":", "__")
+
+
+def read_pairs(path: Path) -> dict[str, int]:
+    return read_label_file(path, range(0, 8), "prediction file")
+
+
+def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | None) -> list[dict]:
+    summary = json.loads((fusion / "summary.json").read_text())
+    dev_key = read_pairs(fusion / "dev_key.txt")
+    rows = []
+    for name, info in summary["methods"].items():
+        folder = method_dir(fusion, name)
+        dev_pred = read_pairs(folder / "dev_pred.txt")
+        ids = sorted(dev_key)
+        dev = full_report([dev_key[u] for u in ids], [dev_pred[u] for u in ids])
+        row = {"method": name, "description": info["description"], "rule": info["rule"], "tau": info["tau"],
+               "dev_precision": dev["open_set"]["precision"], "dev_recall": dev["open_set"]["recall"],
+               "dev_f1": dev["open_set"]["f1"], "dev_sklearn_f1": dev["sklearn_macro_f1"],
+               "submitted": name == summary["submit_method"]}
+        if key is not None:
+            lines, _ = build_lines(folder / "test_pred.txt", test_manifest)
+            sub = {ln.split()[0][:-4]: int(ln.split()[1]) for ln in lines}
+            missing = sorted(set(key) - set(sub))
+            if missing or set(sub) - set(key):
+                fail(f"answer key and test folder disagree (e.g. {(missing or sorted(set(sub) - set(key)))[0]})")
+            tids = sorted(key)
+            rep = full_report([key[u] for u in tids], [sub[u] for u in tids])
+            o = rep["open_set"]
+            row.update(test_precision=o["precision"], test_recall=o["recall"], test_f1=o["f1"],
+                       test_unknown_recall=o["unknown_recall"], test_sklearn_f1=rep["sklearn_macro_f1"],
+                       test_confusion=rep["confusion"])
+        row["dev_confusion"] = dev["confusion"]
+        rows.append(row)
+    return rows
+
+
+def fmt(v, digits=4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and not np.isfinite(v):
+        return "−∞" if v < 0 else "∞"
+    return f"{v:.{digits}f}"
 
 
 def results_table(rows: list[dict]) -> str:
-    has_test = any("test_f1" in r for r in rows)
-    head = "| system | τ (rule) | dev open-set F1 |" + (" test P | test R | test open-set F1 | unknown recall | test sklearn F1 |" if has_test else "")
-    sep = "|---|---|---|" + ("---|---|---|---|---|" if has_test else "")
-    lines = [head, sep]
+    test = any("test_f1" in r for r in rows)
+    head = "| method | τ | dev P | dev R | dev F1 |" + (" test P | test R | test F1 | unknown recall | test sklearn F1 |" if test else "")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        line = f"| {r['system']} | {r['tau']:.4f} ({r['rule']}) | {r['dev_f1']:.4f} |"
-        if has_test and "test_f1" in r:
-            unk = "–" if r["test_unknown_recall"] is None else f"{r['test_unknown_recall']:.4f}"
-            line += (f" {r['test_precision']:.4f} | {r['test_recall']:.4f} | {r['test_f1']:.4f} | {unk} |"
-                     f" {r['test_sklearn_f1']:.4f} |")
+        name = f"**{r['method']}** (submitted)" if r["submitted"] else r["method"]
+        line = f"| {name} | {fmt(r['tau'])} | {fmt(r['dev_precision'])} | {fmt(r['dev_recall'])} | {fmt(r['dev_f1'])} |"
+        if test:
+            line += (f" {fmt(r['test_precision'])} | {fmt(r['test_recall'])} | {fmt(r['test_f1'])} |"
+                     f" {fmt(r['test_unknown_recall'])} | {fmt(r['test_sklearn_f1'])} |")
         lines.append(line)
     return "\n".join(lines)
+
+
+def scored_methods(fusion: Path, summary: dict) -> list[tuple[str, dict, Path]]:
+    out = []
+    for name, info in summary["methods"].items():
+        folder = method_dir(fusion, name)
+        if (folder / "test_scores.npy").is_file():
+            out.append((name, info, folder))
+    return out
+
+
+def test_truth(fusion: Path, key: dict[str, int]) -> tuple[list[str], np.ndarray]:
+    """Key labels in the order of the fusion's test ids (readable utterances)."""
+    ids = (fusion / "test_ids.txt").read_text().split()
+    return ids, np.array([key[u] for u in ids])
+
+
+def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    methods = scored_methods(fusion, summary)
+    cols = min(4, len(methods))
+    rows = int(np.ceil(len(methods) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    truth = test_truth(fusion, key)[1] if key is not None else None
+    for ax, (name, info, folder) in zip(axes.flat, methods):
+        unknown_col = name.startswith("openmax:")
+        if truth is not None:
+            m = known_max(np.load(folder / "test_scores.npy"), unknown_col)
+            ax.hist(m[truth != UNKNOWN], bins=30, range=(0, 1), alpha=0.6, label="known (test)")
+            ax.hist(m[truth == UNKNOWN], bins=30, range=(0, 1), alpha=0.6, label="unknown (test)")
+        else:
+            m = known_max(np.load(folder / "dev_scores.npy"), unknown_col)
+            ax.hist(m, bins=30, range=(0, 1), alpha=0.6, label="dev (known)")
+        if info["tau"] is not None and np.isfinite(info["tau"]):
+            ax.axvline(info["tau"], color="k", ls="--", lw=1, label=f"τ = {info['tau']:.3f}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("max known-class score")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "max_scores.png", dpi=90)
+    plt.close(fig)
+
+
+def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    methods = scored_methods(fusion, summary)
+    cols = min(4, len(methods))
+    rows = int(np.ceil(len(methods) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    truth = test_truth(fusion, key)[1] if key is not None else None
+    dev_label = "dev, pseudo-unknown folds" if summary["rule"] == "leave-one-out" else "dev (known only)"
+    for ax, (name, info, folder) in zip(axes.flat, methods):
+        curve = np.loadtxt(folder / "curve.tsv", skiprows=1, ndmin=2)
+        ax.plot(curve[:, 0], curve[:, 1], label=dev_label)
+        if truth is not None:
+            unknown_col = name.startswith("openmax:")
+            scores = np.load(folder / "test_scores.npy")
+            grid = tau_grid(known_max(scores, unknown_col))
+            grid = grid[np.isfinite(grid)]
+            f1 = [open_set_scores(truth, decide_labels(scores, t, None, unknown_col))["f1"] for t in grid]
+            ax.plot(grid, f1, label="test")
+        if info["tau"] is not None and np.isfinite(info["tau"]):
+            ax.axvline(info["tau"], color="k", ls="--", lw=1, label="chosen τ")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("τ")
+        ax.set_ylabel("open-set F1")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "f1_vs_tau.png", dpi=90)
+    plt.close(fig)
+
+
+def plot_tsne(fusion: Path, key, out: Path) -> bool:
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    dev_file = fusion / "fused_embeddings_dev.npy"
+    if not dev_file.is_file():
+        return False
+    dev_key = read_pairs(fusion / "dev_key.txt")
+    dev_ids = (fusion / "dev_ids.txt").read_text().split()
+    parts, labels, markers = [np.load(dev_file)], [np.array([dev_key[u] for u in dev_ids])], ["dev"]
+    if key is not None:
+        parts.append(np.load(fusion / "fused_embeddings_test.npy"))
+        labels.append(test_truth(fusion, key)[1])
+        markers.append("test")
+    Z = np.concatenate(parts)
+    if len(Z) < 10:
+        return False
+    xy = TSNE(n_components=2, perplexity=min(30, (len(Z) - 1) // 3), init="pca", random_state=0).fit_transform(Z)
+    fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 5), squeeze=False)
+    start = 0
+    cmap = plt.get_cmap("tab10")
+    for ax, lab, name in zip(axes.flat, labels, markers):
+        seg = xy[start:start + len(lab)]
+        start += len(lab)
+        for c in range(8):
+            sel = lab == c
+            if sel.any():
+                ax.scatter(seg[sel, 0], seg[sel, 1], s=8, color=cmap(c), label=f"{c} {CLASS_NAMES[c]}",
+                           marker="x" if c == UNKNOWN else "o")
+        ax.set_title(f"fused embeddings, {name}")
+        ax.legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(out / "tsne.png", dpi=90)
+    plt.close(fig)
+    return True
+
+
+def plot_confusion(row: dict, out: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    which = "test" if "test_confusion" in row else "dev"
+    cm = np.array(row[f"{which}_confusion"])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(8):
+        for j in range(8):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(8))
+    ax.set_yticks(range(8))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{row['method']} on {which}")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=90)
+    plt.close(fig)
+    return which
+
+
+def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fusion = exp / "fusion"
+    if not (fusion / "summary.json").is_file():
+        fail(f"{fusion}: no summary.json; run the fusion stage")
+    summary = json.loads((fusion / "summary.json").read_text())
+    key = read_label_file(key_path, range(0, 8), "answer key") if key_path else None
+    rows = evaluate_methods(fusion, test_manifest, key)
+    out = exp / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plot_max_scores(fusion, summary, key, out)
+    plot_f1_vs_tau(fusion, summary, key, out)
+    has_tsne = plot_tsne(fusion, key, out)
+    submitted = next(r for r in rows if r["submitted"])
+    cm_split = plot_confusion(submitted, out)
+    table = results_table(rows)
+    text = [f"# Results: {', '.join(summary['systems'])}", "",
+            f"Threshold rule: **{summary['rule']}** (chosen on dev only). Submitted method: "
+            f"**{summary['submit_method']}**." + ("" if key else " No test answer key: test columns are absent."), "",
+            "Dev holds known classes only, so dev F1 measures closed-set accuracy under each τ; the test "
+            "split adds the unknown class (7).", "", table, "",
+            "## Max known-class scores", "", "![max scores](max_scores.png)", "",
+            "## Open-set F1 against τ", "", "![F1 vs tau](f1_vs_tau.png)", ""]
+    if has_tsne:
+        text += ["## t-SNE of the fused embeddings", "", "![t-SNE](tsne.png)", ""]
+    text += [f"## Confusion matrix ({submitted['method']}, {cm_split})", "", "![confusion](confusion.png)", ""]
+    write_text_atomic(out / "README.md", "\n".join(text))
+    write_text_atomic(out / "results.json", json.dumps(
+        [{k: v for k, v in r.items() if not k.endswith("confusion")} for r in rows], indent=2) + "\n")
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True)
-    ap.add_argument("--systems", required=True)
+    ap.add_argument("--test_manifest", required=True, help="prepared test split folder (exp/data/test)")
     ap.add_argument("--key", default=None, help="test answer key; without it only dev is reported")
-    ap.add_argument("--submission_dir", default="submission")
     args = ap.parse_args()
-    exp = Path(args.exp)
-    rows = []
-    for system in [s for s in args.systems.split(",") if s]:
-        row, text = system_results(exp, system, args.key, Path(args.submission_dir))
-        rows.append(row)
-        if text:
-            print(f"===== {system}: submission {Path(args.submission_dir) / (system + '.txt')} vs {args.key}")
-            print(text)
-            print()
-    table = results_table(rows)
-    report = exp / "report"
-    note = "" if args.key else "\nNo test answer key was given: test results are not shown.\n"
-    write_text_atomic(report / "results.md", "# Results\n\n" + table + "\n" + note)
-    write_text_atomic(report / "results.json", json.dumps(rows, indent=2) + "\n")
-    print(table)
-    print(f"[evaluate] {report / 'results.md'}")
+    rows = write_report(Path(args.exp), Path(args.test_manifest), args.key)
+    print(results_table(rows))
+    best_dev = max(rows, key=lambda r: r["dev_f1"])
+    print(f"[evaluate] best on dev: {best_dev['method']} ({best_dev['dev_f1']:.4f})")
+    if any("test_f1" in r for r in rows):
+        best_test = max(rows, key=lambda r: r["test_f1"])
+        print(f"[evaluate] best on test: {best_test['method']} ({best_test['test_f1']:.4f})")
+    print(f"[evaluate] report: {Path(args.exp) / 'report' / 'README.md'}")
 
 
 if __name__ == "__main__":

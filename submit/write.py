@@ -1,7 +1,7 @@
 """Write and validate the CodaLab submission: `submission/<name>.txt` and `submission/<name>.zip`.
 
-    python -m submit.write --pred exp/<name>/decision/test_pred.txt --test_manifest exp/data/test/manifest.tsv \
-        --name <name> [--out submission]
+    python -m submit.write --fusion exp/fusion --test_manifest exp/data/test --name track3 [--out submission]
+    python -m submit.write --pred PRED.txt --test_manifest exp/data/test --name NAME
 
 One line per file of the test folder, `<file id>.wav <label>`, sorted by id, no header. The ids are
 checked against the test folder itself (listed again, not taken from a range). Test files that could
@@ -12,6 +12,7 @@ Missing, extra or duplicate ids and labels outside 0–7 are refused, naming the
 from __future__ import annotations
 
 import argparse
+import json
 import zipfile
 from pathlib import Path
 
@@ -67,12 +68,22 @@ def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pred", required=True, help="predictions, `<file> <label>` lines")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pred", help="predictions, `<file> <label>` lines")
+    src.add_argument("--fusion", help="fusion folder (EXP/fusion): submit its configured submit_method")
     ap.add_argument("--test_manifest", required=True, help="prepared test split folder (exp/data/test)")
     ap.add_argument("--name", required=True, help="submission name")
     ap.add_argument("--out", default="submission")
     args = ap.parse_args()
-    lines, unreadable = build_lines(args.pred, args.test_manifest)
+    pred = args.pred
+    if args.fusion:
+        summary_path = Path(args.fusion) / "summary.json"
+        if not summary_path.is_file():
+            fail(f"{summary_path}: missing; run the fusion stage")
+        method = json.loads(summary_path.read_text())["submit_method"]
+        pred = Path(args.fusion) / method.replace(":", "__") / "test_pred.txt"
+        print(f"[submit] method {method}: {pred}")
+    lines, unreadable = build_lines(pred, args.test_manifest)
     for u in unreadable:
         print(f"[submit] {u}: unreadable test file, submitted as {UNREADABLE_LABEL} (unknown)")
     txt, zpath = write_submission(lines, args.name, args.out)

@@ -19,7 +19,8 @@ from systems.common.config import load_config
 from systems.common.engine import SplitAudio, build_model, embed_arrays, load_checkpoint, pick_device, torch_threads
 from systems.common.export import WindowAudio, write_scores
 
-WINDOW_SPLITS = ("test",)
+# dev windows too: thresholds for the window-based feature fusion are chosen on dev
+WINDOW_SPLITS = ("dev", "test")
 
 
 def score_split(model, cfg, split_name: str, data_dir: Path, out_dir: Path, device, ckpt_sig: dict) -> bool:

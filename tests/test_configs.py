@@ -56,7 +56,7 @@ def test_demo_and_paper_share_keys(path):
     ({"model": {"layers": 3}}, "unknown model key"),
     ({"extra": {}}, "unknown section"),
     ({"system": "nope"}, "unknown system"),
-    ({"decision": {"rule": "fixed"}}, "needs decision.tau"),
+    ({"train": {"optimizer": "lbfgs"}}, "valid are adam"),
 ])
 def test_unknown_keys_are_errors(tmp_path, mutation, message):
     raw = yaml.safe_load((ROOT / "systems/lfcc_resnet18/conf/demo.yaml").read_text())

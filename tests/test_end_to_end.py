@@ -26,36 +26,50 @@ def run_recipe(tiny_corpus, tmp_path, *extra):
     return proc.stdout
 
 
-def test_recipe_end_to_end(tiny_corpus, tmp_path):
-    raw = yaml.safe_load((ROOT / "systems/lfcc_resnet18/conf/demo.yaml").read_text())
-    raw["model"].update(blocks=[1, 1, 1, 1], channels=[8, 16, 16, 32])
-    raw["train"].update(epochs=2, batch_size=8)
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "lfcc_resnet18.yaml").write_text(yaml.safe_dump(raw))
+TINY = {
+    "lfcc_resnet18": {"model": {"blocks": [1, 1, 1, 1], "channels": [8, 16, 16, 32]}},
+    "rawnet2": {"model": {"channels": [8, 16], "gru_hidden": 32, "gru_layers": 1}},
+}
 
-    out = run_recipe(tiny_corpus, tmp_path)
-    for stage in ("Stage 2 (prepare)", "Stage 3 (train)", "Stage 4 (score)", "Stage 5 (decide)",
+
+def test_recipe_end_to_end(tiny_corpus, tmp_path):
+    (tmp_path / "conf").mkdir()
+    for system, changes in TINY.items():
+        raw = yaml.safe_load((ROOT / f"systems/{system}/conf/demo.yaml").read_text())
+        raw["model"].update(changes["model"])
+        raw["train"].update(epochs=2, batch_size=8)
+        (tmp_path / "conf" / f"{system}.yaml").write_text(yaml.safe_dump(raw))
+
+    out = run_recipe(tiny_corpus, tmp_path, "--systems", ",".join(TINY))
+    for stage in ("Stage 2 (prepare)", "Stage 3 (train)", "Stage 4 (score)", "Stage 5 (fuse)",
                   "Stage 6 (submit)", "Stage 7 (evaluate)"):
         assert stage in out
-    exp = tmp_path / "exp" / "lfcc_resnet18"
-    assert yaml.safe_load((exp / "config.yaml").read_text())["train"]["epochs"] == 2
+    exp = tmp_path / "exp"
+    assert yaml.safe_load((exp / "lfcc_resnet18" / "config.yaml").read_text())["train"]["epochs"] == 2
 
-    test = SystemScores(exp / "scores" / "test")
     key = read_label_file(tiny_corpus / "keys" / "test_label.txt")
-    assert sorted(test.ids) == sorted(key)
-    assert test.embeddings.shape == (len(key), 256)
-    assert test.window_offsets[0] == 0 and test.window_offsets[-1] == len(test.window_embeddings)
-    assert np.all(np.diff(test.window_offsets) >= 1)
-    train = SystemScores(exp / "scores" / "train")
+    for system in TINY:
+        test = SystemScores(exp / system / "scores" / "test")
+        assert sorted(test.ids) == sorted(key)
+        assert test.embeddings.shape == (len(key), 256)
+        assert test.window_offsets[0] == 0 and test.window_offsets[-1] == len(test.window_embeddings)
+        assert np.all(np.diff(test.window_offsets) >= 1)
+    train = SystemScores(exp / "lfcc_resnet18" / "scores" / "train")
     assert set(train.labels.tolist()) == set(range(7))
 
-    tau = json.loads((exp / "decision" / "tau.json").read_text())
-    assert tau["rule"] == "quantile" and abs(tau["dev_rejected"] - 0.05) < 0.2
-    sub = read_label_file(tmp_path / "submission" / "lfcc_resnet18.txt")
+    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    expected = {"softmax:lfcc_resnet18", "openmax:rawnet2", "label", "score", "score_aug", "feature",
+                "feature_softmax", "feature_paper"}
+    assert expected <= set(summary["methods"]) and summary["submit_method"] == "feature"
+    assert abs(summary["methods"]["score"]["dev_rejected"] - 0.05) < 0.2
+    sub = read_label_file(tmp_path / "submission" / "track3.txt")
     assert set(sub) == set(key)
-    results = json.loads((tmp_path / "exp" / "report" / "results.json").read_text())
-    assert results[0]["system"] == "lfcc_resnet18" and 0.0 <= results[0]["test_f1"] <= 1.0
+    results = json.loads((exp / "report" / "results.json").read_text())
+    assert {r["method"] for r in results} == set(summary["methods"])
+    assert all(0.0 <= r["test_f1"] <= 1.0 for r in results)
+    for figure in ("max_scores.png", "f1_vs_tau.png", "tsne.png", "confusion.png"):
+        assert (exp / "report" / figure).stat().st_size > 1000, figure
     assert "open-set macro (ADD 2023 Track 3)" in out
 
-    again = run_recipe(tiny_corpus, tmp_path)
+    again = run_recipe(tiny_corpus, tmp_path, "--systems", ",".join(TINY))
     assert "up to date, skipped" in again and "nothing to do" in again

@@ -1,6 +1,6 @@
 """System configs: one YAML per system, strict about keys, resolved and saved beside the results.
 
-A config has five sections; `model` holds the keyword arguments of the registered model class
+A config has four sections; `model` holds the keyword arguments of the registered model class
 (checked against its signature), the others are the dataclasses below. A key the code does not
 know is an error, never silently ignored.
 """
@@ -17,7 +17,7 @@ import yaml
 from data_prep.augment import AugmentConfig
 from data_prep.common import fail, write_text_atomic
 
-SECTIONS = ("system", "model", "train", "augment", "decision")
+SECTIONS = ("system", "model", "train", "augment")
 
 
 @dataclass
@@ -43,27 +43,11 @@ class TrainConfig:
 
 
 @dataclass
-class DecisionConfig:
-    rule: str = "quantile"
-    q: float = 0.05
-    tau: float | None = None
-
-    def __post_init__(self):
-        if self.rule not in ("quantile", "fixed"):
-            fail(f"decision.rule {self.rule!r}: valid are quantile, fixed")
-        if self.rule == "fixed" and self.tau is None:
-            fail("decision.rule fixed needs decision.tau")
-        if not 0.0 <= self.q < 1.0:
-            fail(f"decision.q {self.q} must lie in [0, 1)")
-
-
-@dataclass
 class SystemConfig:
     system: str
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    decision: DecisionConfig = field(default_factory=DecisionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         def plain(v):
@@ -77,8 +61,7 @@ class SystemConfig:
 
         return {"system": self.system, "model": plain(self.model),
                 "train": plain(dataclasses.asdict(self.train)),
-                "augment": plain(dataclasses.asdict(self.augment)),
-                "decision": plain(dataclasses.asdict(self.decision))}
+                "augment": plain(dataclasses.asdict(self.augment))}
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -125,8 +108,7 @@ def from_dict(raw: dict, where: str, overrides: dict[str, Any] | None = None) ->
     check_model_keys(raw["system"], model, f"{where}: model")
     return SystemConfig(system=raw["system"], model=model,
                         train=_section(TrainConfig, raw.get("train"), f"{where}: train"),
-                        augment=_section(AugmentConfig, raw.get("augment"), f"{where}: augment"),
-                        decision=_section(DecisionConfig, raw.get("decision"), f"{where}: decision"))
+                        augment=_section(AugmentConfig, raw.get("augment"), f"{where}: augment"))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SystemConfig:

@@ -4,7 +4,7 @@
   logits.tsv              header `utt_id label 0 1 2 3 4 5 6`; label −1 where unknown
   embeddings.npy          (N, 256) float32, the layer before the classifier; row i ↔ line i + 1
   ids.txt                 the utterance ids, one per line
-and with windows (the test split): each utterance's 3 s windows every 1 s (the last one ending at
+and with windows (the dev and test splits): each utterance's 3 s windows every 1 s (the last one ending at
 the utterance's end, a short utterance padded to one window):
   window_embeddings.npy   (M, 256) float32
   window_offsets.npy      int64 (N + 1): utterance i owns rows offsets[i]:offsets[i + 1]

@@ -1,0 +1,90 @@
+"""Choosing τ without unknown data (shared/spec/fusion.md).
+
+A method is a function `scores(split, held_out)` returning a score matrix over the kept known
+classes (and, for OpenMax, an unknown column last). Rules:
+  quantile       τ rejects a fraction q of dev utterances (all of known classes);
+  leave-one-out  for each fake class c in 1–6, the method's statistics are rebuilt without c (its
+                 column, class subspace or OpenMax model is dropped — no network is retrained), dev
+                 utterances of c become unknown, and τ maximises the mean open-set F1 of the six folds;
+  fixed          a value the user gives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from eval.metrics import UNKNOWN, open_set_scores
+from fusion.methods import kept_classes
+
+FAKE_CLASSES = (1, 2, 3, 4, 5, 6)
+GRID_POINTS = 201
+
+
+@dataclass
+class Method:
+    name: str
+    scores: Callable[[str, int | None], np.ndarray]
+    unknown_column: bool = False
+    description: str = ""
+
+
+def known_max(scores: np.ndarray, unknown_column: bool) -> np.ndarray:
+    return (scores[:, :-1] if unknown_column else scores).max(axis=1)
+
+
+def decide_labels(scores: np.ndarray, tau: float, held_out: int | None = None,
+                  unknown_column: bool = False) -> np.ndarray:
+    """Labels in 0–7: argmax over the kept classes, 7 when its score is below τ (or, with an
+    unknown column, when the unknown score wins)."""
+    kept = kept_classes(held_out)
+    known = scores[:, :-1] if unknown_column else scores
+    labels = kept[known.argmax(axis=1)]
+    reject = known.max(axis=1) < tau
+    if unknown_column:
+        reject |= scores[:, -1] > known.max(axis=1)
+    return np.where(reject, UNKNOWN, labels)
+
+
+def tau_grid(values: np.ndarray) -> np.ndarray:
+    qs = np.linspace(0.0, 1.0, GRID_POINTS)
+    return np.unique(np.concatenate([[-np.inf], np.quantile(values, qs), [np.inf]]))
+
+
+def f1_curve(scores: np.ndarray, truth: np.ndarray, grid: np.ndarray, held_out: int | None = None,
+             unknown_column: bool = False) -> np.ndarray:
+    return np.array([open_set_scores(truth, decide_labels(scores, t, held_out, unknown_column))["f1"]
+                     for t in grid])
+
+
+@dataclass
+class Threshold:
+    tau: float
+    rule: str
+    curve_tau: np.ndarray  # the τ grid of the dev criterion
+    curve_f1: np.ndarray  # dev open-set F1 (mean over pseudo-unknown folds for leave-one-out)
+
+
+def choose_tau(method: Method, dev_labels: np.ndarray, rule: str, q: float = 0.05,
+               fixed: float | None = None) -> Threshold:
+    dev = method.scores("dev", None)
+    grid = tau_grid(known_max(dev, method.unknown_column))
+    if rule == "leave-one-out":
+        curves = []
+        for c in FAKE_CLASSES:
+            folded = method.scores("dev", c)
+            truth = np.where(dev_labels == c, UNKNOWN, dev_labels)
+            curves.append(f1_curve(folded, truth, grid, c, method.unknown_column))
+        mean = np.mean(curves, axis=0)
+        finite = np.isfinite(grid)
+        best = np.flatnonzero(finite)[np.argmax(mean[finite])]
+        return Threshold(float(grid[best]), rule, grid, mean)
+    curve = f1_curve(dev, dev_labels, grid, None, method.unknown_column)
+    if rule == "quantile":
+        tau = float(np.quantile(known_max(dev, method.unknown_column), q)) if q > 0 else float("-inf")
+    elif rule == "fixed":
+        tau = float(fixed)
+    else:
+        raise ValueError(f"unknown threshold rule {rule!r}")
+    return Threshold(tau, rule, grid, curve)

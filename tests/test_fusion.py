@@ -1,0 +1,212 @@
+"""Fusion maths against independent oracles (scipy, literal re-implementations)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from fusion.calibrate import Method, choose_tau, decide_labels
+from fusion.methods import (FeatureFusionConfig, SplitScores, augmented_softmax, class_subspaces,
+                            distance_scores, fit_openmax, label_fusion, manifold_distances, openmax_scores,
+                            score_fusion, softmax, window_subspaces)
+from fusion.manifold import geodesic_distance, onpe, orthonormal_columns
+from fusion.run import FusionConfig, build_methods
+
+
+def random_basis(rng, D, d):
+    return orthonormal_columns(rng.standard_normal((D, d)))
+
+
+@pytest.mark.parametrize("da, db", [(1, 1), (3, 5), (10, 10), (7, 2), (4, 9)])
+def test_geodesic_distance_equals_scipy(da, db):
+    rng = np.random.default_rng(da * 10 + db)
+    for _ in range(5):
+        A, B = random_basis(rng, 40, da), random_basis(rng, 40, db)
+        assert geodesic_distance(A, B) == pytest.approx(np.linalg.norm(scipy.linalg.subspace_angles(A, B)), abs=1e-6)
+    A = random_basis(rng, 40, da)
+    near = orthonormal_columns(A + 1e-6 * rng.standard_normal(A.shape))
+    assert geodesic_distance(A, near) == pytest.approx(np.linalg.norm(scipy.linalg.subspace_angles(A, near)), abs=1e-6)
+
+
+def literal_onpe(Z, d, k=5, pca_ratio=0.99, pca_max=128, alpha=1e-3):
+    """The spec's steps one by one, with loops and explicit matrices (slow reference)."""
+    n, D = Z.shape
+    Zc = Z - Z.mean(axis=0)
+    U, s, Vt = np.linalg.svd(Zc, full_matrices=False)
+    total = np.sum(s ** 2)
+    r = 1
+    while np.sum(s[:r] ** 2) / total < pca_ratio:
+        r += 1
+    r = max(d, min(r, n - 1, D, pca_max))
+    V = Vt[:r].T
+    Y = Zc @ V
+    W = np.zeros((n, n))
+    for i in range(n):
+        dists = [(np.sum((Y[j] - Y[i]) ** 2), j) for j in range(n) if j != i]
+        nbrs = [j for _, j in sorted(dists)[:k]]
+        G = np.array([[np.dot(Y[a] - Y[i], Y[b] - Y[i]) for b in nbrs] for a in nbrs])
+        G += (1e-3 if k > r else 1e-12) * np.trace(G) * np.eye(k)
+        w = np.linalg.solve(G, np.ones(k))
+        for a, j in enumerate(nbrs):
+            W[i, j] = w[a] / w.sum()
+    M = (np.eye(n) - W).T @ (np.eye(n) - W)
+    S = Y.T @ Y
+    T = Y.T @ M @ Y
+    T = T + alpha * np.trace(T) / r * np.eye(r)
+    Ti = np.linalg.inv(T)
+    cols = []
+    for step in range(d):
+        if step == 0:
+            A = Ti @ S
+        else:
+            P = np.column_stack(cols)
+            A = (np.eye(r) - Ti @ P @ np.linalg.inv(P.T @ Ti @ P) @ P.T) @ Ti @ S
+        vals, vecs = np.linalg.eig(A)
+        v = np.real(vecs[:, np.argmax(np.real(vals))])
+        cols.append(v / np.linalg.norm(v))
+    B = V @ np.column_stack(cols)
+    return B / np.linalg.norm(B, axis=0)
+
+
+def noisy_patch(rng, n=200, D=64, dim=4, noise=0.01):
+    basis = random_basis(rng, D, dim)
+    Z = (rng.standard_normal((n, dim)) * np.arange(dim + 1, 1, -1)) @ basis.T + noise * rng.standard_normal((n, D))
+    return Z + rng.standard_normal(D), basis
+
+
+def test_onpe_orthonormal_recovers_patch_and_ignores_row_order():
+    rng = np.random.default_rng(0)
+    Z, basis = noisy_patch(rng)
+    B = onpe(Z, 4)
+    assert B.shape == (64, 4)
+    np.testing.assert_allclose(B.T @ B, np.eye(4), atol=1e-6)
+    assert np.max(scipy.linalg.subspace_angles(B, basis)) < 0.05
+    B2 = onpe(Z[rng.permutation(len(Z))], 4)
+    assert geodesic_distance(B, B2) < 1e-6
+
+
+def test_onpe_matches_literal_reference():
+    rng = np.random.default_rng(1)
+    Z, _ = noisy_patch(rng, n=60, D=30, dim=3, noise=0.3)
+    ours, ref = onpe(Z, 3), literal_onpe(Z, 3)
+    assert geodesic_distance(ours, orthonormal_columns(ref)) < 1e-6
+    np.testing.assert_allclose(np.abs(np.sum(ours * ref, axis=0)), 1.0, atol=1e-6)  # same columns up to sign
+
+
+def test_batched_manifold_fusion_matches_per_utterance_loop():
+    rng = np.random.default_rng(2)
+    D, cfg = 48, FeatureFusionConfig(d=4, k=3)
+    labels = np.repeat(np.arange(7), 12)
+    train = rng.standard_normal((len(labels), D)) + 3 * np.eye(7, D)[labels]
+    counts = rng.integers(1, 9, size=40)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    windows = rng.standard_normal((offsets[-1], D))
+    for include_mean in (True, False):
+        classes = class_subspaces(train, labels, cfg, include_mean)
+        bases = window_subspaces(windows, offsets, cfg, include_mean)
+        batched = manifold_distances(bases, classes)
+        for i in range(len(counts)):
+            Wi = windows[offsets[i]:offsets[i + 1]]
+            if include_mean or len(Wi) == 1:
+                U = scipy.linalg.orth(Wi.T)[:, :cfg.d] if len(Wi) > 1 else (Wi.T / np.linalg.norm(Wi))
+            elif len(Wi) >= cfg.k + 2:
+                U = onpe(Wi, cfg.d, cfg.k)
+            else:
+                U = scipy.linalg.orth((Wi - Wi.mean(0)).T)[:, :cfg.d]
+            for c in range(7):
+                expected = np.linalg.norm(scipy.linalg.subspace_angles(U, classes[c]))
+                assert batched[i, c] == pytest.approx(expected, abs=1e-6)
+
+
+def test_distance_scores_eq_2_to_4():
+    d = np.array([[1.0, 2.0, 4.0]])
+    s = -d
+    expected = (s - s.min()) / np.sum(s - s.min())
+    np.testing.assert_allclose(distance_scores(d, "normalised"), expected)
+    np.testing.assert_allclose(distance_scores(d, "softmax", 0.5), softmax(s / 0.5))
+
+
+def test_score_fusion_and_inference_augmentation():
+    logits = {"a": np.array([[30.0, 0, -30, 0, 0, 0, 0]]), "b": np.array([[0.0, 2, 0, 0, 0, 0, 0]])}
+    plain = score_fusion(logits, None, False)
+    np.testing.assert_allclose(plain, (softmax(logits["a"]) + softmax(logits["b"])) / 2)
+    aug = augmented_softmax(logits["a"], 20, 0.1)
+    np.testing.assert_allclose(aug, softmax(np.array([[2.0, 0, -2, 0, 0, 0, 0]])))
+    weighted = score_fusion(logits, {"a": 3.0, "b": 1.0}, True)
+    np.testing.assert_allclose(weighted, 0.75 * aug + 0.25 * augmented_softmax(logits["b"], 20, 0.1))
+
+
+def test_label_fusion_mode_and_tie_break():
+    members = {"rawnet2": np.array([1, 2, 3, 7]), "se_res2net50": np.array([1, 4, 5, 7]),
+               "hubert_ft": np.array([2, 4, 6, 0])}
+    fused = label_fusion(members, "hubert_ft")
+    np.testing.assert_array_equal(fused, [1, 4, 6, 7])
+    np.testing.assert_array_equal(label_fusion(members, "rawnet2"), [1, 4, 3, 7])
+
+
+def test_openmax_sends_far_points_to_unknown():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(7), 30)
+    logits = 8 * np.eye(7)[labels] + rng.standard_normal((len(labels), 7))
+    model = fit_openmax(logits, labels)
+    near = openmax_scores(model, 8 * np.eye(7)[[2]] + 0.1)
+    far = openmax_scores(model, np.array([[60.0, 55, -40, 50, -30, 45, 0]]))
+    assert near.argmax() == 2
+    assert far.argmax() == 7 and decide_labels(far, 0.0, unknown_column=True)[0] == 7
+
+
+def fake_members(rng):
+    def split(n_per, windows=True):
+        labels = np.repeat(np.arange(7), n_per)
+        emb = {s: rng.standard_normal((len(labels), 16)) + 4 * np.eye(7, 16)[labels] for s in ("a", "b")}
+        logits = {s: 5 * np.eye(7)[labels] + rng.standard_normal((len(labels), 7)) for s in ("a", "b")}
+        offsets = np.arange(len(labels) + 1) * 2
+        win = {s: np.repeat(emb[s], 2, axis=0) + 0.1 * rng.standard_normal((2 * len(labels), 16)) for s in ("a", "b")}
+        return SplitScores([f"u{i}" for i in range(len(labels))], labels, logits, emb,
+                           win if windows else {}, offsets if windows else None)
+    return {"train": split(12, windows=False), "dev": split(6), "test": split(4)}
+
+
+def test_leave_one_out_never_sees_the_held_out_class():
+    rng = np.random.default_rng(4)
+    data = fake_members(rng)
+    cfg = FusionConfig()
+    cfg.feature.d, cfg.feature.k = 3, 3
+    before = {m.name: m for m in build_methods(data, ["a", "b"], cfg)}
+    c = 4
+    held = {name: m.scores("dev", c) for name, m in before.items() if "devstats" not in name}
+    changed = data["train"]
+    sel = changed.labels == c
+    for s in ("a", "b"):
+        changed.embeddings[s][sel] = rng.standard_normal((sel.sum(), 16)) * 50
+        changed.logits[s][sel] = rng.standard_normal((sel.sum(), 7)) * 50
+    after = {m.name: m for m in build_methods(data, ["a", "b"], cfg)}
+    for name, scores in held.items():
+        np.testing.assert_allclose(after[name].scores("dev", c), scores, err_msg=name)
+    # ... while with the class kept, the statistics do depend on it
+    assert not np.allclose(after["feature"].scores("dev", None), before["feature"].scores("dev", None))
+
+
+def test_leave_one_out_threshold_beats_accepting_everything():
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(7), 20)
+    logits = 6 * np.eye(7)[labels] + rng.standard_normal((len(labels), 7))
+    m = Method("softmax", lambda split, ho: softmax(np.delete(logits, [ho], axis=1) if ho is not None else logits))
+    th = choose_tau(m, labels, "leave-one-out")
+    assert 0.0 < th.tau < 1.0
+    assert th.curve_tau[0] == -np.inf  # accepting everything: unknowns all misattributed
+    assert th.curve_f1[th.curve_tau == th.tau][0] > th.curve_f1[0] + 0.05
+    q = choose_tau(m, labels, "quantile", q=0.1)
+    assert np.mean(softmax(logits).max(1) < q.tau) == pytest.approx(0.1, abs=0.02)
+
+
+def test_openmax_batch_equals_row_by_row():
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(7), 25)
+    logits = 6 * np.eye(7)[labels] + rng.standard_normal((len(labels), 7))
+    model = fit_openmax(logits, labels)
+    batch = rng.standard_normal((9, 7)) * 4
+    rows = np.concatenate([openmax_scores(model, batch[i:i + 1]) for i in range(len(batch))])
+    np.testing.assert_allclose(openmax_scores(model, batch), rows, atol=1e-12)
+    # clean training-like utterances are mostly kept as known
+    assert np.mean(openmax_scores(model, logits).argmax(1) == 7) < 0.5
