@@ -9,6 +9,8 @@ stacked SVDs, grouped by subspace dimension.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from data_prep.common import fail
@@ -113,35 +115,96 @@ def geodesic_distance(A: np.ndarray, B: np.ndarray) -> float:
 
 
 def batched_distances(tests: np.ndarray, classes: list[np.ndarray]) -> np.ndarray:
-    """(N, C) geodesic distances from N test bases of one dimension, stacked (N, D, a), to each
-    class basis (D, b_j): one batched SVD of the (N, a, b_j) products per class."""
-    out = np.empty((tests.shape[0], len(classes)))
+    """(N, C) geodesic distances from N test bases of one dimension a, stacked as rows (N, a, D),
+    to each class basis (D, b_j): one GEMM against all class bases, then stacked small SVDs."""
+    n, a, D = tests.shape
+    widths = [S.shape[1] for S in classes]
+    edges = np.concatenate([[0], np.cumsum(widths)])
+    products = (tests.reshape(n * a, D) @ np.concatenate(classes, axis=1)).reshape(n, a, -1)
+    out = np.empty((n, len(classes)))
     for j, S in enumerate(classes):
-        products = np.einsum("nda,db->nab", tests, S)
-        cos = np.clip(np.linalg.svd(products, compute_uv=False), -1.0, 1.0)  # (N, min(a, b))
+        prod = products[:, :, edges[j]:edges[j + 1]]  # (N, a, b) = TᵀS
+        cos = np.clip(np.linalg.svd(prod, compute_uv=False), -1.0, 1.0)  # (N, min(a, b)), descending
         theta = np.arccos(cos)
         small = cos ** 2 >= 0.5
         rows = np.flatnonzero(small.any(axis=1))
         if len(rows):
             # sines of the angles from the part of the smaller basis outside the larger one
-            t, p = tests[rows], products[rows]
-            if tests.shape[2] <= S.shape[1]:
-                residual = t - np.einsum("db,nab->nda", S, p)
+            t, p = tests[rows], prod[rows]
+            if a <= S.shape[1]:
+                residual = t - p @ S.T  # (R, a, D)
             else:
-                residual = S[None] - np.einsum("nda,nab->ndb", t, p)
+                residual = S.T[None] - p.transpose(0, 2, 1) @ t  # (R, b, D)
             sin = np.sort(np.clip(np.linalg.svd(residual, compute_uv=False), -1.0, 1.0), axis=1)
             theta[rows] = np.where(small[rows], np.arcsin(sin[:, : theta.shape[1]]), theta[rows])
         out[:, j] = np.linalg.norm(theta, axis=1)
     return out
 
 
-def span_bases(windows: np.ndarray, d: int, rank_tol: float = 1e-8) -> list[np.ndarray]:
-    """Orthonormal bases of the spans of stacked window sets (N, n, D): top min(n, d) right singular
-    vectors each, dropping directions whose singular value is negligible."""
-    _, s, vt = np.linalg.svd(windows, full_matrices=False)  # s (N, n), vt (N, n, D)
+@dataclass
+class StackedBases:
+    """Orthonormal bases of many utterances, stored in groups of equal dimension a as rows
+    (G, a, D) with the utterance index of each; the batched distances work group by group."""
+
+    n: int
+    groups: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def add(self, index: np.ndarray, rows: np.ndarray) -> None:
+        if len(index):
+            self.groups.append((np.asarray(index), rows))
+
+    def basis(self, i: int) -> np.ndarray:
+        for index, rows in self.groups:
+            hit = np.flatnonzero(index == i)
+            if len(hit):
+                return rows[hit[0]].T
+        raise IndexError(i)
+
+    def subset(self, mask: np.ndarray) -> "StackedBases":
+        """The bases of the utterances where `mask` holds, renumbered 0.. in order."""
+        new_index = np.cumsum(mask) - 1
+        out = StackedBases(int(mask.sum()))
+        for index, rows in self.groups:
+            keep = mask[index]
+            out.add(new_index[index[keep]], rows[keep])
+        return out
+
+    @classmethod
+    def from_list(cls, bases: list[np.ndarray]) -> "StackedBases":
+        out = cls(len(bases))
+        dims = np.array([b.shape[1] for b in bases])
+        for a in np.unique(dims):
+            idx = np.flatnonzero(dims == a)
+            out.add(idx, np.stack([bases[i].T for i in idx]))
+        return out
+
+
+def span_bases(windows: np.ndarray, d: int, rank_tol: float = 1e-6) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Orthonormal bases of the spans of stacked window sets (N, n, D), r ≤ min(n, d), as groups
+    (positions in the stack, rows (G, r, D)) of equal rank r.
+
+    Through the n × n Gram matrices (an eigendecomposition per set instead of an SVD of n × D),
+    keeping directions whose singular value exceeds `rank_tol` times the largest."""
+    windows = np.asarray(windows, dtype=np.float64)
+    gram = windows @ windows.transpose(0, 2, 1)  # (N, n, n)
+    evals, evecs = np.linalg.eigh(gram)  # ascending
     keep = min(windows.shape[1], d)
-    bases = []
-    for i in range(windows.shape[0]):
-        rank = int(np.sum(s[i, :keep] > rank_tol * max(s[i, 0], 1e-300))) or 1
-        bases.append(vt[i, :rank].T)
-    return bases
+    evals, evecs = evals[:, ::-1][:, :keep], evecs[:, :, ::-1][:, :, :keep]
+    sv = np.sqrt(np.clip(evals, 0.0, None))  # singular values, descending
+    ranks = np.maximum(np.sum(sv > rank_tol * np.maximum(sv[:, :1], 1e-300), axis=1), 1)
+    groups = []
+    for r in np.unique(ranks):
+        pos = np.flatnonzero(ranks == r)
+        u_t = np.ascontiguousarray(evecs[pos][:, :, :r].transpose(0, 2, 1))  # contiguous: BLAS path
+        rows = u_t @ windows[pos]  # (G, r, D) = Σ Vᵀ
+        rows /= np.maximum(sv[pos][:, :r], 1e-300)[:, :, None]
+        # the Gram route loses orthogonality as (σ_max / σ_min)²·eps: re-orthonormalise only where
+        # that could exceed ~1e-10
+        shaky = sv[pos, r - 1] < 1e-3 * sv[pos, 0]
+        if shaky.any():
+            q, rr = np.linalg.qr(rows[shaky].transpose(0, 2, 1))  # (S, D, r)
+            signs = np.sign(np.diagonal(rr, axis1=1, axis2=2))
+            signs[signs == 0] = 1.0
+            rows[shaky] = (q * signs[:, None, :]).transpose(0, 2, 1)
+        groups.append((pos, rows))
+    return groups

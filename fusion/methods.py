@@ -14,10 +14,11 @@ import numpy as np
 from scipy.stats import weibull_min
 
 from data_prep.common import fail
-from fusion.manifold import batched_distances, onpe, orthonormal_columns, span_bases
+from fusion.manifold import StackedBases, batched_distances, onpe, orthonormal_columns, span_bases
 from systems.common.export import SystemScores
 
 NUM_KNOWN = 7
+SPAN_CHUNK = 2048
 
 
 @dataclass
@@ -155,7 +156,7 @@ def class_subspaces(Z: np.ndarray, labels: np.ndarray, cfg: FeatureFusionConfig,
 
 
 def window_subspaces(windows: np.ndarray, offsets: np.ndarray, cfg: FeatureFusionConfig, include_mean: bool
-                   ) -> list[np.ndarray]:
+                     ) -> StackedBases:
     """One basis per utterance from its window embeddings (n × D).
 
     include_mean: span of the windows (≤ d dims), through the origin. Otherwise (paper-literal):
@@ -163,34 +164,39 @@ def window_subspaces(windows: np.ndarray, offsets: np.ndarray, cfg: FeatureFusio
     single embedding's direction. Spans are computed in batches of equal window count.
     """
     counts = np.diff(offsets)
-    bases: list[np.ndarray | None] = [None] * len(counts)
+    out = StackedBases(len(counts))
+    onpe_bases: dict[int, np.ndarray] = {}
     for n in np.unique(counts):
-        idx = np.flatnonzero(counts == n)
-        stacked = np.stack([windows[offsets[i]:offsets[i + 1]] for i in idx])  # (G, n, D)
-        if include_mean or n == 1:
-            for i, b in zip(idx, span_bases(stacked, cfg.d)):
-                bases[i] = b
-            continue
-        centred = stacked - stacked.mean(axis=1, keepdims=True)
-        if n >= cfg.k + 2:
-            for i, Z in zip(idx, stacked):
-                bases[i] = onpe(Z, cfg.d, cfg.k, cfg.pca_ratio, cfg.pca_max, cfg.alpha)
-        else:
-            for i, b in zip(idx, span_bases(centred, min(cfg.d, n - 1))):
-                bases[i] = b
-    return bases
+        # chunks keep the stacked arrays small enough to stay in cache-friendly, reused memory
+        all_idx = np.flatnonzero(counts == n)
+        for start in range(0, len(all_idx), SPAN_CHUNK):
+            idx = all_idx[start:start + SPAN_CHUNK]
+            stacked = windows[offsets[idx][:, None] + np.arange(n)].astype(np.float64)  # (G, n, D)
+            if include_mean or n == 1:
+                groups = span_bases(stacked, cfg.d)
+            elif n >= cfg.k + 2:
+                for i, Z in zip(idx, stacked):
+                    onpe_bases[int(i)] = onpe(Z, cfg.d, cfg.k, cfg.pca_ratio, cfg.pca_max, cfg.alpha)
+                continue
+            else:
+                groups = span_bases(stacked - stacked.mean(axis=1, keepdims=True), min(cfg.d, n - 1))
+            for pos, rows in groups:
+                out.add(idx[pos], rows)
+    if onpe_bases:
+        extra = StackedBases.from_list(list(onpe_bases.values()))
+        keys = np.array(list(onpe_bases))
+        for index, rows in extra.groups:
+            out.add(keys[index], rows)
+    return out
 
 
-def manifold_distances(bases: list[np.ndarray], classes: dict[int, np.ndarray], held_out: int | None = None
+def manifold_distances(bases: StackedBases, classes: dict[int, np.ndarray], held_out: int | None = None
                        ) -> np.ndarray:
-    """(N, kept classes) geodesic distances, test bases grouped by dimension for batched SVDs."""
-    kept = kept_classes(held_out)
-    class_list = [classes[c] for c in kept]
-    dims = np.array([b.shape[1] for b in bases])
-    out = np.empty((len(bases), len(kept)))
-    for a in np.unique(dims):
-        idx = np.flatnonzero(dims == a)
-        out[idx] = batched_distances(np.stack([bases[i] for i in idx]), class_list)
+    """(N, kept classes) geodesic distances, one batched computation per group of bases."""
+    class_list = [classes[c] for c in kept_classes(held_out)]
+    out = np.empty((bases.n, len(class_list)))
+    for index, rows in bases.groups:
+        out[index] = batched_distances(rows, class_list)
     return out
 
 

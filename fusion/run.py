@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from data_prep.common import KitError, atomic_dir, fail, file_signature, run_cli, stage_is_current, write_stamp
+from fusion.manifold import StackedBases
 from fusion.calibrate import Method, Threshold, choose_tau, decide_labels, known_max
 from fusion.methods import (FeatureFusionConfig, SplitScores, class_subspaces, concat_embeddings, distance_scores,
                             fit_openmax, label_fusion, load_members, manifold_distances, openmax_scores,
@@ -116,9 +117,9 @@ class FeatureDistances:
         self.fused = {s: concat_embeddings(data[s].embeddings, cfg.normalise_members) for s in data}
         self.windows = {s: concat_embeddings(data[s].window_embeddings, cfg.normalise_members)
                         for s in ("dev", "test")}
-        self._bases: dict[tuple[str, bool], list[np.ndarray]] = {}
+        self._bases: dict[tuple[str, bool], StackedBases] = {}
 
-    def bases(self, split: str, include_mean: bool) -> list[np.ndarray]:
+    def bases(self, split: str, include_mean: bool) -> StackedBases:
         key = (split, include_mean)
         if key not in self._bases:
             self._bases[key] = window_subspaces(self.windows[split], self.data[split].window_offsets, self.cfg,
@@ -139,7 +140,7 @@ class FeatureDistances:
             if not held.any():
                 continue
             classes = class_subspaces(self.fused["dev"][~held], dev_labels[~held], cfg, include_mean)
-            dev[held] = manifold_distances([b for b, h in zip(dev_bases, held) if h], classes)
+            dev[held] = manifold_distances(dev_bases.subset(held), classes)
         classes = class_subspaces(self.fused["dev"], dev_labels, cfg, include_mean)
         return {"dev": dev, "test": manifold_distances(self.bases("test", include_mean), classes)}
 
