@@ -102,7 +102,9 @@ def test_truth(fusion: Path, key: dict[str, int]) -> tuple[list[str], np.ndarray
     return ids, np.array([key[u] for u in ids])
 
 
-def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
+def method_grid(fusion: Path, summary: dict, key, out_file: Path, draw) -> None:
+    """One panel per scored method; `draw(ax, name, info, folder, truth)` fills a panel, the chosen
+    τ is marked, and unused panels are hidden."""
     import matplotlib.pyplot as plt
 
     methods = scored_methods(fusion, summary)
@@ -111,6 +113,20 @@ def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     truth = test_truth(fusion, key)[1] if key is not None else None
     for ax, (name, info, folder) in zip(axes.flat, methods):
+        draw(ax, name, folder, truth)
+        if info["tau"] is not None and np.isfinite(info["tau"]):
+            ax.axvline(info["tau"], color="k", ls="--", lw=1, label=f"chosen τ = {info['tau']:.3f}")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=90)
+    plt.close(fig)
+
+
+def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
+    def draw(ax, name, folder, truth):
         unknown_col = name.startswith("openmax:")
         if truth is not None:
             m = known_max(np.load(folder / "test_scores.npy"), unknown_col)
@@ -119,28 +135,15 @@ def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
         else:
             m = known_max(np.load(folder / "dev_scores.npy"), unknown_col)
             ax.hist(m, bins=30, range=(0, 1), alpha=0.6, label="dev (known)")
-        if info["tau"] is not None and np.isfinite(info["tau"]):
-            ax.axvline(info["tau"], color="k", ls="--", lw=1, label=f"τ = {info['tau']:.3f}")
-        ax.set_title(name, fontsize=9)
         ax.set_xlabel("max known-class score")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(methods):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "max_scores.png", dpi=90)
-    plt.close(fig)
+
+    method_grid(fusion, summary, key, out / "max_scores.png", draw)
 
 
 def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    methods = scored_methods(fusion, summary)
-    cols = min(4, len(methods))
-    rows = int(np.ceil(len(methods) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-    truth = test_truth(fusion, key)[1] if key is not None else None
     dev_label = "dev, pseudo-unknown folds" if summary["rule"] == "leave-one-out" else "dev (known only)"
-    for ax, (name, info, folder) in zip(axes.flat, methods):
+
+    def draw(ax, name, folder, truth):
         curve = np.loadtxt(folder / "curve.tsv", skiprows=1, ndmin=2)
         ax.plot(curve[:, 0], curve[:, 1], label=dev_label)
         if truth is not None:
@@ -150,18 +153,11 @@ def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
             grid = grid[np.isfinite(grid)]
             f1 = [open_set_scores(truth, decide_labels(scores, t, None, unknown_col))["f1"] for t in grid]
             ax.plot(grid, f1, label="test")
-        if info["tau"] is not None and np.isfinite(info["tau"]):
-            ax.axvline(info["tau"], color="k", ls="--", lw=1, label="chosen τ")
-        ax.set_title(name, fontsize=9)
         ax.set_xlabel("τ")
         ax.set_ylabel("open-set F1")
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(methods):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "f1_vs_tau.png", dpi=90)
-    plt.close(fig)
+
+    method_grid(fusion, summary, key, out / "f1_vs_tau.png", draw)
 
 
 def plot_tsne(fusion: Path, key, out: Path) -> bool:
