@@ -23,6 +23,8 @@ submission_dir=submission
 submission_name=track3
 fusion_config=fusion/conf/fusion.yaml
 skip_setup=false
+hubert_ckpt=""
+wav2vec2_ckpt=""
 
 usage() {
   cat <<'EOF'
@@ -56,6 +58,8 @@ Options:
   --fusion_config F  fusion and threshold settings (default fusion/conf/fusion.yaml)
   --submission_dir D where stage 6 writes (default submission)
   --submission_name N  submission file name (default track3)
+  --hubert_ckpt DIR  local HuBERT checkpoint (e.g. chinese-hubert-large) for hubert_ft
+  --wav2vec2_ckpt DIR local wav2vec2 checkpoint (e.g. wav2vec2-xls-r-300m) for wav2vec2_ft, w2v_asdg
   --test_key FILE    answer key for the test split (the demo corpus provides its own)
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
   --seed N           random seed (default 0)
@@ -83,6 +87,8 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --nj) nj=$2; shift 2 ;;
     --skip_setup) skip_setup=true; shift ;;
+    --hubert_ckpt) hubert_ckpt=$2; shift 2 ;;
+    --wav2vec2_ckpt) wav2vec2_ckpt=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -129,8 +135,13 @@ fi
 if run_stage 3; then
   for sys in "${system_list[@]}"; do
     log "Stage 3 (train): $(config_of "$sys"), $exp/data -> $exp/$sys/ckpt"
+    ckpt_override=()
+    case "$sys" in
+      hubert_ft) [ -z "$hubert_ckpt" ] || ckpt_override=(model.ssl_ckpt="$hubert_ckpt") ;;
+      wav2vec2_ft|w2v_asdg) [ -z "$wav2vec2_ckpt" ] || ckpt_override=(model.ssl_ckpt="$wav2vec2_ckpt") ;;
+    esac
     "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$exp/$sys" \
-      ${musan:+--musan "$musan"} --set train.seed="$seed"
+      ${musan:+--musan "$musan"} --set train.seed="$seed" "${ckpt_override[@]}"
   done
 fi
 

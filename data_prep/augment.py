@@ -23,6 +23,12 @@ from .common import fail
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga"}
 CONDITIONS = ("clean", "noise", "music", "babble")
 CODECS = ("mp3", "aac", "opus", "gsm", "g722", "amr-nb")
+# augmentation conditions as domains (W2V-ASDG's discriminator); any codec round trip is "codec"
+DOMAINS = ("clean", "noise", "music", "babble", "codec")
+
+
+def domain_index(condition: str) -> int:
+    return DOMAINS.index("codec" if "codec" in condition else condition)
 
 
 def power(x: np.ndarray) -> float:

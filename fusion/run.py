@@ -221,7 +221,11 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
     methods = build_methods(data, systems, cfg)
     names = [m.name for m in methods] + (["label"] if len(systems) >= 2 else [])
     if cfg.submit_method not in names:
-        fail(f"submit_method {cfg.submit_method!r} is not available with systems {systems}; choose from {names}")
+        if len(systems) > 1:
+            fail(f"submit_method {cfg.submit_method!r} is not available with systems {systems}; choose from {names}")
+        # a single system cannot be fused: submit its own thresholded softmax
+        print(f"[fuse] one system: submitting softmax:{systems[0]} instead of {cfg.submit_method}")
+        cfg = dataclasses.replace(cfg, submit_method=f"softmax:{systems[0]}")
     th_cfg = cfg.threshold
     ids = {s: data[s].ids for s in ("dev", "test")}
     summary = {"systems": systems, "rule": th_cfg.rule, "submit_method": cfg.submit_method, "methods": {}}
@@ -277,9 +281,9 @@ def main() -> None:
     if stage_is_current(exp / "fusion", options):
         print(f"[fuse] {exp / 'fusion'}: up to date, skipped")
         return
-    run_fusion(exp, systems, cfg)
+    summary = run_fusion(exp, systems, cfg)
     write_stamp(exp / "fusion", options)
-    print(f"[fuse] {exp / 'fusion'}: submission method {cfg.submit_method}")
+    print(f"[fuse] {exp / 'fusion'}: submission method {summary['submit_method']}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ import importlib
 
 REGISTRY = {
     "lfcc_resnet18": "systems.lfcc_resnet18.model:LFCCResNet18",
+    "hubert_ft": "systems.common.ssl:SSLFineTune",
+    "wav2vec2_ft": "systems.common.ssl:SSLFineTune",
+    "w2v_asdg": "systems.w2v_asdg.model:W2VASDG",
     "rawnet2": "systems.rawnet2.model:RawNet2",
     "se_res2net50": "systems.se_res2net50.model:SERes2Net50",
 }

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data_prep.augment import MusanAugmenter
+from data_prep.augment import MusanAugmenter, domain_index
 from data_prep.common import atomic_path, fail, write_text_atomic
 from data_prep.prepare import PreparedSplit
 from data_prep.views import random_crop
@@ -68,9 +68,11 @@ class TrainCrops(Dataset):
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         x = random_crop(self.split.audio(i), self.n, rng)
+        condition = "clean"
         if self.augmenter is not None:
-            x, _ = self.augmenter(x, rng)
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i])
+            x, condition = self.augmenter(x, rng)
+        return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i]),
+                domain_index(condition))
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -136,7 +138,9 @@ def dev_metrics(model, dev: PreparedSplit, device, cfg: SystemConfig) -> tuple[f
 
 def make_optimizer(cfg: SystemConfig, model: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
+    # a system may give per-layer learning rates (SSL fine-tunes); otherwise one group
+    params = model.optimizer_groups(t.lr) if hasattr(model, "optimizer_groups") else \
+        [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
@@ -200,6 +204,8 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
     augmenter = MusanAugmenter(cfg.augment) if cfg.augment.musan else None
     dataset = TrainCrops(train_split, model.train_samples, augmenter, cfg.train.seed)
+    if hasattr(model, "wrap_training_data"):  # e.g. W2V-ASDG's cache of frozen front-end features
+        dataset = model.wrap_training_data(dataset, exp_dir / "feature_cache", device)
     loss_fn = nn.CrossEntropyLoss()
     epochs_run = 0
     for epoch in range(start_epoch, cfg.train.epochs + 1):
@@ -211,11 +217,15 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", mininterval=2.0)
-        for wave, label in bar:
+        for step, (wave, label, domain) in enumerate(bar):
             wave, label = wave.to(device, non_blocking=True), label.to(device, non_blocking=True)
+            progress = (epoch - 1 + step / max(1, len(loader))) / cfg.train.epochs
             with autocast(device, cfg.train.bf16):
-                logits, _ = model(wave)
-                loss = loss_fn(logits.float(), label)
+                if hasattr(model, "training_loss"):  # systems with auxiliary losses (W2V-ASDG)
+                    loss, logits = model.training_loss(wave, label, domain.to(device), progress)
+                else:
+                    logits, _ = model(wave)
+                    loss = loss_fn(logits.float(), label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip:
