@@ -220,6 +220,19 @@ def plot_confusion(row: dict, out: Path) -> str:
     return which
 
 
+def random_frontend_systems(exp: Path, systems: list[str]) -> list[str]:
+    """Systems whose SSL front-end was randomly initialised (no checkpoint): their scores mean nothing."""
+    import yaml
+
+    flagged = []
+    for s in systems:
+        cfg_path = exp / s / "config.yaml"
+        model = (yaml.safe_load(cfg_path.read_text()) or {}).get("model", {}) if cfg_path.is_file() else {}
+        if "ssl_ckpt" in model and not model.get("ssl_ckpt"):
+            flagged.append(s)
+    return flagged
+
+
 def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[dict]:
     import matplotlib
 
@@ -238,7 +251,13 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[d
     submitted = next(r for r in rows if r["submitted"])
     cm_split = plot_confusion(submitted, out)
     table = results_table(rows)
-    text = [f"# Results: {', '.join(summary['systems'])}", "",
+    random = random_frontend_systems(exp, summary["systems"])
+    warning = ([f"> **WARNING: {', '.join(random)} used a randomly initialised SSL front-end (no checkpoint "
+                "given); their scores, and every fusion that includes them, are NOT meaningful.**", ""]
+               if random else [])
+    for s in random:
+        print(f"[evaluate] WARNING: {s} has a randomly initialised SSL front-end; its results are NOT meaningful")
+    text = [f"# Results: {', '.join(summary['systems'])}", "", *warning,
             f"Threshold rule: **{summary['rule']}** (chosen on dev only). Submitted method: "
             f"**{summary['submit_method']}**." + ("" if key else " No test answer key: test columns are absent."), "",
             "Dev holds known classes only, so dev F1 measures closed-set accuracy under each τ; the test "

@@ -63,3 +63,15 @@ def test_layerwise_learning_rates(tiny_ssl_checkpoints):
     assert sum(len(g["params"]) for g in groups) == n_trainable
     assert isinstance(make_optimizer(load_config(ROOT / "systems/hubert_ft/conf/demo.yaml"), model),
                       torch.optim.Adam)
+
+
+def test_report_flags_random_frontends(tmp_path, tiny_ssl_checkpoints):
+    from eval.report import random_frontend_systems
+
+    random_cfg = load_config(ROOT / "systems/hubert_ft/conf/demo.yaml")
+    real_cfg = load_config(ROOT / "systems/wav2vec2_ft/conf/paper.yaml",
+                           {"model.ssl_ckpt": str(tiny_ssl_checkpoints["wav2vec2"])})
+    lfcc_cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml")
+    for name, cfg in (("hubert_ft", random_cfg), ("wav2vec2_ft", real_cfg), ("lfcc_resnet18", lfcc_cfg)):
+        cfg.save(tmp_path / name / "config.yaml")
+    assert random_frontend_systems(tmp_path, ["hubert_ft", "wav2vec2_ft", "lfcc_resnet18"]) == ["hubert_ft"]
