@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .audio_io import AudioReadError, LoadOptions, load_for_model
-from .common import KitError, atomic_dir, fail, file_signature, run_cli, stage_is_current, write_stamp
+from .common import atomic_dir, fail, file_signature, run_cli, stage_is_current, write_stamp
 from .labels import read_label_file, utt_id_of
 
 SPLITS = ("train", "dev", "test")

@@ -32,7 +32,7 @@ import yaml
 
 from data_prep.common import KitError, atomic_dir, fail, file_signature, run_cli, stage_is_current, write_stamp
 from fusion.manifold import StackedBases
-from fusion.calibrate import Method, Threshold, choose_tau, decide_labels, known_max
+from fusion.calibrate import Method, Threshold, choose_tau, decide_labels
 from fusion.methods import (FeatureFusionConfig, SplitScores, class_subspaces, concat_embeddings, distance_scores,
                             fit_openmax, label_fusion, load_members, manifold_distances, openmax_scores,
                             score_fusion, softmax_scores, window_subspaces)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from data_prep.common import fail, file_signature, run_cli, stage_is_current, write_stamp
 from data_prep.prepare import PreparedSplit

@@ -1,7 +1,6 @@
 """Every system config loads strictly, uses only known keys, and builds its model."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from data_prep.demo_corpus import ESPEAK_VARIANT_DIRS, espeak_variants, load_sentences
+from data_prep.demo_corpus import espeak_variants, load_sentences
 from data_prep.labels import read_label_file
 
 from .conftest import TINY_SCALE, run_module
