@@ -256,9 +256,9 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
             write_method(out, "label", ids, preds, None, None, info)
             summary["methods"]["label"] = info
             print(f"[fuse] {'label':22s} tie-break {tb}; test rejected {info['test_rejected']:.1%}")
-            fused = FeatureDistances(data, cfg.feature).fused
             for s in ("dev", "test"):
-                np.save(out / f"fused_embeddings_{s}.npy", fused[s].astype(np.float32))
+                fused = concat_embeddings(data[s].embeddings, cfg.feature.normalise_members)
+                np.save(out / f"fused_embeddings_{s}.npy", fused.astype(np.float32))
         (out / "dev_key.txt").write_text("".join(f"{u}.wav {int(c)}\n" for u, c in zip(ids["dev"], dev_labels)))
         for s in ("dev", "test"):
             (out / f"{s}_ids.txt").write_text("".join(u + "\n" for u in ids[s]))

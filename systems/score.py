@@ -21,14 +21,13 @@ from systems.common.export import WindowAudio, write_scores
 WINDOW_SPLITS = ("dev", "test")
 
 
-def score_split(model, cfg, split_name: str, data_dir: Path, out_dir: Path, device, ckpt_sig: dict) -> bool:
+def split_options(split_name: str, data_dir: Path, ckpt_sig: dict) -> dict:
+    return {"checkpoint": ckpt_sig, "manifest": file_signature(data_dir / split_name / "manifest.tsv"),
+            "windows": split_name in WINDOW_SPLITS, "version": 1}
+
+
+def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, device, options: dict) -> None:
     split = PreparedSplit(data_dir / split_name)
-    options = {"checkpoint": ckpt_sig, "manifest": file_signature(split.folder / "manifest.tsv"),
-               "windows": split_name in WINDOW_SPLITS, "version": 1}
-    target = out_dir / split_name
-    if stage_is_current(target, options):
-        print(f"[score] {target}: up to date, skipped")
-        return False
     audio = SplitAudio(split)
     bs, bf16 = cfg.train.score_batch_size, cfg.train.bf16
     logits, emb = embed_arrays(model, audio, device, bs, bf16, desc=f"score {split_name}")
@@ -41,7 +40,6 @@ def score_split(model, cfg, split_name: str, data_dir: Path, out_dir: Path, devi
     write_scores(target, ids, split.labels[audio.index], logits, emb, win_emb, win_off)
     write_stamp(target, options)
     print(f"[score] {target}: {len(ids)} utterances" + (f", {len(win_emb)} windows" if win_emb is not None else ""))
-    return True
 
 
 def main() -> None:
@@ -55,6 +53,19 @@ def main() -> None:
     ckpt = exp / "ckpt" / "best.pt"
     if not ckpt.is_file():
         fail(f"{ckpt}: no checkpoint; run the train stage for {exp.name}")
+    data = Path(args.data)
+    sig = file_signature(ckpt)
+    todo = {}
+    for split_name in [s for s in args.splits.split(",") if s]:
+        if not (data / split_name / "manifest.tsv").is_file():
+            fail(f"{data / split_name}: not prepared; run the prepare stage")
+        options = split_options(split_name, data, sig)
+        if stage_is_current(exp / "scores" / split_name, options):
+            print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
+        else:
+            todo[split_name] = options
+    if not todo:
+        return  # nothing to score: the model is never loaded
     cfg = load_config(exp / "config.yaml")
     torch_threads()
     device = pick_device(args.device)
@@ -63,12 +74,8 @@ def main() -> None:
         fail(f"{ckpt}: trained with another config than {exp / 'config.yaml'}; re-run the train stage")
     model = build_model(cfg).to(device)
     model.load_state_dict(state["model"])
-    sig = file_signature(ckpt)
-    for split_name in [s for s in args.splits.split(",") if s]:
-        if not (Path(args.data) / split_name / "manifest.tsv").is_file():
-            fail(f"{Path(args.data) / split_name}: not prepared; run the prepare stage")
-        score_split(model, cfg, split_name, Path(args.data), exp / "scores", device, sig)
-
+    for split_name, options in todo.items():
+        score_split(model, cfg, split_name, data, exp / "scores" / split_name, device, options)
 
 if __name__ == "__main__":
     run_cli(main)
