@@ -36,8 +36,8 @@ Stages (inputs -> outputs):
   0 setup     requirements.txt, Debian packages -> .venv/
   1 demo      Debian/PyPI packages -> data/demo/  (only without --data_root)
   2 prepare   data root (or data/demo) -> EXP/data/{train,dev,test}/ manifest.tsv, audio.f32, report.txt
-  3 train     EXP/data -> EXP/<system>/ckpt/ (best.pt by dev open-set F1, last.pt), train_log.csv
-  4 score     EXP/<system>/ckpt/best.pt -> EXP/<system>/scores/{dev,test}/ logits, embeddings, windows
+  3 train     EXP/data -> EXP/<system>/ckpt/ (SpeechBrain checkpoints: latest and best by dev F1), train_log.csv
+  4 score     EXP/<system>/ckpt (best) -> EXP/<system>/scores/{train,dev,test}/ logits, embeddings, windows
   5 fuse      EXP/<system>/scores -> EXP/fusion/<method>/ (single systems, OpenMax, label, score and
               feature-level fusion; tau chosen on dev), summary.json
   6 submit    EXP/fusion/<submit_method>/test_pred.txt -> SUBMISSION_DIR/NAME.txt + .zip (validated)
@@ -147,7 +147,7 @@ fi
 
 if run_stage 4; then
   for sys in "${system_list[@]}"; do
-    log "Stage 4 (score): $exp/$sys/ckpt/best.pt -> $exp/$sys/scores/{train,dev,test}"
+    log "Stage 4 (score): $exp/$sys/ckpt (best by dev F1) -> $exp/$sys/scores/{train,dev,test}"
     "$python" -m systems.score --exp "$exp/$sys" --data "$exp/data"
   done
 fi

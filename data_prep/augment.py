@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import fail
+
 from .audio_io import AudioReadError, ffmpeg_decode, read_audio, resample, write_wav
-from .common import fail
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga"}
 CONDITIONS = ("clean", "noise", "music", "babble")

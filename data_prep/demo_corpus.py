@@ -34,9 +34,12 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from core.atomic import atomic_dir
+from core.errors import KitError, fail, run_cli
+from core.stamps import stage_is_current, write_stamp
+
 from .audio_io import ffmpeg_decode, resample, rms_dbfs, trim_edge_silence, write_wav
 from .augment import codec_roundtrip, fit_length, have_tools, mix_at_snr, power
-from .common import KitError, atomic_dir, fail, run_cli, stage_is_current, write_stamp
 
 SR = 16000
 MAX_SECONDS = 6.0

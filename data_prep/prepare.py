@@ -3,11 +3,8 @@
     python -m data_prep.prepare --data_root DIR --out exp/data [--nj 2]
     python -m data_prep.prepare --split train --wav_dir W --label_file L --out exp/data
 
-For every split it writes `<out>/<split>/`:
-  manifest.tsv   utt_id, path, label (-1 when unknown), orig_sr, duration_s (as stored),
-                 num_samples (16 kHz, after preparation), status (ok | unreadable: reason)
-  audio.f32      every prepared utterance, float32 16 kHz mono, concatenated (read with np.memmap)
-  offsets.npy    int64 (n + 1): utterance i is audio.f32[offsets[i]:offsets[i + 1]]
+For every split it writes `<out>/<split>/` (format and reader: core/prepared_split.py):
+  manifest.tsv, audio.f32, offsets.npy
   report.txt     unreadable, missing and unlabelled files
   .options.json  the resolved options; the split is skipped when they and the inputs are unchanged
 
@@ -27,14 +24,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.atomic import atomic_dir
+from core.errors import fail, run_cli
+from core.label_files import read_label_file, utt_id_of
+from core.labels import ALL_LABELS
+from core.prepared_split import write_manifest
+from core.stamps import file_signature, stage_is_current, write_stamp
+
 from .audio_io import AudioReadError, LoadOptions, load_for_model
-from .common import atomic_dir, fail, file_signature, run_cli, stage_is_current, write_stamp
-from .labels import read_label_file, utt_id_of
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": ("train",), "dev": ("dev", "develop", "development"), "test": ("test", "eval")}
 LABEL_NAMES = ("label.txt", "labels.txt", "{s}_label.txt", "{s}_labels.txt", "{s}.txt")
-MANIFEST_COLUMNS = ("utt_id", "path", "label", "orig_sr", "duration_s", "num_samples", "status")
 
 
 @dataclasses.dataclass
@@ -121,7 +122,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
     if stage_is_current(target, options):
         return {"split": src.name, "skipped": True}
 
-    labels = read_label_file(src.label_file, range(0, 8)) if src.label_file else {}
+    labels = read_label_file(src.label_file, ALL_LABELS) if src.label_file else {}
     by_id = {utt_id_of(p.name): p for p in wavs}
     problems: list[str] = []
     if src.label_file:
@@ -156,10 +157,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
         if not n_ok:
             fail(f"{src.wav_dir}: none of the {len(wavs)} files of split {src.name} could be read")
         np.save(stage / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-        with open(stage / "manifest.tsv", "w") as fh:
-            fh.write("\t".join(MANIFEST_COLUMNS) + "\n")
-            for row in rows:
-                fh.write("\t".join(str(v) for v in row) + "\n")
+        write_manifest(stage / "manifest.tsv", rows)
         (stage / "report.txt").write_text(
             f"# split {src.name}: {n_ok} prepared, {len(problems)} problem(s)\n" + "".join(p + "\n" for p in problems))
         write_stamp(stage, options)
@@ -167,37 +165,6 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
         kind, utt, detail = p.split("\t", 2)
         print(f"[prepare {src.name}] {kind}: {detail}")
     return {"split": src.name, "skipped": False, "prepared": n_ok, "problems": len(problems)}
-
-
-class PreparedSplit:
-    """Read access to a prepared split: ids, labels and the cached audio (memory-mapped)."""
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        manifest = self.folder / "manifest.tsv"
-        if not manifest.is_file():
-            fail(f"{self.folder}: not a prepared split (no manifest.tsv); run the data-preparation stage")
-        lines = manifest.read_text().splitlines()
-        if tuple(lines[0].split("\t")) != MANIFEST_COLUMNS:
-            fail(f"{manifest}: unexpected header {lines[0]!r}")
-        rows = [line.split("\t") for line in lines[1:]]
-        self.ids = [r[0] for r in rows]
-        self.paths = [r[1] for r in rows]
-        self.labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
-        self.readable = np.array([r[6] == "ok" for r in rows])
-        self.offsets = np.load(self.folder / "offsets.npy")
-        size = self.offsets[-1]
-        self._audio = np.memmap(self.folder / "audio.f32", dtype=np.float32, mode="r", shape=(int(size),)) \
-            if size else np.zeros(0, np.float32)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def audio(self, i: int) -> np.ndarray:
-        return np.array(self._audio[self.offsets[i]:self.offsets[i + 1]])  # a writable copy
-
-    def num_samples(self, i: int) -> int:
-        return int(self.offsets[i + 1] - self.offsets[i])
 
 
 def main() -> None:

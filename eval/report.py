@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.common import fail, run_cli, write_text_atomic
-from data_prep.labels import read_label_file
-from eval.metrics import UNKNOWN, full_report, open_set_scores
+from core.atomic import write_text_atomic
+from core.errors import fail, run_cli
+from core.label_files import read_label_file
+from core.labels import ALL_LABELS, LABEL_NAMES, UNKNOWN
+from core.metrics import full_report, open_set_scores
 from fusion.calibrate import decide_labels, known_max, tau_grid
 from submit.write import build_lines
-
-CLASS_NAMES = ["real", "fake 1", "fake 2", "fake 3", "fake 4", "fake 5", "fake 6", "unknown"]
 
 
 def method_dir(fusion: Path, name: str) -> Path:
@@ -32,7 +32,7 @@ def method_dir(fusion: Path, name: str) -> Path:
 
 
 def read_pairs(path: Path) -> dict[str, int]:
-    return read_label_file(path, range(0, 8), "prediction file")
+    return read_label_file(path, ALL_LABELS, "prediction file")
 
 
 def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | None) -> list[dict]:
@@ -49,6 +49,7 @@ def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | No
                "dev_f1": dev["open_set"]["f1"], "dev_sklearn_f1": dev["sklearn_macro_f1"],
                "submitted": name == summary["submit_method"]}
         if key is not None:
+            # scored exactly as submitted: unreadable test files count as 7, as in the submission
             lines, _ = build_lines(folder / "test_pred.txt", test_manifest)
             sub = {ln.split()[0][:-4]: int(ln.split()[1]) for ln in lines}
             missing = sorted(set(key) - set(sub))
@@ -91,7 +92,7 @@ def scored_methods(fusion: Path, summary: dict) -> list[tuple[str, dict, Path]]:
     out = []
     for name, info in summary["methods"].items():
         folder = method_dir(fusion, name)
-        if (folder / "test_scores.npy").is_file():
+        if (folder / "test_scores.npy").is_file():  # label fusion has labels, no scores to plot
             out.append((name, info, folder))
     return out
 
@@ -113,7 +114,7 @@ def method_grid(fusion: Path, summary: dict, key, out_file: Path, draw) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     truth = test_truth(fusion, key)[1] if key is not None else None
     for ax, (name, info, folder) in zip(axes.flat, methods):
-        draw(ax, name, folder, truth)
+        draw(ax, info, folder, truth)
         if info["tau"] is not None and np.isfinite(info["tau"]):
             ax.axvline(info["tau"], color="k", ls="--", lw=1, label=f"chosen τ = {info['tau']:.3f}")
         ax.set_title(name, fontsize=9)
@@ -126,8 +127,10 @@ def method_grid(fusion: Path, summary: dict, key, out_file: Path, draw) -> None:
 
 
 def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
-    def draw(ax, name, folder, truth):
-        unknown_col = name.startswith("openmax:")
+    def draw(ax, info, folder, truth):
+        unknown_col = info["unknown_column"]
+        # with a key, known and unknown test utterances side by side show how separable they are
+        # (seed 004 Fig. 1); without one, dev (all known) shows where τ cuts
         if truth is not None:
             m = known_max(np.load(folder / "test_scores.npy"), unknown_col)
             ax.hist(m[truth != UNKNOWN], bins=30, range=(0, 1), alpha=0.6, label="known (test)")
@@ -143,11 +146,12 @@ def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
 def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
     dev_label = "dev, pseudo-unknown folds" if summary["rule"] == "leave-one-out" else "dev (known only)"
 
-    def draw(ax, name, folder, truth):
+    def draw(ax, info, folder, truth):
         curve = np.loadtxt(folder / "curve.tsv", skiprows=1, ndmin=2)
         ax.plot(curve[:, 0], curve[:, 1], label=dev_label)
+        # the test curve is for reading only (seed 000 Fig. 3): τ was chosen on the dev curve
         if truth is not None:
-            unknown_col = name.startswith("openmax:")
+            unknown_col = info["unknown_column"]
             scores = np.load(folder / "test_scores.npy")
             grid = tau_grid(known_max(scores, unknown_col))
             grid = grid[np.isfinite(grid)]
@@ -175,7 +179,7 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
         labels.append(test_truth(fusion, key)[1])
         markers.append("test")
     Z = np.concatenate(parts)
-    if len(Z) < 10:
+    if len(Z) < 10:  # t-SNE needs a perplexity below a third of the points
         return False
     xy = TSNE(n_components=2, perplexity=min(30, (len(Z) - 1) // 3), init="pca", random_state=0).fit_transform(Z)
     fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 5), squeeze=False)
@@ -187,7 +191,7 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
         for c in range(8):
             sel = lab == c
             if sel.any():
-                ax.scatter(seg[sel, 0], seg[sel, 1], s=8, color=cmap(c), label=f"{c} {CLASS_NAMES[c]}",
+                ax.scatter(seg[sel, 0], seg[sel, 1], s=8, color=cmap(c), label=f"{c} {LABEL_NAMES[c]}",
                            marker="x" if c == UNKNOWN else "o")
         ax.set_title(f"fused embeddings, {name}")
         ax.legend(fontsize=7, markerscale=2)
@@ -241,7 +245,7 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[d
     if not (fusion / "summary.json").is_file():
         fail(f"{fusion}: no summary.json; run the fusion stage")
     summary = json.loads((fusion / "summary.json").read_text())
-    key = read_label_file(key_path, range(0, 8), "answer key") if key_path else None
+    key = read_label_file(key_path, ALL_LABELS, "answer key") if key_path else None
     rows = evaluate_methods(fusion, test_manifest, key)
     out = exp / "report"
     out.mkdir(parents=True, exist_ok=True)

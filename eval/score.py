@@ -15,14 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.common import fail, run_cli  # noqa: E402
-from data_prep.labels import read_label_lines  # noqa: E402
-from eval.metrics import N_LABELS, full_report  # noqa: E402
+from core.errors import fail, run_cli  # noqa: E402
+from core.label_files import read_label_lines  # noqa: E402
+from core.labels import ALL_LABELS, NUM_LABELS  # noqa: E402
+from core.metrics import full_report  # noqa: E402
 
 
 def aligned_labels(pred_path: str, key_path: str) -> tuple[list[int], list[int]]:
-    preds = read_label_lines(pred_path, range(0, N_LABELS), "prediction file")
-    key = read_label_lines(key_path, range(0, N_LABELS), "answer key")
+    preds = read_label_lines(pred_path, ALL_LABELS, "prediction file")
+    key = read_label_lines(key_path, ALL_LABELS, "answer key")
     pred_map = {u: (lab, line) for u, lab, line in preds}
     key_map = {u: (lab, line) for u, lab, line in key}
     for u, _, line in preds:
@@ -48,7 +49,7 @@ def format_report(rep: dict) -> str:
         lines.append(f"{row['label']:>5}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['support']:7d}")
     lines.append("")
     lines.append("confusion (rows true, columns predicted)")
-    lines.append("      " + "".join(f"{c:>6}" for c in range(N_LABELS)))
+    lines.append("      " + "".join(f"{c:>6}" for c in range(NUM_LABELS)))
     for c, row in enumerate(rep["confusion"]):
         lines.append(f"{c:>6}" + "".join(f"{v:>6}" for v in row))
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from fusion.manifold import geodesic_distance, orthonormal_columns
-from fusion.methods import FeatureFusionConfig, manifold_distances, window_subspaces
+from fusion.manifold_fusion import FeatureFusionConfig, manifold_distances, window_subspaces
 
 
 def main() -> None:

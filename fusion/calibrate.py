@@ -1,7 +1,7 @@
 """Choosing τ without unknown data (shared/spec/fusion.md).
 
-A method is a function `scores(split, held_out)` returning a score matrix over the kept known
-classes (and, for OpenMax, an unknown column last). Rules:
+A scorer (fusion/scorers.py) gives `scores(split, held_out)`, a score matrix over the kept known
+classes (and, for OpenMax, an unknown column last); higher means more "known". Rules:
   quantile       τ rejects a fraction q of dev utterances (all of known classes);
   leave-one-out  for each fake class c in 1–6, the method's statistics are rebuilt without c (its
                  column, class subspace or OpenMax model is dropped — no network is retrained), dev
@@ -11,23 +11,13 @@ classes (and, for OpenMax, an unknown column last). Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from eval.metrics import UNKNOWN, open_set_scores
-from fusion.methods import kept_classes
+from core.labels import FAKE_CLASSES, UNKNOWN, kept_classes
+from core.metrics import open_set_scores
 
-FAKE_CLASSES = (1, 2, 3, 4, 5, 6)
 GRID_POINTS = 201
-
-
-@dataclass
-class Method:
-    name: str
-    scores: Callable[[str, int | None], np.ndarray]
-    unknown_column: bool = False
-    description: str = ""
 
 
 def known_max(scores: np.ndarray, unknown_column: bool) -> np.ndarray:
@@ -66,7 +56,7 @@ class Threshold:
     curve_f1: np.ndarray  # dev open-set F1 (mean over pseudo-unknown folds for leave-one-out)
 
 
-def choose_tau(method: Method, dev_labels: np.ndarray, rule: str, q: float = 0.05,
+def choose_tau(method, dev_labels: np.ndarray, rule: str, q: float = 0.05,
                fixed: float | None = None) -> Threshold:
     dev = method.scores("dev", None)
     grid = tau_grid(known_max(dev, method.unknown_column))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep.common import fail
+from core.errors import fail
 
 
 def orthonormal_columns(A: np.ndarray) -> np.ndarray:

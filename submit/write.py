@@ -16,9 +16,10 @@ import json
 import zipfile
 from pathlib import Path
 
-from data_prep.common import atomic_path, fail, run_cli
-from data_prep.labels import read_label_lines, utt_id_of
-from data_prep.prepare import PreparedSplit
+from core.atomic import atomic_path
+from core.errors import fail, run_cli
+from core.label_files import read_label_lines, utt_id_of
+from core.prepared_split import PreparedSplit
 
 UNREADABLE_LABEL = 7
 

@@ -1,4 +1,4 @@
-"""Systems: one folder per system (model + YAML configs); shared training and export in `common/`.
+"""Systems: one folder per system (model + YAML configs); shared training, scoring, windows and the LFCC front-end in `common/`.
 
 The registry maps a system name to `module:Class`; the class is imported only when used, so a
 system's heavy dependencies (e.g. transformers) load only for that system.
@@ -9,8 +9,8 @@ import importlib
 
 REGISTRY = {
     "lfcc_resnet18": "systems.lfcc_resnet18.model:LFCCResNet18",
-    "hubert_ft": "systems.common.ssl:SSLFineTune",
-    "wav2vec2_ft": "systems.common.ssl:SSLFineTune",
+    "hubert_ft": "systems.hubert_ft.model:HuBERTFineTune",
+    "wav2vec2_ft": "systems.wav2vec2_ft.model:Wav2Vec2FineTune",
     "w2v_asdg": "systems.w2v_asdg.model:W2VASDG",
     "rawnet2": "systems.rawnet2.model:RawNet2",
     "se_res2net50": "systems.se_res2net50.model:SERes2Net50",
@@ -19,7 +19,7 @@ REGISTRY = {
 
 def model_class(name: str):
     if name not in REGISTRY:
-        from data_prep.common import fail
+        from core.errors import fail
 
         fail(f"unknown system {name!r}; valid: {', '.join(sorted(REGISTRY))}")
     module, cls = REGISTRY[name].split(":")

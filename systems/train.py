@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_prep.common import run_cli
+from core.errors import run_cli
 from systems.common.config import load_config, parse_overrides
 from systems.common.engine import pick_device, torch_threads, train
 

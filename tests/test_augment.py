@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from core.errors import KitError
 from data_prep.augment import AugmentConfig, MusanAugmenter, codec_roundtrip, mix_at_snr, power
-from data_prep.common import KitError
 
 
 def speech_like(n: int, seed: int) -> np.ndarray:

@@ -1,12 +1,11 @@
 """Every system config loads strictly, uses only known keys, and builds its model."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import yaml
 
-from data_prep.common import KitError
+from core.errors import KitError
 from systems import REGISTRY
 from systems.common.config import load_config
 from systems.common.engine import build_model
@@ -32,7 +31,7 @@ def test_config_dry_runs(path, tiny_ssl_checkpoints):
     cfg = load_config(path, overrides)
     assert cfg.system == path.parent.parent.name
     model = build_model(cfg)
-    wave = torch.randn(1, model.train_samples)
+    wave = torch.randn(1, model.input_samples)
     model.eval()
     with torch.no_grad():
         logits, emb = model(wave)

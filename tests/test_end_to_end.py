@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import yaml
 
-from data_prep.labels import read_label_file
-from systems.common.export import SystemScores
+from core.label_files import read_label_file
+from core.scores import SystemScores
 
 from .conftest import ROOT
 

@@ -1,46 +1,151 @@
-"""Training engine: checkpoints every epoch, resumes after an interruption, keeps the best by dev F1."""
+"""Training on SpeechBrain's Brain: checkpoints every epoch, resumes after an interruption (kill -9
+included) with the weights of an uninterrupted run, keeps the best by dev F1, LR schedules."""
 from __future__ import annotations
 
 import csv
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
 import torch
 
+from core.errors import KitError
 from systems.common.config import load_config
-from systems.common.engine import load_checkpoint, train
+from systems.common.engine import AtomicCheckpointer, find_best_checkpoint, load_model_state, lr_factor, train
 
 from .conftest import ROOT
 
 TINY = {"model.blocks": [1, 1, 1, 1], "model.channels": [8, 16, 16, 32], "train.batch_size": 8,
         "train.num_workers": 0, "train.epochs": 3}
+CONFIG = ROOT / "systems/lfcc_resnet18/conf/demo.yaml"
 
 
-def test_interrupt_and_resume(tiny_prepared, tiny_corpus, tmp_path):
-    overrides = dict(TINY, **{"augment.musan": str(tiny_corpus / "musan_demo")})
-    cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml", overrides)
+def tiny_config(tiny_corpus, **extra):
+    return load_config(CONFIG, dict(TINY, **{"augment.musan": str(tiny_corpus / "musan_demo")}, **extra))
+
+
+def latest_weights(exp):
+    ckpt = AtomicCheckpointer(exp / "ckpt").find_checkpoint()
+    return ckpt.meta["epoch"], load_model_state(ckpt.paramfiles["model"])
+
+
+def log_rows(exp):
+    return list(csv.DictReader(open(exp / "train_log.csv")))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_interrupt_and_resume_gives_the_uninterrupted_weights(tiny_prepared, tiny_corpus, tmp_path):
+    cfg = tiny_config(tiny_corpus)
+    whole = tmp_path / "whole"
+    assert train(cfg, tiny_prepared, whole, torch.device("cpu"))["epochs_run"] == 3
+
     exp = tmp_path / "exp"
     first = train(cfg, tiny_prepared, exp, torch.device("cpu"), stop_after_epochs=1)
-    assert first["epochs_run"] == 1
-    state = load_checkpoint(exp / "ckpt" / "last.pt")
-    assert state["epoch"] == 1 and (exp / "ckpt" / "best.pt").is_file()
-    saved_epoch1 = {k: v.clone() for k, v in state["model"].items()}
-
+    assert first["epochs_run"] == 1 and latest_weights(exp)[0] == 1
     second = train(cfg, tiny_prepared, exp, torch.device("cpu"))
     assert second["epochs_run"] == 2  # epochs 2 and 3 only
-    state = load_checkpoint(exp / "ckpt" / "last.pt")
-    assert state["epoch"] == 3
-    assert any(not torch.equal(saved_epoch1[k], v) for k, v in state["model"].items())
-    rows = list(csv.DictReader(open(exp / "train_log.csv")))
+    epoch, weights = latest_weights(exp)
+    assert epoch == 3
+    assert_same_weights(weights, latest_weights(whole)[1])
+    rows = log_rows(exp)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    best = load_checkpoint(exp / "ckpt" / "best.pt")
-    assert abs(float(best["dev_f1"]) - max(float(r["dev_f1"]) for r in rows)) < 1e-4
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in log_rows(whole)]
+    best = find_best_checkpoint(exp / "ckpt")
+    assert best.meta["dev_f1"] == pytest.approx(max(float(r["dev_f1"]) for r in rows), abs=1e-4)
+    # at most the best and the most recent checkpoint are kept
+    assert len(AtomicCheckpointer(exp / "ckpt").list_checkpoints()) <= 2
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
 
-    third = train(cfg, tiny_prepared, exp, torch.device("cpu"))
-    assert third["epochs_run"] == 0
+
+def test_kill_9_during_training_then_rerun_gives_the_same_weights(tiny_prepared, tiny_corpus, tmp_path):
+    """A real kill -9 of `python -m systems.train` in its second epoch, then a plain re-run."""
+    cmd = [sys.executable, "-m", "systems.train", "--config", str(CONFIG), "--data", str(tiny_prepared),
+           "--musan", str(tiny_corpus / "musan_demo"), "--device", "cpu",
+           "--set", *[f"{k}={v}" for k, v in TINY.items() if k != "train.epochs"], "train.epochs=8"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([*cmd, "--exp", str(whole)], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    proc = subprocess.Popen([*cmd, "--exp", str(killed)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "train_log.csv").is_file():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "train_log.csv").is_file(), "training never finished its first epoch"
+    rerun = subprocess.run([*cmd, "--exp", str(killed)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming" in rerun.stdout
+    assert latest_weights(killed)[0] == 8
+    assert_same_weights(latest_weights(killed)[1], latest_weights(whole)[1])
 
 
-def test_changed_config_starts_over(tiny_prepared, tmp_path):
-    cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml", dict(TINY, **{"train.epochs": 1}))
+def test_incomplete_checkpoint_is_ignored_and_removed(tiny_prepared, tiny_corpus, tmp_path):
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 1})
     exp = tmp_path / "exp"
     train(cfg, tiny_prepared, exp, torch.device("cpu"))
-    cfg2 = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml", dict(TINY, **{"train.epochs": 1, "train.lr": 5e-4}))
-    assert train(cfg2, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
+    # what a kill during a save leaves: parameters written, meta file not yet renamed into place
+    partial = exp / "ckpt" / "CKPT+2099-01-01+00-00-00+00"
+    partial.mkdir()
+    (partial / "model.ckpt").write_bytes(b"half")
+    (partial / "CKPT.partial").write_text("epoch: 9\n")
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
+    assert not partial.exists()
+
+
+def test_changed_config_starts_over(tiny_prepared, tiny_corpus, tmp_path):
+    exp = tmp_path / "exp"
+    train(tiny_config(tiny_corpus, **{"train.epochs": 1}), tiny_prepared, exp, torch.device("cpu"))
+    changed = tiny_config(tiny_corpus, **{"train.epochs": 1, "train.lr": 5e-4})
+    assert train(changed, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
+
+
+def test_cosine_schedule_moves_the_logged_lr(tiny_prepared, tiny_corpus, tmp_path):
+    cfg = tiny_config(tiny_corpus, **{"train.lr_schedule": "cosine", "train.lr": 1e-3})
+    train(cfg, tiny_prepared, tmp_path / "exp", torch.device("cpu"))
+    lrs = [float(r["lr"]) for r in log_rows(tmp_path / "exp")]
+    assert lrs[0] < 1e-3 and lrs[0] > lrs[1] > lrs[2]
+    assert lrs[2] == pytest.approx(0.0, abs=1e-12)  # min_lr_ratio 0 at the last step
+    constant = tiny_config(tiny_corpus)
+    train(constant, tiny_prepared, tmp_path / "const", torch.device("cpu"))
+    assert {float(r["lr"]) for r in log_rows(tmp_path / "const")} == {1e-3}
+
+
+def test_lr_factor_hand_worked():
+    def factor(**train):
+        cfg = load_config(CONFIG, {f"train.{k}": v for k, v in dict(epochs=4, **train).items()})
+        return lr_factor(cfg, steps_per_epoch=10)
+
+    f = factor(lr_schedule="step", step_epochs=1, step_gamma=0.5)
+    assert [f(s) for s in (0, 9, 10, 25, 39)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    f = factor(lr_schedule="cosine", warmup_epochs=1, min_lr_ratio=0.1)
+    assert [f(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]  # linear warm-up over 10 steps
+    assert f(10) == pytest.approx(1.0)
+    assert f(25) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 15 / 30)))
+    assert f(40) == pytest.approx(0.1)
+    f = factor(lr_schedule="constant")
+    assert {f(s) for s in range(40)} == {1.0}
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "model.ckpt"
+    with open(path, "wb") as fh:
+        pickle.dump({"weight": _RunsCode()}, fh)
+    with pytest.raises(KitError, match="cannot load checkpoint"):
+        load_model_state(path)

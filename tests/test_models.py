@@ -36,7 +36,7 @@ def test_rawnet2_reference_parameter_count():
 def test_rawnet2_forward_backward_real_size():
     model = RawNet2()
     forward_backward(model, 64600)
-    assert model.train_samples == 64600
+    assert model.input_samples == 64600
 
 
 def test_sinc_bank_is_mel_spaced_band_pass_and_fft_conv_is_exact():
@@ -68,23 +68,22 @@ def test_residual_block_uses_the_bn_activation_path():
 def test_se_res2net50_count_and_stage_shapes():
     model = SERes2Net50()
     assert n_params(model) == 924_387
-    maps = model.trunk(torch.randn(2, model.train_samples))
+    maps = model.trunk(torch.randn(2, model.input_samples))
     assert [tuple(m.shape[1:]) for m in maps] == [(16, 60, 400), (32, 60, 400), (64, 30, 200), (128, 15, 100),
                                                  (256, 8, 50)]
 
 
 def test_se_res2net50_forward_backward_real_size():
     model = SERes2Net50()
-    assert model.train_samples == 63840  # 400 LFCC frames at hop 160
-    forward_backward(model, model.train_samples)
+    assert model.input_samples == 63840  # 400 LFCC frames at hop 160
+    forward_backward(model, model.input_samples)
 
 
 def test_lfcc_resnet18_forward_backward_real_size():
     forward_backward(LFCCResNet18(), 63840)
 
 
-def test_segment_views_average_over_400_frame_segments():
+def test_lfcc_segment_systems_take_400_frames():
     model = SERes2Net50()
-    x = np.zeros(16000 * 7, np.float32)
-    views = model.views(x)
-    assert views.shape[1] == 63840 and len(views) == 3  # starts 0, 32000, 48160 (last ends at the end)
+    assert model.input_samples == 63840  # 400 LFCC frames at hop 160, centred STFT
+    assert model.features(torch.zeros(1, model.input_samples)).shape == (1, 1, 60, 400)

@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_prep.audio_io import (AudioReadError, LoadOptions, load_for_model, normalise_level, read_audio,
-                                rms_dbfs, trim_edge_silence)
-from data_prep.common import KitError
-from data_prep.labels import read_label_file
-from data_prep.prepare import PreparedSplit, discover
+from core.errors import KitError
+from core.label_files import read_label_file
+from core.prepared_split import PreparedSplit
+from data_prep.audio_io import (
+    AudioReadError,
+    LoadOptions,
+    load_for_model,
+    normalise_level,
+    read_audio,
+    rms_dbfs,
+    trim_edge_silence,
+)
+from data_prep.prepare import discover
 
 from .conftest import run_module
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from eval.metrics import open_set_scores
+from core.metrics import open_set_scores
 
 from .conftest import ROOT
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel
 
-from data_prep.common import KitError
+from core.errors import KitError
 from systems.common.config import load_config
 from systems.common.engine import build_model, make_optimizer
 from systems.common.ssl import SSLFineTune

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from data_prep.common import KitError
+from core.errors import KitError
 from submit.write import build_lines, write_submission
 
 from .conftest import run_module

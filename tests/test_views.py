@@ -1,9 +1,9 @@
-"""Fixed-length crops and the 3 s / 1 s windows used by feature fusion."""
+"""Fixed-length crops and the scoring windows (model input length, configured hop)."""
 from __future__ import annotations
 
 import numpy as np
 
-from data_prep.views import first_crop, random_crop, repeat_pad, sliding_windows, window_starts
+from systems.common.windows import random_crop, repeat_pad, sliding_windows, window_starts
 
 
 def test_window_starts_cover_the_end():
@@ -28,7 +28,7 @@ def test_sliding_windows_content():
 
 def test_crops():
     x = np.arange(100, dtype=np.float32)
-    np.testing.assert_array_equal(first_crop(x, 30), x[:30])
+    np.testing.assert_array_equal(repeat_pad(x, 30), x[:30])
     np.testing.assert_array_equal(repeat_pad(x, 250)[100:200], x)
     rng = np.random.default_rng(0)
     crop = random_crop(x, 30, rng)

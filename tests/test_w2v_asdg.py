@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from data_prep.augment import DOMAINS, domain_index
-from systems.w2v_asdg.model import (GradientReversal, LocalTransformerBlock, W2VASDG, batch_hard_triplet,
-                                    grl_coefficient)
+from systems.w2v_asdg.model import W2VASDG, GradientReversal, LocalTransformerBlock, batch_hard_triplet, grl_coefficient
 
 from .conftest import TINY_SSL
 
@@ -67,8 +66,8 @@ def test_discriminator_sees_only_real_and_frontend_stays_frozen():
 def test_feature_cache_holds_the_epochs_own_crops(tiny_prepared, tiny_corpus, tmp_path):
     import numpy as np
 
+    from core.prepared_split import PreparedSplit
     from data_prep.augment import AugmentConfig, MusanAugmenter
-    from data_prep.prepare import PreparedSplit
     from systems.common.engine import TrainCrops
     from systems.w2v_asdg.cache import CachedFeatures
 

@@ -1,30 +1,47 @@
 """The interface every system implements, and the LFCC-segment front half shared by two of them.
 
 A system is an `nn.Module` with
-  forward(wave: (B, train_samples) float) -> (logits (B, 7), embedding (B, 256))
-  train_samples   length of the training crop (random crop, repeat-padded when shorter)
-  view_hop        hop between scoring views; an utterance's logits and embedding are the mean
-                  over its `train_samples`-long views (one repeat-padded view when shorter)
+  forward(wave: (B, input_samples) float) -> (logits (B, 7), embedding (B, 256))
+  input_samples   its input length: the training crop and the scoring window (random crop in
+                  training, windows every `score.window_hop_seconds` in scoring; an utterance shorter
+                  than one window is repeat-padded, as training pads it)
+and three hooks with defaults that a system overrides when it needs to (SpeechBrain's style:
+methods, never `hasattr` probes): its training loss, its optimiser parameter groups, and a
+wrapper around its training data.
 """
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
-from data_prep.features import LFCC
-from data_prep.views import sliding_windows
+from core.labels import NUM_KNOWN
+from systems.common.lfcc import LFCC
 
-NUM_CLASSES = 7
-EMBEDDING_DIM = 256
+NUM_CLASSES = NUM_KNOWN
+EMBEDDING_DIM = 256  # seed 004 §3.4: every member exports a 256-d penultimate layer
 
 
 class System(nn.Module):
-    train_samples: int
-    view_hop: int
+    input_samples: int
 
-    def views(self, x: np.ndarray) -> np.ndarray:
-        return sliding_windows(x, self.train_samples, self.view_hop)
+    def training_loss(self, wave: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor,
+                      progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one training batch; `domains` are the augmentation conditions and
+        `progress` runs 0 → 1 over training (for schedules inside a loss). Default: cross-entropy."""
+        logits, _ = self(wave)
+        return F.cross_entropy(logits.float(), labels), logits
+
+    def optimizer_groups(self, lr: float) -> list[dict]:
+        """Parameter groups for the optimiser. Default: every trainable parameter at `lr`."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def wrap_training_data(self, dataset: Dataset, cache_dir: Path, device: torch.device) -> Dataset:
+        """The dataset training iterates. Default: the augmented crops unchanged."""
+        return dataset
 
 
 class EmbeddingHead(nn.Module):
@@ -41,16 +58,15 @@ class EmbeddingHead(nn.Module):
 
 
 class LFCCSegmentSystem(System):
-    """LFCC (1, 60, segment_frames) images; utterance score = mean over segments with hop `segment_hop`
-    frames (seed 004 SE-Res2Net: 400-frame segments, hop 200)."""
+    """LFCC (1, 60, segment_frames) images of `input_samples`-long windows (seed 004 SE-Res2Net:
+    400-frame segments)."""
 
-    def __init__(self, lfcc_preset: str = "res2net", segment_frames: int = 400, segment_hop: int = 200):
+    def __init__(self, lfcc_preset: str = "res2net", segment_frames: int = 400):
         super().__init__()
         self.lfcc = LFCC(lfcc_preset)
-        hop = self.lfcc.cfg.hop_length
         self.segment_frames = segment_frames
-        self.train_samples = (segment_frames - 1) * hop  # centred STFT: 1 + samples // hop frames
-        self.view_hop = segment_hop * hop
+        # centred STFT: 1 + samples // hop frames, so this is the shortest input giving the segment
+        self.input_samples = (segment_frames - 1) * self.lfcc.cfg.hop_length
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         feats = self.lfcc(wave)[..., : self.segment_frames]  # (B, 60, 400)

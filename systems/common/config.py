@@ -1,6 +1,6 @@
 """System configs: one YAML per system, strict about keys, resolved and saved beside the results.
 
-A config has four sections; `model` holds the keyword arguments of the registered model class
+A config has five sections; `model` holds the keyword arguments of the registered model class
 (checked against its signature), the others are the dataclasses below. A key the code does not
 know is an error, never silently ignored.
 """
@@ -14,10 +14,12 @@ from typing import Any
 
 import yaml
 
+from core.atomic import write_text_atomic
+from core.errors import fail
 from data_prep.augment import AugmentConfig
-from data_prep.common import fail, write_text_atomic
 
-SECTIONS = ("system", "model", "train", "augment")
+SECTIONS = ("system", "model", "train", "score", "augment")
+LR_SCHEDULES = ("constant", "step", "cosine")
 
 
 @dataclass
@@ -28,18 +30,42 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    # learning-rate schedule, stepped after every optimiser step: constant; step (× step_gamma every
+    # step_epochs epochs); cosine (to min_lr_ratio · lr at the last step); all after a linear warm-up
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 10
+    step_gamma: float = 0.5
+    min_lr_ratio: float = 0.0
     grad_clip: float | None = None
     num_workers: int = 2
-    score_batch_size: int = 64
     seed: int = 0
     bf16: bool = True  # autocast on GPU only
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):
             fail(f"train.optimizer {self.optimizer!r}: valid are adam, adamw, sgd")
+        if self.lr_schedule not in LR_SCHEDULES:
+            fail(f"train.lr_schedule {self.lr_schedule!r}: valid are {', '.join(LR_SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1:
             fail("train.epochs and train.batch_size must be positive")
+        if self.warmup_epochs < 0 or self.step_epochs < 1 or not 0 < self.step_gamma <= 1 \
+                or not 0 <= self.min_lr_ratio <= 1:
+            fail("train: warmup_epochs >= 0, step_epochs >= 1, 0 < step_gamma <= 1, 0 <= min_lr_ratio <= 1")
         self.betas = tuple(float(b) for b in self.betas)
+
+
+@dataclass
+class ScoreConfig:
+    """How the score stage cuts utterances: windows of the model's input length (`model`), every
+    `window_hop_seconds`, the last one ending at the utterance's end. An utterance's logits and
+    embedding are the mean over its windows; feature fusion uses the windows themselves."""
+    batch_size: int = 64
+    window_hop_seconds: float = 1.0  # seed 004 §3.5.3
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.window_hop_seconds <= 0:
+            fail("score.batch_size and score.window_hop_seconds must be positive")
 
 
 @dataclass
@@ -47,6 +73,7 @@ class SystemConfig:
     system: str
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +88,7 @@ class SystemConfig:
 
         return {"system": self.system, "model": plain(self.model),
                 "train": plain(dataclasses.asdict(self.train)),
+                "score": plain(dataclasses.asdict(self.score)),
                 "augment": plain(dataclasses.asdict(self.augment))}
 
     def save(self, path: str | Path) -> None:
@@ -108,6 +136,7 @@ def from_dict(raw: dict, where: str, overrides: dict[str, Any] | None = None) ->
     check_model_keys(raw["system"], model, f"{where}: model")
     return SystemConfig(system=raw["system"], model=model,
                         train=_section(TrainConfig, raw.get("train"), f"{where}: train"),
+                        score=_section(ScoreConfig, raw.get("score"), f"{where}: score"),
                         augment=_section(AugmentConfig, raw.get("augment"), f"{where}: augment"))
 
 

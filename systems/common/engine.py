@@ -1,42 +1,56 @@
-"""One training engine for every system.
-
-A small loop of our own rather than SpeechBrain's `Brain`: each system is a plain `nn.Module` with
-the interface in `base.py`, the config is one strict YAML, and what the engine must guarantee —
-checkpoint every epoch, automatic resume, best-by-dev-F1 selection, bf16 autocast on GPU, seeded
-data order and augmentation — fits in this file without adopting HyperPyYAML.
+"""One training engine for every system, on SpeechBrain's `Brain`.
 
     python -m systems.train --config systems/lfcc_resnet18/conf/paper.yaml --data exp/data \
         --exp exp/lfcc_resnet18 [--musan DIR] [--set train.epochs=3 ...]
 
-Writes `EXP/config.yaml` (the resolved config; scoring reads only that), `EXP/ckpt/last.pt` after
-every epoch, `EXP/ckpt/best.pt` (highest dev open-set F1, seed 004 §3.3) and `EXP/train_log.csv`.
-A re-run with the same config resumes from `last.pt`, or does nothing when training is complete.
+`SystemBrain` is the only Brain subclass: the system's own hooks (`System.training_loss`,
+`optimizer_groups`, `wrap_training_data`, see base.py) carry what differs between systems. A
+`Checkpointer` in `EXP/ckpt/` saves model, optimiser, LR scheduler, epoch counter, torch RNG state
+and the training log after every epoch and keeps the most recent and the best by dev open-set F1
+(seed 004 §3.3: model selection by dev F1, never test); a re-run recovers the most recent and goes
+on, or does nothing when training is complete. Also written: `EXP/config.yaml` (the resolved
+config; scoring reads only that) and `EXP/train_log.csv`.
+
+What the kit adds to Brain: checkpoints that are complete or invisible (the meta file that makes a
+folder a checkpoint is written last), the torch RNG state as a recoverable (so that a run resumed
+after kill -9 ends with the same weights as one never interrupted), data order and augmentation
+seeded per (seed, epoch, item), the config digest in the checkpoint meta (a changed config trains
+from scratch), and checkpoints read with `torch.load(weights_only=True)` (torch's default, which
+SpeechBrain's loaders use): a checkpoint cannot run code.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import speechbrain as sb
 import torch
+from speechbrain.utils.checkpoints import Checkpointer, mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from core.atomic import write_text_atomic
+from core.errors import fail
+from core.metrics import open_set_scores
+from core.prepared_split import PreparedSplit
+from core.stamps import options_digest
 from data_prep.augment import MusanAugmenter, domain_index
-from data_prep.common import atomic_path, fail, write_text_atomic
-from data_prep.prepare import PreparedSplit
-from data_prep.views import random_crop
-from eval.metrics import open_set_scores
 from systems import model_class
 from systems.common.config import SystemConfig
+from systems.common.windows import SplitWindows, random_crop
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "dev_f1", "dev_acc", "lr", "seconds")
+META_FILE = "CKPT.yaml"  # SpeechBrain: a folder is a checkpoint when this file exists
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -49,10 +63,24 @@ def build_model(cfg: SystemConfig) -> nn.Module:
     return model_class(cfg.system)(**cfg.model)
 
 
+def config_digest(cfg: SystemConfig) -> str:
+    return options_digest(cfg.to_dict())
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def torch_threads() -> None:
+    """Respect an explicit OMP_NUM_THREADS; otherwise use every core we have."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 class TrainCrops(Dataset):
@@ -75,99 +103,260 @@ class TrainCrops(Dataset):
                 domain_index(condition))
 
 
-def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
-
-
 @torch.no_grad()
-def embed_arrays(model: nn.Module, arrays, device: torch.device, batch_size: int, bf16: bool,
-                 desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Utterance-level logits and embeddings: the mean over each array's views, views batched."""
+def score_windows(model: nn.Module, windows: SplitWindows, device: torch.device, batch_size: int, bf16: bool,
+                  desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and embeddings of every window, batched; rows in `windows` order."""
     model.eval()
-    n = len(arrays)
-    logits = np.zeros((n, 0), np.float32)
-    embs = np.zeros((n, 0), np.float32)
-    pending_views, owners = [], []
-
-    def flush():
-        nonlocal logits, embs
-        batch = torch.from_numpy(np.stack(pending_views)).to(device)
+    logits, embs = [], []
+    loader = DataLoader(windows, batch_size=batch_size, shuffle=False)
+    for wave, _ in tqdm(loader, desc=desc, unit="batch", disable=desc is None, mininterval=2.0):
         with autocast(device, bf16):
-            lo, em = model(batch)
-        lo, em = lo.float().cpu().numpy(), em.float().cpu().numpy()
-        if logits.shape[1] == 0:
-            logits, embs = np.zeros((n, lo.shape[1]), np.float32), np.zeros((n, em.shape[1]), np.float32)
-        np.add.at(logits, owners, lo)
-        np.add.at(embs, owners, em)
-        np.add.at(counts, owners, 1)
-        pending_views.clear()
-        owners.clear()
-
-    counts = np.zeros(n, np.int64)
-    for i in tqdm(range(n), desc=desc, unit="utt", disable=desc is None, mininterval=2.0):
-        for view in model.views(arrays[i]):
-            pending_views.append(view)
-            owners.append(i)
-            if len(pending_views) == batch_size:
-                flush()
-    if pending_views:
-        flush()
-    return logits / counts[:, None], embs / counts[:, None]
+            lo, em = model(wave.to(device))
+        logits.append(lo.float().cpu().numpy())
+        embs.append(em.float().cpu().numpy())
+    return np.concatenate(logits), np.concatenate(embs)
 
 
-class SplitAudio:
-    """Sequence view of a prepared split's readable utterances (lazy, memory-mapped)."""
-
-    def __init__(self, split: PreparedSplit):
-        self.split = split
-        self.index = np.flatnonzero(split.readable)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.split.audio(int(self.index[i]))
+def utterance_means(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Mean over each utterance's rows offsets[i]:offsets[i + 1] (every utterance has >= 1 window)."""
+    return np.add.reduceat(values, offsets[:-1], axis=0) / np.diff(offsets)[:, None]
 
 
-def dev_metrics(model, dev: PreparedSplit, device, cfg: SystemConfig) -> tuple[float, float]:
-    logits, _ = embed_arrays(model, SplitAudio(dev), device, cfg.train.score_batch_size, cfg.train.bf16)
-    pred = logits.argmax(1)
-    truth = dev.labels[dev.readable]
-    return open_set_scores(truth, pred)["f1"], float(np.mean(pred == truth))
+def window_length(model: nn.Module) -> int:
+    return int(model.input_samples)
+
+
+def window_hop(cfg: SystemConfig, sample_rate: int = 16000) -> int:
+    return int(round(cfg.score.window_hop_seconds * sample_rate))
+
+
+def lr_factor(cfg: SystemConfig, steps_per_epoch: int):
+    """Multiplier of the base learning rate after `step` optimiser steps (LambdaLR)."""
+    t = cfg.train
+    total = t.epochs * steps_per_epoch
+    warmup = int(round(t.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if t.lr_schedule == "step":
+            return t.step_gamma ** (step // (t.step_epochs * steps_per_epoch))
+        if t.lr_schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
 
 
 def make_optimizer(cfg: SystemConfig, model: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
-    # a system may give per-layer learning rates (SSL fine-tunes); otherwise one group
-    params = model.optimizer_groups(t.lr) if hasattr(model, "optimizer_groups") else \
-        [p for p in model.parameters() if p.requires_grad]
+    groups = model.optimizer_groups(t.lr)
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        return torch.optim.Adam(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    return torch.optim.SGD(groups, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+@register_checkpoint_hooks
+class RNGState:
+    """The global torch RNG state (dropout and other in-model randomness) as a recoverable."""
+
+    @mark_as_saver
+    def save(self, path):
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        state = torch.load(path, weights_only=True)
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+@register_checkpoint_hooks
+class TrainLog:
+    """The per-epoch rows of train_log.csv, kept in the checkpoint so that a resumed run continues it."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    @mark_as_saver
+    def save(self, path):
+        Path(path).write_text(json.dumps(self.rows))
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        self.rows = json.loads(Path(path).read_text())
+
+    def write_csv(self, path: Path) -> None:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(path, out.getvalue())
+
+
+class AtomicCheckpointer(Checkpointer):
+    """SpeechBrain's Checkpointer writes the meta file first and the parameters after it, so a kill
+    in between leaves a folder that looks finished; here the meta file is renamed into place last."""
+
+    def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):  # noqa: B006
+        return super()._save_checkpoint_metafile(Path(fpath).with_suffix(".partial"), meta_to_include, end_of_epoch)
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=20):  # noqa: B006
+        ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity)
+        if ckpt is not None:
+            os.replace(ckpt.path / (Path(META_FILE).stem + ".partial"), ckpt.path / META_FILE)
+        return ckpt
+
+    def remove_incomplete(self) -> list[Path]:
+        """Delete folders an interrupted save left behind (no meta file); returns them."""
+        gone = []
+        if self.checkpoints_dir.is_dir():
+            for d in sorted(self.checkpoints_dir.iterdir()):
+                if d.is_dir() and d.name.startswith("CKPT+") and not (d / META_FILE).is_file():
+                    shutil.rmtree(d)
+                    gone.append(d)
+        return gone
+
+
+def best_key(ckpt) -> tuple[float, int]:
+    """Highest dev F1; among equals the earliest epoch (the first to reach it)."""
+    return ckpt.meta["dev_f1"], -ckpt.meta["epoch"]
+
+
+def find_best_checkpoint(ckpt_dir: Path):
+    """The best checkpoint of a training run (or None), without registering any recoverable."""
+    if not Path(ckpt_dir).is_dir():
+        return None
+    return AtomicCheckpointer(ckpt_dir).find_checkpoint(importance_key=best_key)
+
+
+def load_model_state(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
         fail(f"{path}: cannot load checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
 
 
-def write_log(path: Path, rows: list[dict]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, out.getvalue())
+class _StopRequested(Exception):
+    """Ends `fit` after a checkpoint, as an interruption would (tests)."""
+
+
+class SystemBrain(sb.Brain):
+    """Brain for every classifier system: batches are (wave, label, domain) in training and
+    (window, owner) on dev, whose logits are averaged per utterance for the dev open-set F1."""
+
+    def __init__(self, cfg: SystemConfig, model: nn.Module, train_data: Dataset, dev_windows: SplitWindows,
+                 dev_labels: np.ndarray, exp_dir: Path, device: torch.device, stop_after_epochs: int | None):
+        self.cfg, self.train_data, self.dev_windows, self.dev_labels = cfg, train_data, dev_windows, dev_labels
+        self.exp_dir, self.stop_after_epochs = exp_dir, stop_after_epochs
+        self.epoch_counter = EpochCounter(cfg.train.epochs)
+        self.log = TrainLog()
+        self.loader_generator = torch.Generator()
+        self.train_loader = DataLoader(train_data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
+                                       num_workers=cfg.train.num_workers, generator=self.loader_generator)
+        self.steps_per_epoch = len(self.train_loader)
+        checkpointer = AtomicCheckpointer(exp_dir / "ckpt", recoverables={
+            "model": model, "counter": self.epoch_counter, "rng": RNGState(), "log": self.log})
+        precision = "bf16" if cfg.train.bf16 and device.type == "cuda" else "fp32"
+        super().__init__(modules={"model": model}, opt_class=None, checkpointer=checkpointer,
+                         run_opts={"device": str(device), "precision": precision, "eval_precision": precision,
+                                   "ckpt_interval_minutes": 0, "noprogressbar": False})
+        self.epochs_run = 0
+
+    @property
+    def model(self) -> nn.Module:
+        return self.modules["model"]
+
+    def init_optimizers(self):
+        self.optimizer = make_optimizer(self.cfg, self.model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(self.cfg, self.steps_per_epoch))
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        self.checkpointer.add_recoverable("optimizer", self.optimizer)
+        self.checkpointer.add_recoverable("scheduler", self.scheduler)
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.epoch_start = time.time()
+            self.train_data.epoch = epoch
+            # the shuffle order and worker seeds of epoch e depend on (seed, e) only
+            self.loader_generator.manual_seed(self.cfg.train.seed * 100003 + epoch)
+            self.correct = self.seen = 0
+            self.loss_sum = 0.0
+        else:
+            self.dev_logit_sum = np.zeros((len(self.dev_windows.index), 7))
+
+    def compute_forward(self, batch, stage):
+        if stage == sb.Stage.TRAIN:
+            wave, label, domain = (b.to(self.device, non_blocking=True) for b in batch)
+            progress = (self.epoch_counter.current - 1 + (self.step - 1) / self.steps_per_epoch) / self.cfg.train.epochs
+            return self.model.training_loss(wave, label, domain, progress)
+        wave, _ = batch
+        return self.model(wave.to(self.device))[0]
+
+    def compute_objectives(self, predictions, batch, stage):
+        if stage == sb.Stage.TRAIN:
+            loss, logits = predictions
+            label = batch[1].to(self.device)
+            self.correct += int((logits.argmax(1) == label).sum())
+            self.seen += len(label)
+            self.loss_sum += float(loss.detach()) * len(label)
+            return loss
+        _, owners = batch
+        np.add.at(self.dev_logit_sum, owners.numpy(), predictions.float().cpu().numpy())
+        labels = torch.as_tensor(self.dev_labels[owners.numpy()], device=self.device)
+        return nn.functional.cross_entropy(predictions.float(), labels)
+
+    def check_loss_isfinite(self, loss):
+        if not torch.isfinite(loss):
+            fail(f"[train] {self.exp_dir}: loss became {float(loss)} at epoch {self.epoch_counter.current}; "
+                 "lower train.lr")
+
+    def optimizers_step(self):
+        # every parameter group is clipped (Brain's default clips the first group only, always)
+        if self.cfg.train.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step:
+            self.scheduler.step()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage != sb.Stage.VALID:
+            return
+        counts = np.diff(self.dev_windows.offsets)[:, None]
+        pred = (self.dev_logit_sum / counts).argmax(1)
+        dev_f1 = open_set_scores(self.dev_labels, pred)["f1"]
+        dev_acc = float(np.mean(pred == self.dev_labels))
+        row = {"epoch": epoch, "train_loss": round(self.loss_sum / self.seen, 5),
+               "train_acc": round(self.correct / self.seen, 4), "dev_f1": round(dev_f1, 5),
+               "dev_acc": round(dev_acc, 4), "lr": self.optimizer.param_groups[0]["lr"],
+               "seconds": round(time.time() - self.epoch_start, 1)}
+        self.log.rows.append(row)
+        self.checkpointer.save_and_keep_only(
+            meta={"dev_f1": float(dev_f1), "epoch": int(epoch), "config_digest": config_digest(self.cfg)},
+            importance_keys=[best_key], num_to_keep=1, keep_recent=True, verbosity=10)
+        self.log.write_csv(self.exp_dir / "train_log.csv")
+        best = find_best_checkpoint(self.exp_dir / "ckpt")
+        print(f"[train] epoch {epoch}: loss {row['train_loss']:.4f}, dev F1 {dev_f1:.4f} (best "
+              f"{best.meta['dev_f1']:.4f} @ {best.meta['epoch']}), lr {row['lr']:.3g}, {row['seconds']} s")
+        self.epochs_run += 1
+        if self.stop_after_epochs is not None and self.epochs_run >= self.stop_after_epochs:
+            raise _StopRequested
+
+
+def _latest(checkpointer: AtomicCheckpointer):
+    return checkpointer.find_checkpoint()  # most recent by SpeechBrain's recency key
 
 
 def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device,
@@ -175,92 +364,36 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     """Train (or resume) and return a summary. `stop_after_epochs` ends the call early, as an
     interruption would, leaving a resumable checkpoint."""
     exp_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = exp_dir / "ckpt"
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    resolved = cfg.to_dict()
-    state = None
-    if last_path.is_file():
-        state = load_checkpoint(last_path)
-        if state.get("config") != resolved:
-            print(f"[train] {exp_dir}: config changed since the last checkpoint; training from scratch")
-            state = None
+    probe = AtomicCheckpointer(exp_dir / "ckpt")
+    for d in probe.remove_incomplete():
+        print(f"[train] {d}: incomplete checkpoint from an interrupted save, removed")
+    latest = _latest(probe)
+    if latest is not None and latest.meta.get("config_digest") != config_digest(cfg):
+        print(f"[train] {exp_dir}: config changed since the last checkpoint; training from scratch")
+        shutil.rmtree(exp_dir / "ckpt")
+        latest = None
     cfg.save(exp_dir / "config.yaml")
-    if state is not None and state["epoch"] >= cfg.train.epochs:
-        print(f"[train] {exp_dir}: already trained for {state['epoch']} epochs (best dev F1 "
-              f"{state['best_f1']:.4f} at epoch {state['best_epoch']}); nothing to do")
-        return {"epochs_run": 0, "best_f1": state["best_f1"], "best_epoch": state["best_epoch"]}
+    if latest is not None and latest.meta["epoch"] >= cfg.train.epochs:
+        best = find_best_checkpoint(exp_dir / "ckpt")
+        print(f"[train] {exp_dir}: already trained for {latest.meta['epoch']} epochs (best dev F1 "
+              f"{best.meta['dev_f1']:.4f} at epoch {best.meta['epoch']}); nothing to do")
+        return {"epochs_run": 0, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
+    if latest is not None:
+        print(f"[train] resuming {exp_dir} after epoch {latest.meta['epoch']}")
 
     seed_everything(cfg.train.seed)
     model = build_model(cfg).to(device)
-    optimizer = make_optimizer(cfg, model)
-    start_epoch, best_f1, best_epoch, log_rows = 1, -1.0, 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best_f1, best_epoch = state["epoch"] + 1, state["best_f1"], state["best_epoch"]
-        log_rows = state["log"]
-        print(f"[train] resuming {exp_dir} at epoch {start_epoch}")
-
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
     augmenter = MusanAugmenter(cfg.augment) if cfg.augment.musan else None
-    dataset = TrainCrops(train_split, model.train_samples, augmenter, cfg.train.seed)
-    if hasattr(model, "wrap_training_data"):  # e.g. W2V-ASDG's cache of frozen front-end features
-        dataset = model.wrap_training_data(dataset, exp_dir / "feature_cache", device)
-    loss_fn = nn.CrossEntropyLoss()
-    epochs_run = 0
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        t0 = time.time()
-        dataset.epoch = epoch
-        loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
-                            num_workers=cfg.train.num_workers, persistent_workers=False,
-                            generator=torch.Generator().manual_seed(cfg.train.seed * 100003 + epoch))
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="batch", mininterval=2.0)
-        for step, (wave, label, domain) in enumerate(bar):
-            wave, label = wave.to(device, non_blocking=True), label.to(device, non_blocking=True)
-            progress = (epoch - 1 + step / max(1, len(loader))) / cfg.train.epochs
-            with autocast(device, cfg.train.bf16):
-                if hasattr(model, "training_loss"):  # systems with auxiliary losses (W2V-ASDG)
-                    loss, logits = model.training_loss(wave, label, domain.to(device), progress)
-                else:
-                    logits, _ = model(wave)
-                    loss = loss_fn(logits.float(), label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            if not math.isfinite(loss.item()):
-                fail(f"[train] {exp_dir}: loss became {loss.item()} at epoch {epoch}; lower train.lr")
-            total_loss += loss.item() * len(label)
-            correct += int((logits.argmax(1) == label).sum())
-            seen += len(label)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
-        dev_f1, dev_acc = dev_metrics(model, dev_split, device, cfg)
-        row = {"epoch": epoch, "train_loss": round(total_loss / seen, 5), "train_acc": round(correct / seen, 4),
-               "dev_f1": round(dev_f1, 5), "dev_acc": round(dev_acc, 4), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.time() - t0, 1)}
-        log_rows.append(row)
-        improved = dev_f1 > best_f1
-        if improved:
-            best_f1, best_epoch = dev_f1, epoch
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                 "best_f1": best_f1, "best_epoch": best_epoch, "config": resolved, "log": log_rows}
-        if improved:
-            save_checkpoint(best_path, {"model": state["model"], "epoch": epoch, "dev_f1": dev_f1,
-                                        "config": resolved})
-        save_checkpoint(last_path, state)
-        write_log(exp_dir / "train_log.csv", log_rows)
-        print(f"[train] epoch {epoch}: loss {row['train_loss']:.4f}, dev F1 {dev_f1:.4f} (best {best_f1:.4f} "
-              f"@ {best_epoch}), {row['seconds']} s")
-        epochs_run += 1
-        if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
-            break
-    return {"epochs_run": epochs_run, "best_f1": best_f1, "best_epoch": best_epoch}
-
-
-def torch_threads() -> None:
-    """Respect an explicit OMP_NUM_THREADS; otherwise use every core we have."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
+    crops = TrainCrops(train_split, window_length(model), augmenter, cfg.train.seed)
+    train_data = model.wrap_training_data(crops, exp_dir / "feature_cache", device)
+    dev_windows = SplitWindows(dev_split, window_length(model), window_hop(cfg))
+    dev_labels = dev_split.labels[dev_windows.index]
+    brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs)
+    dev_loader = DataLoader(dev_windows, batch_size=cfg.score.batch_size, shuffle=False)
+    try:
+        brain.fit(brain.epoch_counter, brain.train_loader, dev_loader)
+    except _StopRequested:
+        pass
+    best = find_best_checkpoint(exp_dir / "ckpt")
+    return {"epochs_run": brain.epochs_run, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}

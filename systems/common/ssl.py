@@ -13,11 +13,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from data_prep.common import fail
+from core.errors import fail
 from systems.common.base import EMBEDDING_DIM, NUM_CLASSES, EmbeddingHead, System
 
 RANDOM_INIT_WARNING = ("no SSL checkpoint given (model.ssl_ckpt): using a small RANDOMLY INITIALISED {kind} model; "
@@ -56,8 +55,7 @@ class SSLFineTune(System):
                  normalise_input: bool = True):
         super().__init__()
         self.ssl, self.is_random = build_backbone(ssl_ckpt, kind, random_init)
-        self.train_samples = input_samples
-        self.view_hop = input_samples
+        self.input_samples = input_samples
         self.layer_lr_decay, self.head_lr_scale = layer_lr_decay, head_lr_scale
         self.normalise_input = normalise_input
         if freeze_feature_encoder:
@@ -66,11 +64,6 @@ class SSLFineTune(System):
         if gradient_checkpointing:
             self.ssl.gradient_checkpointing_enable()
         self.head = EmbeddingHead(self.ssl.config.hidden_size, embedding_dim, num_classes)
-
-    def views(self, x: np.ndarray) -> np.ndarray:
-        from data_prep.views import sliding_windows
-
-        return sliding_windows(x, self.train_samples, self.view_hop)
 
     def optimizer_groups(self, lr: float) -> list[dict]:
         """Layer-wise learning rates: the top transformer layer gets lr, each one below it

@@ -33,9 +33,9 @@ class BasicBlock(nn.Module):
 
 class LFCCResNet18(LFCCSegmentSystem):
     def __init__(self, num_classes: int = NUM_CLASSES, embedding_dim: int = EMBEDDING_DIM,
-                 lfcc_preset: str = "res2net", segment_frames: int = 400, segment_hop: int = 200,
+                 lfcc_preset: str = "res2net", segment_frames: int = 400,
                  blocks: tuple[int, ...] = (2, 2, 2, 2), channels: tuple[int, ...] = (64, 128, 256, 512)):
-        super().__init__(lfcc_preset, segment_frames, segment_hop)
+        super().__init__(lfcc_preset, segment_frames)
         self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 7, 2, 3, bias=False), nn.BatchNorm2d(channels[0]),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         layers, in_ch = [], channels[0]

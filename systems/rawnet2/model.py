@@ -86,8 +86,7 @@ class RawNet2(System):
                  input_samples: int = 64600, sinc_filters: int = 20, sinc_taps: int = 1025,
                  channels: tuple[int, int] = (20, 128), gru_hidden: int = 1024, gru_layers: int = 3):
         super().__init__()
-        self.train_samples = input_samples
-        self.view_hop = input_samples  # scoring uses the first 64,600 samples (repeat-padded), as the reference
+        self.input_samples = input_samples
         c1, c2 = channels
         self.sinc = FixedSincConv(sinc_filters, sinc_taps)
         self.sinc_post = nn.Sequential(nn.BatchNorm1d(sinc_filters), nn.SELU(inplace=True))
@@ -98,11 +97,6 @@ class RawNet2(System):
         self.gru = nn.GRU(c2, gru_hidden, num_layers=gru_layers, batch_first=True)
         self.embed = nn.Linear(gru_hidden, embedding_dim)
         self.classifier = nn.Linear(embedding_dim, num_classes)
-
-    def views(self, x: np.ndarray) -> np.ndarray:
-        from data_prep.views import first_crop
-
-        return first_crop(x, self.train_samples)[None, :]
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.sinc(wave.unsqueeze(1))  # (B, 20, 63576)

@@ -71,9 +71,9 @@ class SERes2NetBottleneck(nn.Module):
 
 class SERes2Net50(LFCCSegmentSystem):
     def __init__(self, num_classes: int = NUM_CLASSES, lfcc_preset: str = "res2net", segment_frames: int = 400,
-                 segment_hop: int = 200, blocks: tuple[int, ...] = (3, 4, 6, 3), base_width: int = 26,
+                 blocks: tuple[int, ...] = (3, 4, 6, 3), base_width: int = 26,
                  scale: int = 4, se_reduction: int = 16):
-        super().__init__(lfcc_preset, segment_frames, segment_hop)
+        super().__init__(lfcc_preset, segment_frames)
         self.stem = nn.Sequential(
             nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
             nn.Conv2d(16, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),

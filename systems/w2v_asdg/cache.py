@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data_prep.common import atomic_dir, file_signature, stage_is_current, write_stamp
+from core.atomic import atomic_dir
+from core.stamps import file_signature, stage_is_current, write_stamp
 
 
 def frontend_digest(model) -> str:

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from systems.common.base import EMBEDDING_DIM, NUM_CLASSES, System
 from data_prep.augment import DOMAINS
+from systems.common.base import EMBEDDING_DIM, NUM_CLASSES, System
 from systems.common.ssl import build_backbone
 
 
@@ -124,7 +124,7 @@ class W2VASDG(System):
         self.frontend.eval()
         for p in self.frontend.parameters():
             p.requires_grad = False
-        self.train_samples = self.view_hop = input_samples
+        self.input_samples = input_samples
         hidden = self.frontend.config.hidden_size
         self.lcnn = LCNN()
         self.proj = nn.Linear(32 * (hidden // 16), model_dim)
@@ -170,7 +170,6 @@ class W2VASDG(System):
         # asymmetric: every real utterance shares group 0, each fake algorithm its own
         loss = loss + self.triplet_weight * batch_hard_triplet(emb, labels, self.triplet_margin)
         return loss, logits
-
 
     def wrap_training_data(self, dataset, cache_dir, device):
         """With `feature_cache_copies` > 0, training reads front-end features from an on-disk cache

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-UNKNOWN = 7
-N_LABELS = 8
+from core.labels import KNOWN_CLASSES, NUM_LABELS, UNKNOWN
 
 
 def open_set_scores(y_true, y_pred, unknown: int = UNKNOWN) -> dict:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    known = [c for c in range(unknown) if np.any(y_true == c)]
+    known = [c for c in KNOWN_CLASSES if c != unknown and np.any(y_true == c)]
     if not known:
         raise ValueError("the answer key holds no known class")
     precision, recall = [], []
@@ -38,7 +37,7 @@ def full_report(y_true, y_pred) -> dict:
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    labels = list(range(N_LABELS))
+    labels = list(range(NUM_LABELS))
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     return {

@@ -1,17 +1,26 @@
 """LFCC front-end in torch (batched, CPU or GPU).
 
-    python -m data_prep.features lfcc --preset asvspoof2021 IN.wav OUT.npy
+    python -m systems.common.lfcc lfcc --preset asvspoof2021 IN.wav OUT.npy
 
 computes the LFCC of a file as read (no normalisation, no trimming; must be 16 kHz) and saves a
 (frames, 60) float32 array.
 
 Presets (shared/spec/systems.md):
-  asvspoof2021  the ASVspoof 2021 LA baseline LFCC: 320-sample periodic Hamming window centred in a
-                1024-point FFT, hop 160, centred STFT, pre-emphasis 0.97, power spectrum of the first
-                256 bins (0–4 kHz), 20 linear triangular filters, log10(· + eps), orthonormal DCT-II,
-                c0 replaced by the log frame energy, deltas x[t+1] − x[t−1] (edges replicated).
-  res2net       our default (seed 000 §III-C: the fingerprint lives in high frequencies): the same
-                over 0–8 kHz, 20 filters, 20 cepstra, no energy replacement, with deltas.
+  asvspoof2021  the ASVspoof 2021 LA baseline front-end, i.e. sandbox/util_frontend.py LFCC as configured
+                in project/baseline_LA/model.py of github.com/asvspoof-challenge/2021 (LA/Baseline-LFCC-LCNN):
+                LFCC(320, 160, 1024, 16000, 20, with_energy=True, max_freq=0.5). Pre-emphasis 0.97 (first
+                sample kept); 320-sample periodic Hamming window centred in a 1024-point FFT, hop 160; centred
+                frames with ZERO padding at both ends (torch.stft pad_mode="constant"), so the first and last
+                frames see half-empty windows; power spectrum of the first int(0.5 · 513) = 256 bins
+                (0–3984.375 Hz); 20 triangular filters with edges evenly spaced over 0–4000 Hz but evaluated
+                on the baseline's stretched axis linspace(0, 4000, 256), not on the bins' true frequencies;
+                log10(· + float32 eps); orthonormal DCT-II; c0 replaced by log10(Σ power / 1024 + eps) over
+                the same 256 bins; deltas x[t+1] − x[t−1] (edges replicated, no /2), delta-deltas likewise.
+                Matches the baseline's own output to ~5e-6 (tests/fixtures/lfcc_reference/).
+  res2net       our default (seed 000 §III-C: the fingerprint lives in high frequencies): the same chain over
+                0–8 kHz (all 513 bins, where the two frequency axes coincide), 20 filters, 20 cepstra, no
+                energy replacement, with deltas, and REFLECT padding at the ends. Frozen: trained models were
+                fed exactly this, so new options default to its behaviour.
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import fail, run_cli
+from core.errors import fail, run_cli
 
 
 @dataclass(frozen=True)
@@ -39,17 +48,35 @@ class LFCCConfig:
     pre_emphasis: float = 0.97
     energy_c0: bool = False
     with_deltas: bool = True
+    # how torch.stft pads the signal ends for the centred frames: "reflect" (ours) or "constant" (zeros, as the
+    # 2021 baseline does, so the first and last frames see partly empty windows)
+    pad_mode: str = "reflect"
+    # where the filterbank thinks the kept bins lie: "fft" = their true frequencies k·sr/n_fft; "stretched" =
+    # n_bins points evenly spaced over 0..f_max inclusive, the 2021 baseline's axis (see linear_filterbank)
+    filter_grid: str = "fft"
 
 
 PRESETS = {
-    "asvspoof2021": LFCCConfig(n_bins=256, f_max=4000.0, energy_c0=True),
+    "asvspoof2021": LFCCConfig(n_bins=256, f_max=4000.0, energy_c0=True, pad_mode="constant",
+                               filter_grid="stretched"),
     "res2net": LFCCConfig(),
 }
 
 
 def linear_filterbank(cfg: LFCCConfig) -> np.ndarray:
-    """(n_bins, n_filters) triangular filters with edges evenly spaced over 0..f_max."""
-    bin_freqs = np.arange(cfg.n_bins) * cfg.sample_rate / cfg.n_fft
+    """(n_bins, n_filters) triangular filters with edges evenly spaced over 0..f_max.
+
+    With filter_grid="stretched" the filters are evaluated on linspace(0, f_max, n_bins) instead of the bins'
+    true frequencies. The 2021 baseline builds its axis that way while keeping only int(0.5 · 513) = 256 bins,
+    whose true top frequency is 3984.375 Hz, not 4000 Hz; every filter therefore sits about 0.4 % lower in true
+    frequency than its nominal edges. Over the full band (n_bins = n_fft/2 + 1, f_max = sr/2) the two axes agree.
+    """
+    if cfg.filter_grid == "stretched":
+        bin_freqs = np.linspace(0.0, cfg.f_max, cfg.n_bins)
+    elif cfg.filter_grid == "fft":
+        bin_freqs = np.arange(cfg.n_bins) * cfg.sample_rate / cfg.n_fft
+    else:
+        fail(f"unknown LFCC filter_grid {cfg.filter_grid!r}; valid: 'fft', 'stretched'")
     edges = np.linspace(0.0, cfg.f_max, cfg.n_filters + 2)
     fb = np.zeros((cfg.n_bins, cfg.n_filters))
     for m in range(cfg.n_filters):
@@ -104,7 +131,7 @@ class LFCC(nn.Module):
         emphasised = torch.cat([wave[:, :1], wave[:, 1:] - cfg.pre_emphasis * wave[:, :-1]], dim=1)
         with torch.autocast(device_type=wave.device.type, enabled=False):
             spec = torch.stft(emphasised, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.frame_length,
-                              window=self.window, center=True, pad_mode="reflect", return_complex=True)
+                              window=self.window, center=True, pad_mode=cfg.pad_mode, return_complex=True)
         power = spec.real ** 2 + spec.imag ** 2  # (B, n_fft/2 + 1, frames)
         power = power[:, : cfg.n_bins, :].transpose(1, 2)  # (B, frames, n_bins)
         ceps = torch.log10(power @ self.fbank + self.eps) @ self.dct  # (B, frames, n_ceps)
@@ -119,7 +146,7 @@ class LFCC(nn.Module):
 
 
 def lfcc_file(preset: str, wav_path: str, out_path: str) -> np.ndarray:
-    from .audio_io import AudioReadError, read_audio
+    from data_prep.audio_io import AudioReadError, read_audio
 
     try:
         x, sr = read_audio(wav_path)

@@ -1,9 +1,10 @@
-"""The `<file> <label>` files of ADD 2023 (label files, answer keys, predictions, submissions)."""
+"""The `<file> <label>` files of ADD 2023: label files, answer keys, predictions and submissions."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .common import fail
+from core.errors import fail
+from core.labels import ALL_LABELS
 
 
 def utt_id_of(token: str) -> str:
@@ -11,7 +12,7 @@ def utt_id_of(token: str) -> str:
     return token[:-4] if token.lower().endswith(".wav") else token
 
 
-def read_label_lines(path: str | Path, valid_labels: range = range(0, 8), what: str = "label file"
+def read_label_lines(path: str | Path, valid_labels: range = ALL_LABELS, what: str = "label file"
                      ) -> list[tuple[str, int, int]]:
     """Read `<file> <label>` lines as (utt_id, label, line number); every problem is one KitError
     naming the file and the line."""
@@ -44,6 +45,11 @@ def read_label_lines(path: str | Path, valid_labels: range = range(0, 8), what: 
     return rows
 
 
-def read_label_file(path: str | Path, valid_labels: range = range(0, 8), what: str = "label file"
+def read_label_file(path: str | Path, valid_labels: range = ALL_LABELS, what: str = "label file"
                     ) -> dict[str, int]:
     return {utt: label for utt, label, _ in read_label_lines(path, valid_labels, what)}
+
+
+def label_lines(labels: dict[str, int]) -> str:
+    """`<id>.wav <label>` lines sorted by id: the format of predictions, keys and submissions."""
+    return "".join(f"{u}.wav {int(c)}\n" for u, c in sorted(labels.items()))

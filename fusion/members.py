@@ -1,0 +1,66 @@
+"""The fusion members' exported scores, read through core/scores.py and aligned.
+
+Members are aligned on utterance ids (the first member's order). Their windows need not match:
+each system cuts windows at its own input length, so an utterance near a length boundary can have
+one window more in one member than in another. Window j of an utterance with n windows in the
+widest member is paired with window round(j · (m − 1) / (n − 1)) of a member that has m: the same
+position in the utterance, as both members' windows run from its start to its end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import fail
+from core.scores import SystemScores
+
+
+@dataclass
+class SplitScores:
+    ids: list[str]
+    labels: np.ndarray
+    logits: dict[str, np.ndarray]
+    embeddings: dict[str, np.ndarray]
+    window_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    window_offsets: np.ndarray | None = None
+
+
+def aligned_window_rows(offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Rows of a member's window embeddings (given by its `offsets`) for a target of `counts`
+    windows per utterance, paired by position."""
+    own = np.diff(offsets)
+    target_offsets = np.concatenate([[0], np.cumsum(counts)])
+    utt = np.repeat(np.arange(len(counts)), counts)
+    j = np.arange(target_offsets[-1]) - target_offsets[utt]  # window index within its utterance
+    span = np.maximum(counts[utt] - 1, 1)
+    return offsets[utt] + np.rint(j * (own[utt] - 1) / span).astype(np.int64)
+
+
+def align_windows(per: dict[str, SystemScores]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    with_windows = {s: m for s, m in per.items() if m.window_offsets is not None}
+    if not with_windows:
+        return {}, None
+    counts = np.max([np.diff(m.window_offsets) for m in with_windows.values()], axis=0)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = {s: m.window_embeddings[aligned_window_rows(m.window_offsets, counts)] for s, m in with_windows.items()}
+    return rows, offsets
+
+
+def load_members(exp: Path, systems: list[str], splits=("train", "dev", "test")) -> dict[str, SplitScores]:
+    """Read every member's exported splits and align them on the ids of the first member."""
+    out = {}
+    for split in splits:
+        per = {s: SystemScores(exp / s / "scores" / split) for s in systems}
+        ref = per[systems[0]]
+        for s in systems[1:]:
+            if per[s].ids != ref.ids:
+                fail(f"{exp / s / 'scores' / split}: utterance ids differ from {systems[0]}'s; re-run the score stage")
+            if (per[s].window_offsets is None) != (ref.window_offsets is None):
+                fail(f"{exp / s / 'scores' / split}: windows exported by some members only; re-run the score stage")
+        windows, offsets = align_windows(per)
+        out[split] = SplitScores(
+            ids=ref.ids, labels=ref.labels, logits={s: per[s].logits for s in systems},
+            embeddings={s: per[s].embeddings for s in systems}, window_embeddings=windows, window_offsets=offsets)
+    return out
