@@ -32,6 +32,7 @@ def write_scores(folder: Path, ids: list[str], labels: np.ndarray, logits: np.nd
     frame = pd.DataFrame(np.asarray(logits, dtype=np.float64), columns=list(SCORE_COLUMNS))
     frame.insert(0, "label", np.asarray(labels, dtype=np.int64))
     frame.insert(0, "utt_id", list(ids))
+    # 6 significant digits: softmax decisions do not move, and the file stays readable by eye
     write_table(folder / "logits.tsv", frame, float_format="%.6g")
     save_npy(folder / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
     with atomic_path(folder / "ids.txt") as tmp:

@@ -37,6 +37,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 def resample(x: np.ndarray, sr_in: int, sr_out: int = TARGET_SR) -> np.ndarray:
     if sr_in == sr_out:
         return x.astype(np.float32, copy=False)
+    # polyphase at the exact rational ratio: 24 and 44.1 kHz reach 16 kHz without drift or an FFT's edge ringing
     g = math.gcd(int(sr_in), int(sr_out))
     return resample_poly(x, sr_out // g, sr_in // g).astype(np.float32)
 
@@ -48,6 +49,7 @@ def trim_edge_silence(x: np.ndarray, sr: int, top_db: float = 60.0, frame_ms: fl
     Never returns less than `min_keep_s` of audio: an all-silent or near-empty file is kept whole,
     because cropping an utterance to nothing would silently drop it.
     """
+    # 20 ms frames: short enough to keep word onsets, long enough for a stable RMS
     frame = max(1, int(sr * frame_ms / 1000))
     n_frames = len(x) // frame
     if n_frames < 2:
@@ -84,6 +86,7 @@ def normalise_level(x: np.ndarray, mode: str = "rms", target_dbfs: float = -26.0
         gain = peak_limit / peak
     else:
         raise ValueError(f"unknown normalisation mode {mode!r} (rms, peak, none)")
+    # the peak limit wins over the RMS target: clipping would add an artefact that systems could learn
     gain = min(gain, peak_limit / peak)
     return (x * gain).astype(np.float32)
 
@@ -111,6 +114,7 @@ def load_for_model(path: str | Path, opts: LoadOptions = LoadOptions()) -> tuple
 
 def ffmpeg_decode(path: str | Path, sr: int = TARGET_SR, input_format: str | None = None) -> np.ndarray:
     """Decode anything ffmpeg reads to float32 mono at `sr` (used for G.722, Ogg and codec output)."""
+    # one thread: preparation and augmentation already run one process per core
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1"]
     if input_format:
         cmd += ["-f", input_format]

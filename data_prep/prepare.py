@@ -114,6 +114,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
     wavs = sorted(p for p in src.wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
     if not wavs:
         fail(f"{src.wav_dir}: no .wav files for split {src.name}")
+    # file count and newest mtime notice added, removed or replaced audio without hashing a 100 GB corpus
     options = {"split": src.name, "wav_dir": str(src.wav_dir.resolve()), "n_files": len(wavs),
                "newest_mtime_ns": max(p.stat().st_mtime_ns for p in wavs),
                "label_file": file_signature(src.label_file) if src.label_file else None,
@@ -130,6 +131,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
         problems += [f"missing\t{u}\tlisted in {src.label_file} but no file in {src.wav_dir}" for u in missing]
         unlabelled = sorted(set(by_id) - set(labels))
         problems += [f"unlabelled\t{u}\tfile in {src.wav_dir} has no line in {src.label_file}" for u in unlabelled]
+        # test keeps every file of its folder: the submission must give each one a line
         if src.name != "test":
             wavs = [by_id[u] for u in sorted(set(labels) & set(by_id))]
 
@@ -137,8 +139,10 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
     with atomic_dir(target) as stage:
         offsets = [0]
         rows = []
+        # fork: workers inherit the loaded modules instead of re-importing torch/scipy per process
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
         with open(stage / "audio.f32", "wb") as audio_fh, ctx.Pool(max(1, nj)) as pool:
+            # imap keeps the file order, so the cache is written sequentially and rows follow the sorted ids
             results = pool.imap(_load_one, [(p, opts) for p in wavs], chunksize=8)
             for path, x, sr, error in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
                 utt = utt_id_of(path.name)

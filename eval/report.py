@@ -188,7 +188,7 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
     for ax, lab, name in zip(axes.flat, labels, markers):
         seg = xy[start:start + len(lab)]
         start += len(lab)
-        for c in range(8):
+        for c in ALL_LABELS:
             sel = lab == c
             if sel.any():
                 ax.scatter(seg[sel, 0], seg[sel, 1], s=8, color=cmap(c), label=f"{c} {LABEL_NAMES[c]}",
@@ -208,13 +208,13 @@ def plot_confusion(row: dict, out: Path) -> str:
     cm = np.array(row[f"{which}_confusion"])
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(cm, cmap="Blues")
-    for i in range(8):
-        for j in range(8):
+    for i in ALL_LABELS:
+        for j in ALL_LABELS:
             if cm[i, j]:
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_xticks(range(8))
-    ax.set_yticks(range(8))
+    ax.set_xticks(ALL_LABELS)
+    ax.set_yticks(ALL_LABELS)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{row['method']} on {which}")

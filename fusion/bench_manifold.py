@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from core.labels import KNOWN_CLASSES, NUM_KNOWN
 from fusion.manifold import geodesic_distance, orthonormal_columns
 from fusion.manifold_fusion import FeatureFusionConfig, manifold_distances, window_subspaces
 
@@ -30,7 +31,7 @@ def main() -> None:
     counts = rng.integers(1, 9, size=args.utterances)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     windows = rng.standard_normal((int(offsets[-1]), args.dim)).astype(np.float32)
-    classes = {c: orthonormal_columns(rng.standard_normal((args.dim, args.d))) for c in range(7)}
+    classes = {c: orthonormal_columns(rng.standard_normal((args.dim, args.d))) for c in KNOWN_CLASSES}
     cfg = FeatureFusionConfig(d=args.d)
 
     t0 = time.perf_counter()
@@ -41,13 +42,13 @@ def main() -> None:
 
     sample = rng.choice(args.utterances, size=min(args.loop_sample, args.utterances), replace=False)
     t3 = time.perf_counter()
-    looped = np.empty((len(sample), 7))
+    looped = np.empty((len(sample), NUM_KNOWN))
     for row, i in enumerate(sample):
         W = windows[offsets[i]:offsets[i + 1]].astype(np.float64)
         _, s, vt = np.linalg.svd(W, full_matrices=False)
         rank = int(np.sum(s[: args.d] > 1e-8 * s[0])) or 1
         basis = vt[:rank].T
-        for c in range(7):
+        for c in KNOWN_CLASSES:
             looped[row, c] = geodesic_distance(basis, classes[c])
     t4 = time.perf_counter()
     err = float(np.max(np.abs(looped - batched[sample])))

@@ -17,6 +17,8 @@ import numpy as np
 from core.labels import FAKE_CLASSES, UNKNOWN, kept_classes
 from core.metrics import open_set_scores
 
+# τ candidates at 201 quantiles of the dev scores: every distinct decision boundary of a small dev
+# set, and a bounded cost on a large one
 GRID_POINTS = 201
 
 

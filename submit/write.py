@@ -19,9 +19,10 @@ from pathlib import Path
 from core.atomic import atomic_path
 from core.errors import fail, run_cli
 from core.label_files import read_label_lines, utt_id_of
+from core.labels import ALL_LABELS, UNKNOWN
 from core.prepared_split import PreparedSplit
 
-UNREADABLE_LABEL = 7
+UNREADABLE_LABEL = UNKNOWN
 
 
 def _names(ids, limit: int = 5) -> str:
@@ -33,6 +34,7 @@ def _names(ids, limit: int = 5) -> str:
 def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[list[str], list[str]]:
     """Validated submission lines and the ids of unreadable test files that were given label 7."""
     test = PreparedSplit(test_manifest_dir)
+    # the folder is listed again rather than trusting the manifest: test ids have gaps (no range)
     folders = sorted({str(Path(p).parent) for p in test.paths})
     on_disk = set()
     for folder in folders:
@@ -44,7 +46,7 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
         fail(f"test folder and {test.folder / 'manifest.tsv'} disagree (not prepared: "
              f"{_names(on_disk - in_manifest) or 'none'}; gone: {_names(in_manifest - on_disk) or 'none'}); "
              "re-run the prepare stage")
-    preds = {u: lab for u, lab, _ in read_label_lines(pred_path, range(0, 8), "prediction file")}
+    preds = {u: lab for u, lab, _ in read_label_lines(pred_path, ALL_LABELS, "prediction file")}
     extra = set(preds) - in_manifest
     if extra:
         fail(f"{pred_path}: {len(extra)} id(s) not in the test folder: {_names(extra)}")
@@ -62,6 +64,7 @@ def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[
     with atomic_path(txt) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     with atomic_path(zpath) as tmp:
+        # CodaLab reads the .txt at the zip's top level, so no folder in the archive
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.write(txt, arcname=txt.name)
     return txt, zpath

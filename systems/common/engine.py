@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from core.atomic import write_text_atomic
 from core.errors import fail
+from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import PreparedSplit
 from core.stamps import options_digest
@@ -260,6 +261,7 @@ class SystemBrain(sb.Brain):
         self.epoch_counter = EpochCounter(cfg.train.epochs)
         self.log = TrainLog()
         self.loader_generator = torch.Generator()
+        # one generator, re-seeded per epoch: it draws the workers' base seed, then the shuffle order
         self.train_loader = DataLoader(train_data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
                                        num_workers=cfg.train.num_workers, generator=self.loader_generator)
         self.steps_per_epoch = len(self.train_loader)
@@ -291,7 +293,7 @@ class SystemBrain(sb.Brain):
             self.correct = self.seen = 0
             self.loss_sum = 0.0
         else:
-            self.dev_logit_sum = np.zeros((len(self.dev_windows.index), 7))
+            self.dev_logit_sum = np.zeros((len(self.dev_windows.index), NUM_KNOWN))
 
     def compute_forward(self, batch, stage):
         if stage == sb.Stage.TRAIN:
