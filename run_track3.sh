@@ -23,6 +23,7 @@ submission_dir=submission
 submission_name=track3
 fusion_config=fusion/conf/fusion.yaml
 skip_setup=false
+deterministic=false
 hubert_ckpt=""
 wav2vec2_ckpt=""
 
@@ -63,6 +64,8 @@ Options:
   --test_key FILE    answer key for the test split (the demo corpus provides its own)
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
   --seed N           random seed (default 0)
+  --deterministic    deterministic kernels and one CPU thread in training and scoring (slower;
+                     the same bits on another machine with the same libraries and device type)
   --nj N             worker processes for data preparation (default 2)
   --skip_setup       do not touch Debian packages or .venv (use the python on PATH)
   -h, --help         this text
@@ -87,6 +90,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --nj) nj=$2; shift 2 ;;
     --skip_setup) skip_setup=true; shift ;;
+    --deterministic) deterministic=true; shift ;;
     --hubert_ckpt) hubert_ckpt=$2; shift 2 ;;
     --wav2vec2_ckpt) wav2vec2_ckpt=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -141,7 +145,7 @@ if run_stage 3; then
       wav2vec2_ft|w2v_asdg) [ -z "$wav2vec2_ckpt" ] || ckpt_override=(model.ssl_ckpt="$wav2vec2_ckpt") ;;
     esac
     "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$exp/$sys" \
-      ${musan:+--musan "$musan"} --set train.seed="$seed" "${ckpt_override[@]}"
+      ${musan:+--musan "$musan"} --set train.seed="$seed" train.deterministic="$deterministic" "${ckpt_override[@]}"
   done
 fi
 

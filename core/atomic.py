@@ -74,3 +74,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, path)
     if old.exists():
         shutil.rmtree(old)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete what a killed run's atomic writes left in `folder` (not below it): `.<name>.<random>.tmp`
+    files and `.<name>.partial` / `.<name>.old` folders. Returns what was removed."""
+    folder = Path(folder)
+    gone = []
+    if not folder.is_dir():
+        return gone
+    for p in sorted(folder.iterdir()):
+        if not p.name.startswith("."):
+            continue
+        if p.is_file() and p.name.endswith(".tmp"):
+            p.unlink()
+        elif p.is_dir() and (p.name.endswith(".partial") or p.name.endswith(".old")):
+            shutil.rmtree(p)
+        else:
+            continue
+        gone.append(p)
+    return gone

@@ -87,7 +87,7 @@ def main() -> None:
             todo[split_name] = options
     if not todo:
         return  # nothing to score: the model is never loaded
-    torch_threads()
+    torch_threads(cfg.train.deterministic)
     device = pick_device(args.device)
     model = build_model(cfg).to(device)
     model.load_state_dict(load_model_state(params, device))

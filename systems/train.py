@@ -27,7 +27,7 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     if not cfg.augment.musan and (cfg.augment.p_noise or cfg.augment.p_music or cfg.augment.p_babble):
         print("[train] no MUSAN folder given (--musan): training without additive augmentation")
-    torch_threads()
+    torch_threads(cfg.train.deterministic)
     summary = train(cfg, Path(args.data), Path(args.exp), pick_device(args.device))
     print(f"[train] {args.exp}: best dev open-set F1 {summary['best_f1']:.4f} at epoch {summary['best_epoch']}")
 

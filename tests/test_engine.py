@@ -89,6 +89,8 @@ def test_kill_9_during_training_then_rerun_gives_the_same_weights(tiny_prepared,
     assert "resuming" in rerun.stdout
     assert latest_weights(killed)[0] == 8
     assert_same_weights(latest_weights(killed)[1], latest_weights(whole)[1])
+    leftovers = [p for p in killed.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    assert not leftovers, leftovers
 
 
 def test_incomplete_checkpoint_is_ignored_and_removed(tiny_prepared, tiny_corpus, tmp_path):
@@ -149,3 +151,71 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
         pickle.dump({"weight": _RunsCode()}, fh)
     with pytest.raises(KitError, match="cannot load checkpoint"):
         load_model_state(path)
+
+
+# tiny versions of every system: resume must equal an uninterrupted run for each of them
+TINY_SYSTEMS = {
+    "lfcc_resnet18": {"model.blocks": [1, 1, 1, 1], "model.channels": [8, 16, 16, 32]},
+    "se_res2net50": {"model.blocks": [1, 1, 1, 1], "model.segment_frames": 100},
+    "rawnet2": {"model.channels": [8, 16], "model.gru_hidden": 16, "model.gru_layers": 1,
+                "model.input_samples": 16000},
+    "hubert_ft": {"model.input_samples": 16000},
+    "wav2vec2_ft": {"model.input_samples": 16000},
+    "w2v_asdg": {"model.input_samples": 16000, "model.feature_cache_copies": 2},
+}
+
+
+@pytest.mark.parametrize("system", sorted(TINY_SYSTEMS))
+def test_resume_equals_uninterrupted_for_every_system(system, tiny_prepared, tiny_corpus, tmp_path):
+    from .conftest import TINY_SSL
+
+    overrides = dict(TINY_SYSTEMS[system], **{"train.epochs": 2, "train.batch_size": 8, "train.num_workers": 0,
+                                              "augment.musan": str(tiny_corpus / "musan_demo")})
+    if system in ("hubert_ft", "wav2vec2_ft", "w2v_asdg"):
+        overrides["model.random_init"] = dict(TINY_SSL)
+    cfg = load_config(ROOT / f"systems/{system}/conf/demo.yaml", overrides)
+    train(cfg, tiny_prepared, tmp_path / "whole", torch.device("cpu"))
+    train(cfg, tiny_prepared, tmp_path / "resumed", torch.device("cpu"), stop_after_epochs=1)
+    assert latest_weights(tmp_path / "resumed")[0] == 1
+    train(cfg, tiny_prepared, tmp_path / "resumed", torch.device("cpu"))
+    assert latest_weights(tmp_path / "resumed")[0] == 2
+    assert_same_weights(latest_weights(tmp_path / "resumed")[1], latest_weights(tmp_path / "whole")[1])
+
+
+def test_changed_training_data_retrains(tiny_corpus, tmp_path):
+    """The train stage's stamp covers the data: re-preparing train without one file re-runs it."""
+    import shutil
+
+    from .conftest import run_module
+
+    data = tmp_path / "data"
+    run_module("data_prep.prepare", "--data_root", str(tiny_corpus), "--out", str(data))
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 1})
+    exp = tmp_path / "exp"
+    assert train(cfg, data, exp, torch.device("cpu"))["epochs_run"] == 1
+    assert train(cfg, data, exp, torch.device("cpu"))["epochs_run"] == 0
+    smaller = tmp_path / "smaller"
+    shutil.copytree(tiny_corpus / "ADD2023_Track3_train", smaller / "ADD2023_Track3_train")
+    first = sorted((smaller / "ADD2023_Track3_train" / "wav").iterdir())[0]
+    first.unlink()
+    label = smaller / "ADD2023_Track3_train" / "label.txt"
+    label.write_text("".join(ln for ln in label.read_text().splitlines(True) if not ln.startswith(first.stem)))
+    run_module("data_prep.prepare", "--split", "train", "--wav_dir", str(smaller / "ADD2023_Track3_train" / "wav"),
+               "--label_file", str(label), "--out", str(data))
+    assert train(cfg, data, exp, torch.device("cpu"))["epochs_run"] == 1
+
+
+def test_deterministic_switch_repeats_bit_for_bit(tiny_prepared, tiny_corpus, tmp_path):
+    from systems.common.engine import torch_threads
+
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 1, "train.deterministic": True})
+    threads = torch.get_num_threads()
+    try:
+        torch_threads(deterministic=True)
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+        for name in ("a", "b"):
+            train(cfg, tiny_prepared, tmp_path / name, torch.device("cpu"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+    assert_same_weights(latest_weights(tmp_path / "a")[1], latest_weights(tmp_path / "b")[1])

@@ -41,6 +41,7 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 0
     bf16: bool = True  # autocast on GPU only
+    deterministic: bool = False  # deterministic kernels, one CPU thread (see engine.torch_threads)
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):

@@ -21,10 +21,12 @@ SpeechBrain's loaders use): a checkpoint cannot run code.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -44,7 +46,8 @@ from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import PreparedSplit
-from core.stamps import options_digest
+from core.atomic import remove_stale_temporaries
+from core.stamps import STAMP_NAME, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems import model_class
 from systems.common.config import SystemConfig
@@ -68,15 +71,53 @@ def config_digest(cfg: SystemConfig) -> str:
     return options_digest(cfg.to_dict())
 
 
+def _content_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _folder_signature(folder: Path) -> dict:
+    files = [p for p in Path(folder).rglob("*") if p.is_file()]
+    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files),
+            "newest_mtime_ns": max((p.stat().st_mtime_ns for p in files), default=0)}
+
+
+def data_digest(cfg: SystemConfig, data_dir: Path) -> str:
+    """What training read besides its config: the prepared train/dev splits (their manifests and
+    offsets by content, and the stage-2 stamp that covers the source audio and load options) and
+    the augmentation bank. Moving the experiment folder does not change it; new data does."""
+    parts = {}
+    for split in ("train", "dev"):
+        folder = data_dir / split
+        stamp = folder / STAMP_NAME
+        parts[split] = {"manifest": _content_digest(folder / "manifest.tsv"),
+                        "offsets": _content_digest(folder / "offsets.npy"),
+                        "stamp": _content_digest(stamp) if stamp.is_file() else None}
+    if cfg.augment.musan:
+        parts["musan"] = _folder_signature(Path(cfg.augment.musan))
+    return options_digest(parts)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def torch_threads() -> None:
-    """Respect an explicit OMP_NUM_THREADS; otherwise use every core we have."""
-    if "OMP_NUM_THREADS" not in os.environ:
+def torch_threads(deterministic: bool = False) -> None:
+    """Respect an explicit OMP_NUM_THREADS; otherwise use every core we have. `deterministic`:
+    deterministic kernels and one CPU thread, since a CPU reduction's order (and so its rounding)
+    depends on the thread count: the same seed then gives the same bits on another machine with
+    the same library versions and device type, at the cost of speed."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.set_num_threads(1)
+    elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(os.cpu_count() or 1)
 
 
@@ -163,11 +204,18 @@ def make_optimizer(cfg: SystemConfig, model: nn.Module) -> torch.optim.Optimizer
 
 @register_checkpoint_hooks
 class RNGState:
-    """The global torch RNG state (dropout and other in-model randomness) as a recoverable."""
+    """The global Python, NumPy, torch and CUDA RNG states as a recoverable, stored as tensors and
+    plain numbers so that it loads with weights_only=True. (Data order and augmentation do not use
+    them: they are seeded per (seed, epoch, item); dropout and other in-model randomness do.)"""
 
     @mark_as_saver
     def save(self, path):
-        state = {"cpu": torch.get_rng_state()}
+        version, mt_state, gauss = random.getstate()
+        np_state = np.random.get_state(legacy=False)
+        state = {"python": [version, list(mt_state), gauss], "torch": torch.get_rng_state(),
+                 "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                           "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                           "gauss": float(np_state["gauss"])}}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(state, path)
@@ -175,7 +223,13 @@ class RNGState:
     @mark_as_loader
     def load(self, path, end_of_epoch=True):
         state = torch.load(path, weights_only=True)
-        torch.set_rng_state(state["cpu"])
+        version, mt_state, gauss = state["python"]
+        random.setstate((version, tuple(mt_state), gauss))
+        n = state["numpy"]
+        np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
+                                                                    "pos": n["pos"]},
+                             "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+        torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -255,8 +309,10 @@ class SystemBrain(sb.Brain):
     (window, owner) on dev, whose logits are averaged per utterance for the dev open-set F1."""
 
     def __init__(self, cfg: SystemConfig, model: nn.Module, train_data: Dataset, dev_windows: SplitWindows,
-                 dev_labels: np.ndarray, exp_dir: Path, device: torch.device, stop_after_epochs: int | None):
+                 dev_labels: np.ndarray, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
+                 data_digest: str):
         self.cfg, self.train_data, self.dev_windows, self.dev_labels = cfg, train_data, dev_windows, dev_labels
+        self.data_digest = data_digest
         self.exp_dir, self.stop_after_epochs = exp_dir, stop_after_epochs
         self.epoch_counter = EpochCounter(cfg.train.epochs)
         self.log = TrainLog()
@@ -276,6 +332,14 @@ class SystemBrain(sb.Brain):
     @property
     def model(self) -> nn.Module:
         return self.modules["model"]
+
+    def on_fit_start(self):
+        try:
+            super().on_fit_start()
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+            latest = self.checkpointer.find_checkpoint()
+            fail(f"{latest.path if latest else self.checkpointer.checkpoints_dir}: cannot resume from this checkpoint "
+                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); delete it to train again")
 
     def init_optimizers(self):
         self.optimizer = make_optimizer(self.cfg, self.model)
@@ -346,7 +410,8 @@ class SystemBrain(sb.Brain):
                "seconds": round(time.time() - self.epoch_start, 1)}
         self.log.rows.append(row)
         self.checkpointer.save_and_keep_only(
-            meta={"dev_f1": float(dev_f1), "epoch": int(epoch), "config_digest": config_digest(self.cfg)},
+            meta={"dev_f1": float(dev_f1), "epoch": int(epoch), "config_digest": config_digest(self.cfg),
+                  "data_digest": self.data_digest},
             importance_keys=[best_key], num_to_keep=1, keep_recent=True, verbosity=10)
         self.log.write_csv(self.exp_dir / "train_log.csv")
         best = find_best_checkpoint(self.exp_dir / "ckpt")
@@ -366,14 +431,21 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     """Train (or resume) and return a summary. `stop_after_epochs` ends the call early, as an
     interruption would, leaving a resumable checkpoint."""
     exp_dir.mkdir(parents=True, exist_ok=True)
+    for p in remove_stale_temporaries(exp_dir):
+        print(f"[train] {p}: temporary file of an interrupted run, removed")
     probe = AtomicCheckpointer(exp_dir / "ckpt")
     for d in probe.remove_incomplete():
         print(f"[train] {d}: incomplete checkpoint from an interrupted save, removed")
     latest = _latest(probe)
-    if latest is not None and latest.meta.get("config_digest") != config_digest(cfg):
-        print(f"[train] {exp_dir}: config changed since the last checkpoint; training from scratch")
-        shutil.rmtree(exp_dir / "ckpt")
-        latest = None
+    inputs = data_digest(cfg, data_dir)
+    if latest is not None:
+        changed = [what for what, key, now in (("config", "config_digest", config_digest(cfg)),
+                                               ("training data", "data_digest", inputs))
+                   if latest.meta.get(key) != now]
+        if changed:
+            print(f"[train] {exp_dir}: {' and '.join(changed)} changed since the last checkpoint; training from scratch")
+            shutil.rmtree(exp_dir / "ckpt")
+            latest = None
     cfg.save(exp_dir / "config.yaml")
     if latest is not None and latest.meta["epoch"] >= cfg.train.epochs:
         best = find_best_checkpoint(exp_dir / "ckpt")
@@ -391,7 +463,7 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     train_data = model.wrap_training_data(crops, exp_dir / "feature_cache", device)
     dev_windows = SplitWindows(dev_split, window_length(model), window_hop(cfg))
     dev_labels = dev_split.labels[dev_windows.index]
-    brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs)
+    brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs, inputs)
     dev_loader = DataLoader(dev_windows, batch_size=cfg.score.batch_size, shuffle=False)
     try:
         brain.fit(brain.epoch_counter, brain.train_loader, dev_loader)
