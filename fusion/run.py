@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from core.atomic import atomic_dir
 from core.errors import fail, run_cli
@@ -82,6 +83,8 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
         for s in SPLITS:
             (out / f"{s}_ids.txt").write_text("".join(u + "\n" for u in ids[s]))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # the resolved settings, so that `predict` applies exactly this fusion to new audio
+        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     return summary
 
 

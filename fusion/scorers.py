@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.errors import KitError
+from core.errors import KitError, fail
 from fusion.calibrate import Threshold, choose_tau, decide_labels
 from fusion.config import FusionConfig
 from fusion.logit_fusion import label_fusion, score_fusion, softmax_scores
@@ -62,6 +62,10 @@ class Scorer:
     def choose_threshold(self, dev_labels: np.ndarray) -> Threshold | None:
         th = self.ctx.cfg.threshold
         return choose_tau(self, dev_labels, th.rule, th.q, th.tau)
+
+    def restore_threshold(self, info: dict) -> Threshold | None:
+        """The threshold the fusion stage chose, from its tau.json (for `predict`)."""
+        return Threshold(info["tau"], info["rule"], np.array([]), np.array([]))
 
     def decide(self, split: str, threshold: Threshold | None) -> np.ndarray:
         return decide_labels(self.scores(split), threshold.tau, None, self.unknown_column)
@@ -189,6 +193,11 @@ class LabelFusion(Scorer):
         self.member_thresholds = {s: m.choose_threshold(dev_labels) for s, m in self.members.items()}
         return None
 
+    def restore_threshold(self, info):
+        self.member_thresholds = {s: Threshold(t, info["rule"], np.array([]), np.array([]))
+                                  for s, t in info["member_tau"].items()}
+        return None
+
     def decide(self, split, threshold):
         labels = {s: m.decide(split, self.member_thresholds[s]) for s, m in self.members.items()}
         return label_fusion(labels, self.tie_break)
@@ -206,6 +215,16 @@ REGISTRY: dict[str, type[Scorer]] = {
     "feature": FeatureFusion,
     "label": LabelFusion,
 }
+
+
+def build_scorer(ctx: FusionContext, name: str) -> Scorer:
+    """The one scorer called `name`, fitted (only it: `predict` loads what its method needs)."""
+    for cls in REGISTRY.values():
+        for scorer in cls.instances(ctx):
+            if scorer.name == name:
+                scorer.fit()
+                return scorer
+    fail(f"fusion method {name!r} is not available for systems {ctx.systems}")
 
 
 def build_scorers(ctx: FusionContext) -> list[Scorer]:

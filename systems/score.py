@@ -19,10 +19,10 @@ from core.prepared_split import PreparedSplit
 from core.scores import write_scores
 from core.stamps import file_signature, stage_is_current, write_stamp
 from systems.common.config import load_config
-from systems.common.engine import (
+from systems.common.inference import (
+    best_checkpoint,
     build_model,
     config_digest,
-    find_best_checkpoint,
     load_model_state,
     pick_device,
     score_windows,
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     exp = Path(args.exp)
-    best = find_best_checkpoint(exp / "ckpt")
+    best = best_checkpoint(exp / "ckpt")
     if best is None:
         fail(f"{exp / 'ckpt'}: no checkpoint; run the train stage for {exp.name}")
     cfg = load_config(exp / "config.yaml")

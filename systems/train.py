@@ -9,7 +9,8 @@ from pathlib import Path
 
 from core.errors import run_cli
 from systems.common.config import load_config, parse_overrides
-from systems.common.engine import pick_device, torch_threads, train
+from systems.common.engine import train
+from systems.common.inference import pick_device, torch_threads
 
 
 def main() -> None:

@@ -1,11 +1,13 @@
 """Shared fixtures: one tiny demo corpus and its prepared splits, built once per test session."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SCALE = "0.05"
@@ -51,3 +53,35 @@ def tiny_ssl_checkpoints(tmp_path_factory) -> dict[str, Path]:
         model_cls(cfg_cls(**TINY_SSL)).save_pretrained(path)
         out[kind] = path
     return out
+
+
+# tiny versions of the default systems for whole-recipe runs
+TINY_RECIPE = {
+    "lfcc_resnet18": {"model": {"blocks": [1, 1, 1, 1], "channels": [8, 16, 16, 32]}},
+    "rawnet2": {"model": {"channels": [8, 16], "gru_hidden": 32, "gru_layers": 1}},
+}
+
+
+def run_recipe(tiny_corpus: Path, work: Path, *extra: str) -> str:
+    """`run_track3.sh` from stage 2 on the tiny corpus with the tiny configs in `work/conf`."""
+    env = dict(os.environ, PYTHON=sys.executable)
+    cmd = ["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--stage", "2", "--data_root", str(tiny_corpus),
+           "--musan", str(tiny_corpus / "musan_demo"), "--test_key", str(tiny_corpus / "keys" / "test_label.txt"),
+           "--exp", str(work / "exp"), "--submission_dir", str(work / "submission"),
+           "--conf_dir", str(work / "conf"), "--systems", ",".join(TINY_RECIPE), *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tiny_corpus, tmp_path_factory) -> tuple[Path, str]:
+    """The whole recipe run once on the tiny corpus: (work folder, its console output)."""
+    work = tmp_path_factory.mktemp("recipe")
+    (work / "conf").mkdir()
+    for system, changes in TINY_RECIPE.items():
+        raw = yaml.safe_load((ROOT / f"systems/{system}/conf/demo.yaml").read_text())
+        raw["model"].update(changes["model"])
+        raw["train"].update(epochs=2, batch_size=8)
+        (work / "conf" / f"{system}.yaml").write_text(yaml.safe_dump(raw))
+    return work, run_recipe(tiny_corpus, work)

@@ -8,7 +8,7 @@ import yaml
 from core.errors import KitError
 from systems import REGISTRY
 from systems.common.config import load_config
-from systems.common.engine import build_model
+from systems.common.inference import build_model
 
 from .conftest import ROOT
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import soundfile as sf
 
 from core.label_files import read_label_file
-from data_prep.demo_corpus import espeak_variants, load_sentences
+from data_prep.demo_synth import espeak_variants
+from data_prep.demo_text import load_sentences
 
 from .conftest import TINY_SCALE, run_module
 

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import yaml
@@ -12,35 +9,11 @@ import yaml
 from core.label_files import read_label_file
 from core.scores import SystemScores
 
-from .conftest import ROOT
+from .conftest import TINY_RECIPE, run_recipe
 
 
-def run_recipe(tiny_corpus, tmp_path, *extra):
-    env = dict(os.environ, PYTHON=sys.executable)
-    cmd = ["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--stage", "2", "--data_root", str(tiny_corpus),
-           "--musan", str(tiny_corpus / "musan_demo"), "--test_key", str(tiny_corpus / "keys" / "test_label.txt"),
-           "--exp", str(tmp_path / "exp"), "--submission_dir", str(tmp_path / "submission"),
-           "--conf_dir", str(tmp_path / "conf"), *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-TINY = {
-    "lfcc_resnet18": {"model": {"blocks": [1, 1, 1, 1], "channels": [8, 16, 16, 32]}},
-    "rawnet2": {"model": {"channels": [8, 16], "gru_hidden": 32, "gru_layers": 1}},
-}
-
-
-def test_recipe_end_to_end(tiny_corpus, tmp_path):
-    (tmp_path / "conf").mkdir()
-    for system, changes in TINY.items():
-        raw = yaml.safe_load((ROOT / f"systems/{system}/conf/demo.yaml").read_text())
-        raw["model"].update(changes["model"])
-        raw["train"].update(epochs=2, batch_size=8)
-        (tmp_path / "conf" / f"{system}.yaml").write_text(yaml.safe_dump(raw))
-
-    out = run_recipe(tiny_corpus, tmp_path, "--systems", ",".join(TINY))
+def test_recipe_end_to_end(tiny_corpus, tiny_recipe):
+    tmp_path, out = tiny_recipe
     for stage in ("Stage 2 (prepare)", "Stage 3 (train)", "Stage 4 (score)", "Stage 5 (fuse)",
                   "Stage 6 (submit)", "Stage 7 (evaluate)"):
         assert stage in out
@@ -48,7 +21,7 @@ def test_recipe_end_to_end(tiny_corpus, tmp_path):
     assert yaml.safe_load((exp / "lfcc_resnet18" / "config.yaml").read_text())["train"]["epochs"] == 2
 
     key = read_label_file(tiny_corpus / "keys" / "test_label.txt")
-    for system in TINY:
+    for system in TINY_RECIPE:
         test = SystemScores(exp / system / "scores" / "test")
         assert sorted(test.ids) == sorted(key)
         assert test.embeddings.shape == (len(key), 256)
@@ -71,5 +44,5 @@ def test_recipe_end_to_end(tiny_corpus, tmp_path):
         assert (exp / "report" / figure).stat().st_size > 1000, figure
     assert "open-set macro (ADD 2023 Track 3)" in out
 
-    again = run_recipe(tiny_corpus, tmp_path, "--systems", ",".join(TINY))
+    again = run_recipe(tiny_corpus, tmp_path)
     assert "up to date, skipped" in again and "nothing to do" in again

@@ -16,7 +16,8 @@ import torch
 
 from core.errors import KitError
 from systems.common.config import load_config
-from systems.common.engine import AtomicCheckpointer, find_best_checkpoint, load_model_state, lr_factor, train
+from systems.common.engine import AtomicCheckpointer, lr_factor, train
+from systems.common.inference import best_checkpoint, load_model_state
 
 from .conftest import ROOT
 
@@ -60,7 +61,7 @@ def test_interrupt_and_resume_gives_the_uninterrupted_weights(tiny_prepared, tin
     rows = log_rows(exp)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in log_rows(whole)]
-    best = find_best_checkpoint(exp / "ckpt")
+    best = best_checkpoint(exp / "ckpt")
     assert best.meta["dev_f1"] == pytest.approx(max(float(r["dev_f1"]) for r in rows), abs=1e-4)
     # at most the best and the most recent checkpoint are kept
     assert len(AtomicCheckpointer(exp / "ckpt").list_checkpoints()) <= 2
@@ -206,7 +207,7 @@ def test_changed_training_data_retrains(tiny_corpus, tmp_path):
 
 
 def test_deterministic_switch_repeats_bit_for_bit(tiny_prepared, tiny_corpus, tmp_path):
-    from systems.common.engine import torch_threads
+    from systems.common.inference import torch_threads
 
     cfg = tiny_config(tiny_corpus, **{"train.epochs": 1, "train.deterministic": True})
     threads = torch.get_num_threads()

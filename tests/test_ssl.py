@@ -9,7 +9,8 @@ from transformers import AutoModel
 
 from core.errors import KitError
 from systems.common.config import load_config
-from systems.common.engine import build_model, make_optimizer
+from systems.common.engine import make_optimizer
+from systems.common.inference import build_model
 from systems.common.ssl import SSLFineTune
 
 from .conftest import ROOT

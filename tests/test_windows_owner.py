@@ -8,7 +8,7 @@ from core.prepared_split import PreparedSplit
 from core.scores import SystemScores
 from fusion.members import aligned_window_rows, load_members
 from systems.common.config import load_config
-from systems.common.engine import build_model, window_hop, window_length
+from systems.common.inference import build_model, window_hop, window_length
 from systems.common.windows import SplitWindows, window_starts
 from systems.score import score_split, split_options
 

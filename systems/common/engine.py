@@ -39,36 +39,27 @@ from speechbrain.utils.checkpoints import Checkpointer, mark_as_loader, mark_as_
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from core.atomic import write_text_atomic
+from core.atomic import remove_stale_temporaries, write_text_atomic
 from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import PreparedSplit
-from core.atomic import remove_stale_temporaries
 from core.stamps import STAMP_NAME, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
-from systems import model_class
 from systems.common.config import SystemConfig
+from systems.common.inference import (
+    META_FILE,
+    best_checkpoint,
+    best_key,
+    build_model,
+    config_digest,
+    window_hop,
+    window_length,
+)
 from systems.common.windows import SplitWindows, random_crop
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "dev_f1", "dev_acc", "lr", "seconds")
-META_FILE = "CKPT.yaml"  # SpeechBrain: a folder is a checkpoint when this file exists
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def build_model(cfg: SystemConfig) -> nn.Module:
-    return model_class(cfg.system)(**cfg.model)
-
-
-def config_digest(cfg: SystemConfig) -> str:
-    return options_digest(cfg.to_dict())
 
 
 def _content_digest(path: Path) -> str:
@@ -107,24 +98,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def torch_threads(deterministic: bool = False) -> None:
-    """Respect an explicit OMP_NUM_THREADS; otherwise use every core we have. `deterministic`:
-    deterministic kernels and one CPU thread, since a CPU reduction's order (and so its rounding)
-    depends on the thread count: the same seed then gives the same bits on another machine with
-    the same library versions and device type, at the cost of speed."""
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        torch.set_num_threads(1)
-    elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
-
-
-def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
-
-
 class TrainCrops(Dataset):
     """Random `n`-sample crops of the prepared training audio, augmented; seeded per (epoch, item)."""
 
@@ -143,34 +116,6 @@ class TrainCrops(Dataset):
             x, condition = self.augmenter(x, rng)
         return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i]),
                 domain_index(condition))
-
-
-@torch.no_grad()
-def score_windows(model: nn.Module, windows: SplitWindows, device: torch.device, batch_size: int, bf16: bool,
-                  desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and embeddings of every window, batched; rows in `windows` order."""
-    model.eval()
-    logits, embs = [], []
-    loader = DataLoader(windows, batch_size=batch_size, shuffle=False)
-    for wave, _ in tqdm(loader, desc=desc, unit="batch", disable=desc is None, mininterval=2.0):
-        with autocast(device, bf16):
-            lo, em = model(wave.to(device))
-        logits.append(lo.float().cpu().numpy())
-        embs.append(em.float().cpu().numpy())
-    return np.concatenate(logits), np.concatenate(embs)
-
-
-def utterance_means(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Mean over each utterance's rows offsets[i]:offsets[i + 1] (every utterance has >= 1 window)."""
-    return np.add.reduceat(values, offsets[:-1], axis=0) / np.diff(offsets)[:, None]
-
-
-def window_length(model: nn.Module) -> int:
-    return int(model.input_samples)
-
-
-def window_hop(cfg: SystemConfig, sample_rate: int = 16000) -> int:
-    return int(round(cfg.score.window_hop_seconds * sample_rate))
 
 
 def lr_factor(cfg: SystemConfig, steps_per_epoch: int):
@@ -279,25 +224,6 @@ class AtomicCheckpointer(Checkpointer):
                     shutil.rmtree(d)
                     gone.append(d)
         return gone
-
-
-def best_key(ckpt) -> tuple[float, int]:
-    """Highest dev F1; among equals the earliest epoch (the first to reach it)."""
-    return ckpt.meta["dev_f1"], -ckpt.meta["epoch"]
-
-
-def find_best_checkpoint(ckpt_dir: Path):
-    """The best checkpoint of a training run (or None), without registering any recoverable."""
-    if not Path(ckpt_dir).is_dir():
-        return None
-    return AtomicCheckpointer(ckpt_dir).find_checkpoint(importance_key=best_key)
-
-
-def load_model_state(path: Path, device: torch.device | str = "cpu") -> dict:
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged or foreign file
-        fail(f"{path}: cannot load checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
 
 
 class _StopRequested(Exception):
@@ -414,7 +340,7 @@ class SystemBrain(sb.Brain):
                   "data_digest": self.data_digest},
             importance_keys=[best_key], num_to_keep=1, keep_recent=True, verbosity=10)
         self.log.write_csv(self.exp_dir / "train_log.csv")
-        best = find_best_checkpoint(self.exp_dir / "ckpt")
+        best = best_checkpoint(self.exp_dir / "ckpt")
         print(f"[train] epoch {epoch}: loss {row['train_loss']:.4f}, dev F1 {dev_f1:.4f} (best "
               f"{best.meta['dev_f1']:.4f} @ {best.meta['epoch']}), lr {row['lr']:.3g}, {row['seconds']} s")
         self.epochs_run += 1
@@ -448,7 +374,7 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
             latest = None
     cfg.save(exp_dir / "config.yaml")
     if latest is not None and latest.meta["epoch"] >= cfg.train.epochs:
-        best = find_best_checkpoint(exp_dir / "ckpt")
+        best = best_checkpoint(exp_dir / "ckpt")
         print(f"[train] {exp_dir}: already trained for {latest.meta['epoch']} epochs (best dev F1 "
               f"{best.meta['dev_f1']:.4f} at epoch {best.meta['epoch']}); nothing to do")
         return {"epochs_run": 0, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
@@ -469,5 +395,5 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
         brain.fit(brain.epoch_counter, brain.train_loader, dev_loader)
     except _StopRequested:
         pass
-    best = find_best_checkpoint(exp_dir / "ckpt")
+    best = best_checkpoint(exp_dir / "ckpt")
     return {"epochs_run": brain.epochs_run, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}

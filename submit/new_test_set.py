@@ -1,0 +1,50 @@
+"""Lay out a new test set beside a trained experiment, so that the recipe scores, fuses, submits
+and reports it without retraining and without touching the experiment.
+
+    python -m submit.new_test_set --exp exp --out exp/testsets/NAME --systems a,b
+
+`OUT/<sys>/` links the trained system's `config.yaml`, `ckpt/` and its `scores/{train,dev}` (what
+fusion fits on) back into `EXP/<sys>/`; the recipe then writes only below OUT: `data/test`,
+`<sys>/scores/test`, `fusion/`, `report/`, `submission/`. Running it again changes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from core.errors import fail, run_cli
+
+LINKED = ("config.yaml", "ckpt", "scores/train", "scores/dev")
+
+
+def link_system(exp_sys: Path, out_sys: Path) -> None:
+    for rel in LINKED:
+        source, link = exp_sys / rel, out_sys / rel
+        if not source.exists():
+            fail(f"{source}: missing; train and score {exp_sys.name} on its own data first (stages 3 and 4)")
+        if link.is_symlink() and link.resolve() == source.resolve():
+            continue
+        if link.exists() or link.is_symlink():
+            fail(f"{link}: exists and is not a link to {source}; choose another --test_name")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        # relative links keep working when the experiment folder is moved as a whole
+        os.symlink(os.path.relpath(source.resolve(), link.parent.resolve()), link)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exp", required=True, help="the trained experiment")
+    ap.add_argument("--out", required=True, help="the new test set's folder")
+    ap.add_argument("--systems", required=True)
+    args = ap.parse_args()
+    exp, out = Path(args.exp), Path(args.out)
+    if out.resolve() == exp.resolve():
+        fail(f"--out {out}: must differ from the experiment folder")
+    for s in [s for s in args.systems.split(",") if s]:
+        link_system(exp / s, out / s)
+    print(f"[new test set] {out}: linked to the trained systems in {exp}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,246 @@
+"""Which algorithm made this audio? Apply a trained kit to files, folders or a list of files.
+
+    python -m submit.predict --exp exp PATH [PATH ...] [--out pred.tsv] [--method NAME]
+                             [--backend torch|onnx] [--device auto] [--batch_size N]
+
+PATH is an audio file (anything the kit reads: wav, flac, ogg, mp3; any sample rate, any channel
+count), a folder (searched recursively) or a list file (`.txt`, `.lst`, `.scp`: one path per line).
+Each file goes through the test stage's preparation (the options stored with `EXP/data/test`:
+resample to 16 kHz, edge-silence trim, loudness), the systems the method needs (their best
+checkpoints; `--backend onnx` runs the exported `model.onnx` files instead, see
+systems/onnx_export.py) and the fusion method with the τ the fusion stage chose on dev (default:
+the submitted method). Output, a TSV on stdout or `--out`, one row per input file, in input order:
+
+  utt_id  path  label  p_0 … p_6  unknown_score  method  error
+
+`label` is 0 (real), 1–6 (a known algorithm) or 7 (unknown); `p_c` are the method's per-class
+scores (softmax probabilities, or eq. 2–4 scores for feature fusion; they sum to 1 except for
+OpenMax, whose unknown share is the unknown score); `unknown_score` = 1 − max p (OpenMax: its
+unknown probability): the label is 7 when max p < τ, i.e. unknown_score > 1 − τ. A file that
+cannot be read gets label 7, empty scores and the reason in `error`; nothing is dropped, and the
+command exits 1 at the end when any file failed. Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import fail, run_cli
+from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
+from core.prepared_split import PreparedSplit, write_manifest
+from data_prep.audio_io import AudioReadError, LoadOptions, load_for_model
+from fusion.calibrate import known_max
+from fusion.config import load_fusion_config
+from fusion.members import SplitScores, align_windows, load_members
+from fusion.scorers import FusionContext, build_scorer
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
+LIST_SUFFIXES = {".txt", ".lst", ".scp"}
+COLUMNS = ("utt_id", "path", "label", *[f"p_{c}" for c in KNOWN_CLASSES], "unknown_score", "method", "error")
+
+
+def list_inputs(paths: list[str]) -> list[Path]:
+    """Every audio file named by the arguments, in the order given (folders sorted, recursively)."""
+    out = []
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
+            base = p.parent
+            for line in p.read_text(encoding="utf-8-sig").splitlines():
+                if line.strip():
+                    entry = Path(line.strip())
+                    out.append(entry if entry.is_absolute() else base / entry)
+        else:
+            out.append(p)  # a missing or unreadable file becomes an error row, never a lost one
+    if not out:
+        fail(f"no audio files in {' '.join(paths)}")
+    return out
+
+
+def load_options(exp: Path) -> LoadOptions:
+    """The test stage's preparation options, stored in its stamp; the defaults if none."""
+    stamp = exp / "data" / "test" / ".options.json"
+    if not stamp.is_file():
+        return LoadOptions()
+    try:
+        return LoadOptions(**json.loads(stamp.read_text())["options"]["load"])
+    except (ValueError, KeyError, TypeError) as err:
+        fail(f"{stamp}: unreadable stage stamp ({err}); re-run the prepare stage")
+
+
+def prepare_inputs(files: list[Path], opts: LoadOptions, folder: Path) -> tuple[PreparedSplit, list[str]]:
+    """The files as a prepared split (the test stage's format) in `folder`, and per file the reason
+    it could not be read ("" when it could)."""
+    from tqdm import tqdm
+
+    rows, offsets = [], [0]
+    with open(folder / "audio.f32", "wb") as fh:
+        for i, path in enumerate(tqdm(files, desc="prepare", unit="file", file=sys.stderr, mininterval=2.0)):
+            try:
+                if not path.is_file():
+                    raise AudioReadError("no such file")
+                x, sr = load_for_model(path, opts)
+                if not np.all(np.isfinite(x)):
+                    raise AudioReadError("samples are NaN or infinite")
+            except AudioReadError as err:
+                rows.append((str(i), str(path), NO_LABEL, 0, 0.0, 0, f"unreadable: {err}"))
+                offsets.append(offsets[-1])
+                continue
+            fh.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+            offsets.append(offsets[-1] + len(x))
+            rows.append((str(i), str(path), NO_LABEL, sr, round(len(x) / opts.sample_rate, 4), len(x), "ok"))
+    np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    write_manifest(folder / "manifest.tsv", rows)
+    return PreparedSplit(folder), [r[-1].split(": ", 1)[1] if r[-1] != "ok" else "" for r in rows]
+
+
+class SystemOutputs:
+    """One system's utterance logits, embeddings and window embeddings for the new files."""
+
+    def __init__(self, logits, embeddings, window_embeddings, window_offsets):
+        self.logits, self.embeddings = logits, embeddings
+        self.window_embeddings, self.window_offsets = window_embeddings, window_offsets
+
+
+def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, device_name: str,
+               batch_size: int | None) -> SystemOutputs:
+    from systems.common.config import load_config
+    from systems.common.inference import utterance_means, window_hop
+    from systems.common.windows import SplitWindows
+
+    cfg = load_config(exp / system / "config.yaml")
+    bs = batch_size or cfg.score.batch_size
+    if backend == "onnx":
+        from systems.onnx_backend import OnnxSystem
+
+        onnx_path = exp / system / "model.onnx"
+        if not onnx_path.is_file():
+            fail(f"{onnx_path}: no ONNX export; run python -m systems.onnx_export --exp {exp / system}")
+        model = OnnxSystem(onnx_path)
+        windows = SplitWindows(split, model.input_samples, window_hop(cfg))
+        logits, embs = [], []
+        for start in range(0, len(windows), bs):
+            batch = np.stack([windows[k][0].numpy() for k in range(start, min(start + bs, len(windows)))])
+            lo, em = model(batch)
+            logits.append(lo)
+            embs.append(em)
+        win_logits, win_emb = np.concatenate(logits), np.concatenate(embs)
+    else:
+        from systems.common.inference import (
+            best_checkpoint,
+            build_model,
+            config_digest,
+            load_model_state,
+            pick_device,
+            score_windows,
+            torch_threads,
+        )
+
+        best = best_checkpoint(exp / system / "ckpt")
+        if best is None or best.meta.get("config_digest") != config_digest(cfg):
+            fail(f"{exp / system}: no checkpoint trained with {exp / system / 'config.yaml'}; run the train stage")
+        torch_threads(cfg.train.deterministic)
+        device = pick_device(device_name)
+        model = build_model(cfg).to(device)
+        model.load_state_dict(load_model_state(best.paramfiles["model"], device))
+        windows = SplitWindows(split, model.input_samples, window_hop(cfg))
+        win_logits, win_emb = score_windows(model, windows, device, bs, cfg.train.bf16, desc=f"score {system}")
+    return SystemOutputs(utterance_means(win_logits, windows.offsets), utterance_means(win_emb, windows.offsets),
+                         win_emb, windows.offsets)
+
+
+def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
+            batch_size: int | None) -> list[dict]:
+    summary_path = exp / "fusion" / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as err:
+        fail(f"{summary_path}: unreadable ({err}); run the fusion stage")
+    method = method or summary["submit_method"]
+    if method not in summary["methods"]:
+        fail(f"method {method!r} is not in {summary_path}; choose from {', '.join(summary['methods'])}")
+    info = summary["methods"][method]
+    # single-system methods need one model; every fusion needs all members
+    needed = [method.split(":", 1)[1]] if ":" in method else summary["systems"]
+    with tempfile.TemporaryDirectory(prefix="predict.") as tmp:
+        split, errors = prepare_inputs(files, load_options(exp), Path(tmp))
+        readable = np.flatnonzero(split.readable)
+        rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e}
+                for p, e in zip(split.paths, errors)]
+        if len(readable):
+            outputs = {s: run_system(exp, s, split, backend, device, batch_size) for s in needed}
+            labels, scores = apply_method(exp, needed, method, info, outputs, len(readable))
+            for k, i in enumerate(readable):
+                rows[i]["label"] = int(labels[k])
+                rows[i]["scores"] = None if scores is None else scores[k]
+    return rows
+
+
+def apply_method(exp: Path, systems: list[str], method: str, info: dict, outputs: dict[str, SystemOutputs],
+                 n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels and per-class scores of the new utterances: the method refitted on the stored train/dev
+    exports (deterministic, so it equals what the fusion stage fitted) and its stored τ."""
+    cfg = load_fusion_config(exp / "fusion" / "config.yaml")
+    data = load_members(exp, systems, splits=("train", "dev"))
+    windows, offsets = align_windows(outputs)
+    data["test"] = SplitScores(ids=[str(i) for i in range(n)], labels=np.full(n, NO_LABEL),
+                               logits={s: o.logits for s, o in outputs.items()},
+                               embeddings={s: o.embeddings for s, o in outputs.items()},
+                               window_embeddings=windows, window_offsets=offsets)
+    scorer = build_scorer(FusionContext(data, systems, cfg), method)
+    threshold = scorer.restore_threshold(info)
+    return scorer.decide("test", threshold), scorer.scores("test")
+
+
+def format_rows(rows: list[dict], unknown_column: bool) -> str:
+    lines = ["\t".join(COLUMNS)]
+    for r in rows:
+        s = r.get("scores")
+        if s is None:
+            probs, unknown = [""] * len(KNOWN_CLASSES), ""
+        else:
+            known = s[:-1] if unknown_column else s
+            probs = [f"{v:.6f}" for v in known]
+            unknown = f"{(s[-1] if unknown_column else 1.0 - known_max(s[None], False)[0]):.6f}"
+        lines.append("\t".join([r["utt_id"], r["path"], str(r["label"]), *probs, unknown, r["method"], r["error"]]))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exp", required=True, help="a trained experiment folder (run_track3.sh's --exp)")
+    ap.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders or list files")
+    ap.add_argument("--out", help="TSV to write (default: stdout)")
+    ap.add_argument("--method", help="fusion method (default: the submitted one, EXP/fusion/summary.json)")
+    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    ap.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda, cuda:1 ...")
+    ap.add_argument("--batch_size", type=int, default=None, help="windows per batch (default: score.batch_size)")
+    args = ap.parse_args()
+    exp = Path(args.exp)
+    rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size)
+    method = rows[0]["method"]
+    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    text = format_rows(rows, bool(summary["methods"][method].get("unknown_column")))
+    if args.out:
+        from core.atomic import write_text_atomic
+
+        write_text_atomic(args.out, text)
+    else:
+        sys.stdout.write(text)
+    failed = [r for r in rows if r["error"]]
+    for r in failed:
+        print(f"[predict] {r['path']}: {r['error']}", file=sys.stderr)
+    print(f"[predict] {len(rows)} file(s), {len(failed)} unreadable; method {method}", file=sys.stderr)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli(main)

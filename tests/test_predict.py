@@ -1,0 +1,96 @@
+"""Using a trained kit: `predict` on files and folders, a new test set without retraining."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from core.label_files import read_label_file
+
+from .conftest import ROOT, TINY_SCALE, run_module
+
+
+def run_new_test_set(work, *args: str) -> str:
+    """The README's command for a new test set: only --exp and the new data."""
+    import os
+
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--exp", str(work / "exp"), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def predict(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "submit.predict", *args], cwd=ROOT, capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def rows_of(tsv: str) -> list[dict]:
+    lines = tsv.rstrip("\n").split("\n")
+    head = lines[0].split("\t")
+    return [dict(zip(head, line.split("\t"))) for line in lines[1:]]
+
+
+def test_predict_folder_and_file_equal_the_submission(tiny_recipe, tiny_corpus, tmp_path):
+    work, _ = tiny_recipe
+    submitted = read_label_file(work / "submission" / "track3.txt")
+    wavs = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[:4]
+    folder = tmp_path / "some"
+    folder.mkdir()
+    for w in wavs:
+        shutil.copy(w, folder / w.name)
+    rows = rows_of(predict("--exp", str(work / "exp"), str(folder)).stdout)
+    assert [r["utt_id"] for r in rows] == [w.stem for w in wavs]
+    assert {r["utt_id"]: int(r["label"]) for r in rows} == {w.stem: submitted[w.stem] for w in wavs}
+    for r in rows:
+        probs = [float(r[f"p_{c}"]) for c in range(7)]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert float(r["unknown_score"]) == pytest.approx(1 - max(probs), abs=1e-5)
+        assert r["method"] == "feature" and r["error"] == ""
+    one = rows_of(predict("--exp", str(work / "exp"), str(wavs[0])).stdout)
+    assert len(one) == 1 and int(one[0]["label"]) == submitted[wavs[0].stem]
+
+
+def test_predict_bad_files_give_error_rows(tiny_recipe, tiny_corpus, tmp_path):
+    work, _ = tiny_recipe
+    good = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[0]
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{good}\n{tmp_path / 'empty.wav'}\n{tmp_path / 'missing.wav'}\n{tmp_path / 'corrupt.wav'}\n")
+    proc = predict("--exp", str(work / "exp"), str(listing), "--method", "softmax:rawnet2", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows = rows_of(proc.stdout)
+    assert [r["utt_id"] for r in rows] == [good.stem, "empty", "missing", "corrupt"]
+    assert rows[0]["error"] == "" and all(r["error"] for r in rows[1:])
+    assert all(r["label"] == "7" for r in rows[1:])
+    assert "no such file" in rows[2]["error"]
+
+
+def tree_digest(folder, skip: str) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and skip not in p.relative_to(folder).parts}
+
+
+def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):
+    work, _ = tiny_recipe
+    other = tmp_path / "other"
+    run_module("data_prep.demo_corpus", "--out", str(other), "--scale", TINY_SCALE, "--seed", "11")
+    new_wavs = other / "ADD2023_Track3_test" / "wav"
+    key = other / "keys" / "test_label.txt"
+    before = tree_digest(work / "exp", skip="testsets")
+    out = run_new_test_set(work, "--test_dir", str(new_wavs), "--test_labels", str(key), "--test_name", "seed11")
+    assert "nothing to do" in out and "epoch 1:" not in out  # the train stage skipped
+    testset = work / "exp" / "testsets" / "seed11"
+    submission = read_label_file(testset / "submission" / "track3.txt")
+    assert set(submission) == {w.stem for w in new_wavs.iterdir()}
+    assert (testset / "report" / "README.md").is_file() and "open-set macro" in out
+    assert tree_digest(work / "exp", skip="testsets") == before  # the trained experiment is untouched
+    again = run_new_test_set(work, "--test_dir", str(new_wavs), "--test_labels", str(key), "--test_name", "seed11")
+    assert again.count("up to date, skipped") >= 4 and "epoch 1:" not in again
