@@ -1,4 +1,9 @@
-"""Atomic outputs: a file or folder appears under its final name only when it is complete."""
+"""Atomic outputs: a file or folder appears under its final name only when it is complete.
+
+Every write failure (a full disk, a file size limit, a read-only or missing folder) becomes one
+KitError naming the output, and whatever was half written is removed: an output either exists
+complete or does not exist.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
+from core.errors import KitError, fail
+
 
 @functools.cache
 def _umask() -> int:
@@ -20,18 +27,60 @@ def _umask() -> int:
     return mask
 
 
+def write_error(path: str | os.PathLike, err: OSError) -> str:
+    """`<path>: cannot write: <reason>` (reason: "No space left on device", "Permission denied" ...)."""
+    return f"{path}: cannot write: {err.strerror or err}"
+
+
+def ensure_dir(folder: str | os.PathLike) -> Path:
+    """Create `folder` (and its parents); a failure is a KitError naming the folder and why."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            fail(f"{folder}: cannot create folder: {blocker} is a file, not a folder")
+        fail(f"{folder}: cannot create folder: {err.strerror or err}")
+    return folder
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError raised while the block writes `path` into a KitError naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        fail(write_error(path, err))
+
+
+def _rename(src: Path, dst: Path) -> None:
+    try:
+        os.replace(src, dst)
+    except OSError as err:
+        fail(write_error(dst, err))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    ensure_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        fail(write_error(path, err))
     tmp = Path(tmp)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the user's usual mode
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the user's usual mode
+        except OSError as err:
+            # an error on another file (one the block reads) names that file; on the output, the output
+            fail(write_error(path, err) if err.filename in (None, str(tmp)) else
+                 f"{err.filename}: {err.strerror or err} (while writing {path})")
+        _rename(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -53,27 +102,47 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary name and swap it in when complete.
 
     A directory that is half written after an interruption keeps its temporary name, so it
-    can never be mistaken for a finished output.
+    can never be mistaken for a finished output; one whose block fails is removed, and errors
+    name the final path, not the temporary one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     tmp = path.parent / f".{path.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as err:
+        fail(write_error(path, err))
     try:
         yield tmp
+    except KitError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KitError(str(err).replace(str(tmp), str(path))) from None
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        name = str(err.filename).replace(str(tmp), str(path)) if err.filename is not None else None
+        if name is None or str(err.filename).startswith(str(tmp)):
+            fail(write_error(name or path, err))
+        fail(f"{name}: {err.strerror or err} (while writing {path})")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = path.parent / f".{path.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old.exists():
-        shutil.rmtree(old)
+    try:
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    except OSError as err:
+        # put the previous output back rather than leave neither
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        fail(write_error(path, err))
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -12,34 +12,52 @@ def utt_id_of(token: str) -> str:
     return token[:-4] if token.lower().endswith(".wav") else token
 
 
+def _text_lines(path: Path, what: str) -> list[str]:
+    """The file's lines as UTF-8 text; a byte-order mark (Windows editors write one) is dropped,
+    never read as part of the first id. UTF-16 and other encodings are refused with the line."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        fail(f"{path}: cannot read {what}: {err.strerror or err}")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        fail(f"{path}: {what} is UTF-16 text; save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        lineno = data[:err.start].count(b"\n") + 1
+        fail(f"{path}:{lineno}: {what} is not UTF-8 text (byte 0x{data[err.start]:02x})")
+    return text.split("\n")
+
+
 def read_label_lines(path: str | Path, valid_labels: range = ALL_LABELS, what: str = "label file"
                      ) -> list[tuple[str, int, int]]:
     """Read `<file> <label>` lines as (utt_id, label, line number); every problem is one KitError
     naming the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        fail(f"{path}: {what} is a folder, not a file")
     if not path.is_file():
         fail(f"{path}: {what} does not exist")
     rows: list[tuple[str, int, int]] = []
     first_line: dict[str, int] = {}
-    with path.open(errors="replace") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                fail(f"{path}:{lineno}: expected '<file> <label>', got {line[:80]!r}")
-            utt, tok = utt_id_of(parts[0]), parts[1]
-            try:
-                label = int(tok)
-            except ValueError:
-                fail(f"{path}:{lineno}: label {tok!r} is not an integer")
-            if label not in valid_labels:
-                fail(f"{path}:{lineno}: label {label} outside {valid_labels.start}–{valid_labels.stop - 1}")
-            if utt in first_line:
-                fail(f"{path}:{lineno}: duplicate id {utt} (first on line {first_line[utt]})")
-            first_line[utt] = lineno
-            rows.append((utt, label, lineno))
+    for lineno, raw in enumerate(_text_lines(path, what), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            fail(f"{path}:{lineno}: expected '<file> <label>', got {line[:80]!r}")
+        utt, tok = utt_id_of(parts[0]), parts[1]
+        try:
+            label = int(tok)
+        except ValueError:
+            fail(f"{path}:{lineno}: label {tok!r} is not an integer")
+        if label not in valid_labels:
+            fail(f"{path}:{lineno}: label {label} outside {valid_labels.start}–{valid_labels.stop - 1}")
+        if utt in first_line:
+            fail(f"{path}:{lineno}: duplicate id {utt} (first on line {first_line[utt]})")
+        first_line[utt] = lineno
+        rows.append((utt, label, lineno))
     if not rows:
         fail(f"{path}: {what} is empty")
     return rows

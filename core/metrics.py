@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.errors import fail
 from core.labels import KNOWN_CLASSES, NUM_LABELS, UNKNOWN
+
+
+def require_known_class(y_true, key_path) -> None:
+    """The metric averages over the known classes (0–6) present in the key: a key without any
+    (only 7, unknown) has nothing to average, so it is refused, naming the key, rather than scored."""
+    if not np.any(np.isin(np.asarray(y_true), KNOWN_CLASSES)):
+        fail(f"{key_path}: answer key holds only class {UNKNOWN} (unknown); the open-set metric needs at least "
+             f"one utterance of a known class 0–{UNKNOWN - 1}")
 
 
 def open_set_scores(y_true, y_pred, unknown: int = UNKNOWN) -> dict:

@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from core.errors import fail
+from core.stage_files import load_npy
 from core.tables import read_table, write_table
 
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "orig_sr", "duration_s", "num_samples", "status")
+STAGE = "prepare"  # the stage that writes a prepared split: the one to re-run when a file is damaged
 MANIFEST_DTYPES = {"utt_id": str, "path": str, "label": "int64", "orig_sr": "int64", "duration_s": "float64",
                    "num_samples": "int64", "status": str}
 
@@ -33,17 +35,29 @@ class PreparedSplit:
         manifest = self.folder / "manifest.tsv"
         if not manifest.is_file():
             fail(f"{self.folder}: not a prepared split (no manifest.tsv); run the data-preparation stage")
-        frame = read_table(manifest, MANIFEST_COLUMNS, MANIFEST_DTYPES, what="manifest")
+        frame = read_table(manifest, MANIFEST_COLUMNS, MANIFEST_DTYPES, what="manifest", stage=STAGE)
         self.ids = frame["utt_id"].tolist()
         self.paths = frame["path"].tolist()
         self.labels = frame["label"].to_numpy(dtype=np.int64)
-        self.readable = (frame["status"] == "ok").to_numpy()
-        self.offsets = np.load(self.folder / "offsets.npy")
-        if len(self.offsets) != len(self.ids) + 1:
-            fail(f"{self.folder / 'offsets.npy'}: {len(self.offsets)} entries for {len(self.ids)} utterances; "
-                 "re-run the prepare stage")
+        status = frame["status"]
+        self.readable = (status == "ok").to_numpy()
+        bad_status = ~(self.readable | status.str.startswith("unreadable").to_numpy())
+        if bad_status.any():
+            i = int(np.flatnonzero(bad_status)[0])
+            fail(f"{manifest}: status {status.iloc[i]!r} of {self.ids[i]} is neither ok nor unreadable; "
+                 f"re-run the {STAGE} stage")
+        self.offsets = load_npy(self.folder / "offsets.npy", "offset array", STAGE, ndim=1)
+        if self.offsets.dtype.kind not in "iu" or len(self.offsets) != len(self.ids) + 1 or self.offsets[0] != 0 \
+                or np.any(np.diff(self.offsets) != frame["num_samples"].to_numpy()):
+            fail(f"{self.folder / 'offsets.npy'}: {len(self.offsets)} entries do not match the {len(self.ids)} "
+                 f"utterances of {manifest}; re-run the {STAGE} stage")
         size = int(self.offsets[-1])
-        self._audio = np.memmap(self.folder / "audio.f32", dtype=np.float32, mode="r", shape=(size,)) \
+        audio = self.folder / "audio.f32"
+        have = audio.stat().st_size if audio.is_file() else None
+        if size and have != 4 * size:
+            fail(f"{audio}: " + ("missing" if have is None else f"{have} bytes, expected {4 * size}")
+                 + f" (the audio cache does not match offsets.npy); re-run the {STAGE} stage")
+        self._audio = np.memmap(audio, dtype=np.float32, mode="r", shape=(size,)) \
             if size else np.zeros(0, np.float32)
 
     def __len__(self) -> int:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.atomic import atomic_path, save_npy
+from core.atomic import ensure_dir, save_npy, write_text_atomic
 from core.errors import fail
 from core.labels import NO_LABEL, NUM_KNOWN, SCORE_COLUMNS, UNKNOWN
+from core.stage_files import load_npy
 from core.tables import read_table, write_table
 
 LOGIT_COLUMNS = ("utt_id", "label") + SCORE_COLUMNS
@@ -27,26 +28,24 @@ LOGIT_COLUMNS = ("utt_id", "label") + SCORE_COLUMNS
 
 def write_scores(folder: Path, ids: list[str], labels: np.ndarray, logits: np.ndarray, embeddings: np.ndarray,
                  window_embeddings: np.ndarray | None = None, window_offsets: np.ndarray | None = None) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_dir(folder)
     frame = pd.DataFrame(np.asarray(logits, dtype=np.float64), columns=list(SCORE_COLUMNS))
     frame.insert(0, "label", np.asarray(labels, dtype=np.int64))
     frame.insert(0, "utt_id", list(ids))
     # 6 significant digits: softmax decisions do not move, and the file stays readable by eye
     write_table(folder / "logits.tsv", frame, float_format="%.6g")
     save_npy(folder / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
-    with atomic_path(folder / "ids.txt") as tmp:
-        tmp.write_text("".join(u + "\n" for u in ids))
+    write_text_atomic(folder / "ids.txt", "".join(u + "\n" for u in ids))
     if window_embeddings is not None:
         save_npy(folder / "window_embeddings.npy", np.asarray(window_embeddings, dtype=np.float32))
         save_npy(folder / "window_offsets.npy", np.asarray(window_offsets, dtype=np.int64))
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path)
-    except (OSError, ValueError, EOFError) as err:
-        fail(f"{path}: unreadable array ({type(err).__name__}: {err})")
+STAGE = "score"  # the stage that writes these files: the one to re-run when one is damaged
+
+
+def _load_npy(path: Path, what: str, ndim: int) -> np.ndarray:
+    return load_npy(path, what, STAGE, ndim=ndim, finite=True)
 
 
 class SystemScores:
@@ -57,24 +56,37 @@ class SystemScores:
         path = self.folder / "logits.tsv"
         if not path.is_file():
             fail(f"{self.folder}: no logits.tsv; run the score stage for this system")
-        frame = read_table(path, LOGIT_COLUMNS, {"utt_id": str}, what="score file")
+        dtypes = {"utt_id": str, **{c: "float64" for c in SCORE_COLUMNS}}
+        frame = read_table(path, LOGIT_COLUMNS, dtypes, what="score file", stage=STAGE)
         self.ids = frame["utt_id"].tolist()
+        if not self.ids:
+            fail(f"{path}: score file holds no utterances; re-run the score stage")
         try:
             self.labels = frame["label"].to_numpy(dtype=np.int64)
             self.logits = frame[list(SCORE_COLUMNS)].to_numpy(dtype=np.float64).reshape(-1, NUM_KNOWN)
         except (ValueError, TypeError) as err:
-            fail(f"{path}: non-numeric label or score ({err})")
+            fail(f"{path}: non-numeric label or score ({err}); re-run the score stage")
         if np.any((self.labels < NO_LABEL) | (self.labels >= UNKNOWN)):
             fail(f"{path}: labels must be −1 (unknown) or a known class 0–{UNKNOWN - 1}")
+        bad = np.flatnonzero(~np.all(np.isfinite(self.logits), axis=1))
+        if len(bad):
+            fail(f"{path}: NaN or infinite scores for {len(bad)} utterance(s), first {self.ids[bad[0]]}; "
+                 "re-run the score stage")
         if len(set(self.ids)) != len(self.ids):
             fail(f"{path}: duplicate utterance ids")
-        self.embeddings = _load_npy(self.folder / "embeddings.npy")
+        self.embeddings = _load_npy(self.folder / "embeddings.npy", "embedding array", 2)
         if len(self.embeddings) != len(self.ids):
-            fail(f"{self.folder}: {len(self.ids)} ids but {len(self.embeddings)} embeddings")
+            fail(f"{self.folder}: {len(self.ids)} ids but {len(self.embeddings)} embeddings; re-run the score stage")
         wpath = self.folder / "window_embeddings.npy"
-        self.window_embeddings = _load_npy(wpath) if wpath.is_file() else None
-        self.window_offsets = _load_npy(self.folder / "window_offsets.npy") if wpath.is_file() else None
-        if self.window_offsets is not None and (len(self.window_offsets) != len(self.ids) + 1
-                                                or self.window_offsets[-1] != len(self.window_embeddings)):
-            fail(f"{self.folder}: window_offsets do not match {len(self.ids)} utterances and "
-                 f"{len(self.window_embeddings)} window embeddings")
+        self.window_embeddings = _load_npy(wpath, "window embedding array", 2) if wpath.is_file() else None
+        self.window_offsets = (_load_npy(self.folder / "window_offsets.npy", "window offset array", 1)
+                               if wpath.is_file() else None)
+        if self.window_offsets is not None:
+            offsets = self.window_offsets
+            if (offsets.dtype.kind not in "iu" or len(offsets) != len(self.ids) + 1 or offsets[0] != 0
+                    or np.any(np.diff(offsets) < 1) or offsets[-1] != len(self.window_embeddings)):
+                fail(f"{self.folder}: window_offsets do not match {len(self.ids)} utterances and "
+                     f"{len(self.window_embeddings)} window embeddings; re-run the score stage")
+            if self.window_embeddings.shape[1] != self.embeddings.shape[1]:
+                fail(f"{self.folder}: window embeddings have {self.window_embeddings.shape[1]} dimensions, "
+                     f"utterance embeddings {self.embeddings.shape[1]}; re-run the score stage")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 TARGET_SR = 16000
 
@@ -21,9 +20,52 @@ class AudioReadError(Exception):
     """The file exists but cannot be decoded (or holds no samples)."""
 
 
+def wav_truncation(path: str | Path) -> str | None:
+    """Why a RIFF/WAVE file is cut short, or None when it is whole (or not a RIFF/WAVE file).
+
+    libsndfile reads a WAV whose header declares more sample bytes than the file holds as if it were
+    complete, only shorter: an interrupted copy would pass as a short utterance. The `data` chunk's
+    declared size is compared with the bytes after it. Sizes 0 and 0xFFFFFFFF are what streaming
+    writers (ffmpeg to a pipe) leave when the length is unknown: not truncation.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return None
+            order = "little" if head[:4] == b"RIFF" else "big"
+            size = Path(path).stat().st_size
+            pos, fmt = 12, None
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk = fh.read(8)
+                cid, clen = chunk[:4], int.from_bytes(chunk[4:8], order)
+                if cid == b"fmt ":
+                    fmt = fh.read(16)
+                if cid == b"data":
+                    held = size - (pos + 8)
+                    if clen in (0, 0xFFFFFFFF) or held >= clen:
+                        return None
+                    if fmt is not None and len(fmt) >= 16:
+                        rate, align = int.from_bytes(fmt[4:8], order), int.from_bytes(fmt[12:14], order)
+                        if rate and align:
+                            return (f"truncated: the header declares {clen / align / rate:.3f} s ({clen} bytes of "
+                                    f"samples) but the file holds {held / align / rate:.3f} s ({held} bytes); "
+                                    "copy the file again")
+                    return f"truncated: the header declares {clen} bytes of samples but the file holds {held}"
+                pos += 8 + clen + (clen & 1)
+    except OSError:
+        return None  # the decoder reports unreadable files itself
+    return None
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to float32 mono at its own rate (channels averaged)."""
+    """Decode a file to float32 mono at its own rate (channels averaged). A truncated WAV, an
+    empty file and samples that are NaN or infinite (float WAVs can hold them) are AudioReadErrors."""
     path = Path(path)
+    truncated = wav_truncation(path)
+    if truncated:
+        raise AudioReadError(truncated)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile reports every decode failure as a RuntimeError variant
@@ -31,12 +73,20 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioReadError(first_line) from None
     if data.shape[0] == 0:
         raise AudioReadError("no samples")
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(np.count_nonzero(~finite.all(axis=1)))
+        first = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise AudioReadError(f"{bad} of {data.shape[0]} samples are NaN or infinite (first at "
+                             f"{first / sr:.3f} s); the file is damaged")
     return data.mean(axis=1).astype(np.float32), int(sr)
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int = TARGET_SR) -> np.ndarray:
     if sr_in == sr_out:
         return x.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly  # here, not at import: scipy.signal takes ~1 s to load
+
     # polyphase at the exact rational ratio: 24 and 44.1 kHz reach 16 kHz without drift or an FFT's edge ringing
     g = math.gcd(int(sr_in), int(sr_out))
     return resample_poly(x, sr_out // g, sr_in // g).astype(np.float32)

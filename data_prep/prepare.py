@@ -15,7 +15,6 @@ still gives it a line.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import multiprocessing as mp
 import os
@@ -24,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.atomic import atomic_dir
-from core.errors import fail, run_cli
+from core.atomic import atomic_dir, save_npy, write_text_atomic, writing
+from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import read_label_file, utt_id_of
-from core.labels import ALL_LABELS
+from core.labels import ALL_LABELS, NUM_KNOWN
 from core.prepared_split import write_manifest
 from core.stamps import file_signature, stage_is_current, write_stamp
 
@@ -54,12 +53,14 @@ def _find_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def _find_label(root: Path, split_dir: Path, split: str) -> Path | None:
+def _find_label(root: Path, split_dir: Path | None, split: str) -> Path | None:
+    """The split's label file; without `split_dir`, only those beside the split folders."""
     candidates = []
     for alias in SPLIT_ALIASES[split]:
         for pattern in LABEL_NAMES:
             name = pattern.format(s=alias)
-            candidates += [split_dir / name, root / name, root / "label" / name, root / "labels" / name]
+            candidates += [split_dir / name] if split_dir is not None else []
+            candidates += [root / name, root / "label" / name, root / "labels" / name]
     candidates = [c for c in candidates if c.name not in ("label.txt", "labels.txt") or c.parent == split_dir]
     return next((c for c in candidates if c.is_file()), None)
 
@@ -78,6 +79,10 @@ def discover(data_root: str | Path) -> dict[str, SplitSource]:
         d = _find_dir(root, split)
         if d is None:
             if split == "test":
+                orphan = _find_label(root, None, split)
+                if orphan is not None:
+                    fail(f"{orphan}: test label file without test audio (no test folder in {root}: looked for "
+                         "ADD2023_Track3_test/, test/, eval/); add the folder or move the label file away")
                 continue
             fail(f"{root}: no {split} folder (looked for ADD2023_Track3_{split}/, {split}/)")
         wav_dir = d / "wav" if (d / "wav").is_dir() else d
@@ -94,9 +99,32 @@ def _load_one(args):
         x, sr = load_for_model(path, opts)
         return path, x, sr, ""
     except AudioReadError as err:
-        return path, None, 0, str(err)
+        return path, None, 0, _one_line(str(err))
     except Exception as err:  # any decoder failure must be reported for this file, not kill the run
-        return path, None, 0, f"{type(err).__name__}: {err}"
+        return path, None, 0, _one_line(f"{type(err).__name__}: {err}")
+
+
+def _one_line(reason: str) -> str:
+    # reasons go into a tab-separated cell and a one-line console message
+    return " ".join(reason.split()) or "unknown decoder error"
+
+
+def utterance_ids(wavs: list[Path]) -> dict[str, Path]:
+    """Each file's utterance id. Two names that differ only in case (`A.wav`, `A.WAV`, `a.wav`) are
+    refused: they would collapse to one id, or be one file on a case-insensitive file system. Names
+    with white space are refused: label files and submissions separate id and label by it."""
+    by_id: dict[str, Path] = {}
+    folded: dict[str, Path] = {}
+    for p in wavs:
+        utt = utt_id_of(p.name)
+        if any(c.isspace() for c in utt):
+            fail(f"{p}: file name contains white space; ids in label files and submissions cannot (rename it)")
+        if utt.casefold() in folded:
+            fail(f"{folded[utt.casefold()]} and {p}: file names differ only in case, so they name one utterance; "
+                 "remove or rename one")
+        folded[utt.casefold()] = p
+        by_id[utt] = p
+    return by_id
 
 
 def _stored_duration(path: Path) -> float:
@@ -114,6 +142,9 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
     wavs = sorted(p for p in src.wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
     if not wavs:
         fail(f"{src.wav_dir}: no .wav files for split {src.name}")
+    if src.label_file is not None and not src.label_file.is_file():
+        problem = "is a folder, not a file" if src.label_file.is_dir() else "does not exist"
+        fail(f"{src.label_file}: label file {problem}")
     # file count and newest mtime notice added, removed or replaced audio without hashing a 100 GB corpus
     options = {"split": src.name, "wav_dir": str(src.wav_dir.resolve()), "n_files": len(wavs),
                "newest_mtime_ns": max(p.stat().st_mtime_ns for p in wavs),
@@ -123,8 +154,10 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
     if stage_is_current(target, options):
         return {"split": src.name, "skipped": True}
 
-    labels = read_label_file(src.label_file, ALL_LABELS) if src.label_file else {}
-    by_id = {utt_id_of(p.name): p for p in wavs}
+    # train/dev teach and select the known classes: 7 (unknown) has no network output to learn
+    valid = ALL_LABELS if src.name == "test" else range(NUM_KNOWN)
+    labels = read_label_file(src.label_file, valid) if src.label_file else {}
+    by_id = utterance_ids(wavs)
     problems: list[str] = []
     if src.label_file:
         missing = sorted(set(labels) - set(by_id))
@@ -134,6 +167,9 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
         # test keeps every file of its folder: the submission must give each one a line
         if src.name != "test":
             wavs = [by_id[u] for u in sorted(set(labels) & set(by_id))]
+            if not wavs:
+                fail(f"{src.label_file}: none of its {len(labels)} ids has a file in {src.wav_dir} "
+                     f"(e.g. {min(labels)}); wrong label file or folder?")
 
     n_ok = 0
     with atomic_dir(target) as stage:
@@ -141,7 +177,8 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
         rows = []
         # fork: workers inherit the loaded modules instead of re-importing torch/scipy per process
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-        with open(stage / "audio.f32", "wb") as audio_fh, ctx.Pool(max(1, nj)) as pool:
+        with writing(target / "audio.f32"), open(stage / "audio.f32", "wb") as audio_fh, \
+                ctx.Pool(max(1, nj)) as pool:
             # imap keeps the file order, so the cache is written sequentially and rows follow the sorted ids
             results = pool.imap(_load_one, [(p, opts) for p in wavs], chunksize=8)
             for path, x, sr, error in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
@@ -160,19 +197,19 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
                 n_ok += 1
         if not n_ok:
             fail(f"{src.wav_dir}: none of the {len(wavs)} files of split {src.name} could be read")
-        np.save(stage / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+        save_npy(stage / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         write_manifest(stage / "manifest.tsv", rows)
-        (stage / "report.txt").write_text(
-            f"# split {src.name}: {n_ok} prepared, {len(problems)} problem(s)\n" + "".join(p + "\n" for p in problems))
+        write_text_atomic(stage / "report.txt", f"# split {src.name}: {n_ok} prepared, {len(problems)} problem(s)\n"
+                          + "".join(p + "\n" for p in problems))
         write_stamp(stage, options)
     for p in problems:
         kind, utt, detail = p.split("\t", 2)
-        print(f"[prepare {src.name}] {kind}: {detail}")
+        print(f"[prepare {src.name}] {kind}: {detail} (utterance {utt})")
     return {"split": src.name, "skipped": False, "prepared": n_ok, "problems": len(problems)}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data_root", help="folder holding the ADD 2023 Track 3 splits (layout found automatically)")
     ap.add_argument("--split", choices=SPLITS, help="prepare one split from --wav_dir/--label_file")
     ap.add_argument("--wav_dir")

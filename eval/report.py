@@ -12,17 +12,17 @@ against the key when one is given. Writes `EXP/report/README.md`, `results.json`
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from core.atomic import write_text_atomic
-from core.errors import fail, run_cli
+from core.atomic import atomic_path, ensure_dir, write_text_atomic
+from core.errors import ArgumentParser, fail, run_cli, yaml_error_text
 from core.label_files import read_label_file
 from core.labels import ALL_LABELS, LABEL_NAMES, UNKNOWN
-from core.metrics import full_report, open_set_scores
+from core.metrics import full_report, open_set_scores, require_known_class
+from core.stage_files import load_npy, read_ids, read_json
 from fusion.calibrate import decide_labels, known_max, tau_grid
 from submit.write import build_lines
 
@@ -31,17 +31,56 @@ def method_dir(fusion: Path, name: str) -> Path:
     return fusion / name.replace(":", "__")
 
 
+STAGE = "fusion"  # writes everything the report reads: the stage to re-run when a file is damaged
+METHOD_KEYS = {"description": str, "rule": str, "tau": (int, float, type(None)), "unknown_column": bool}
+
+
 def read_pairs(path: Path) -> dict[str, int]:
     return read_label_file(path, ALL_LABELS, "prediction file")
 
 
-def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | None) -> list[dict]:
-    summary = json.loads((fusion / "summary.json").read_text())
-    dev_key = read_pairs(fusion / "dev_key.txt")
+def read_dev_key(fusion: Path) -> dict[str, int]:
+    path = fusion / "dev_key.txt"
+    if not path.is_file():
+        fail(f"{path}: dev answer key is missing; re-run the {STAGE} stage")
+    return read_label_file(path, ALL_LABELS, "dev answer key")
+
+
+def read_summary(fusion: Path) -> dict:
+    """EXP/fusion/summary.json, checked for everything the report reads from it."""
+    path = fusion / "summary.json"
+    summary = read_json(path, "fusion summary", STAGE, keys={"systems": list, "rule": str, "submit_method": str,
+                                                            "methods": dict})
+    for name, info in summary["methods"].items():
+        if not isinstance(info, dict):
+            fail(f"{path}: method {name!r} is not a JSON object; re-run the {STAGE} stage")
+        for key, kind in METHOD_KEYS.items():
+            if not isinstance(info.get(key, ...), kind):
+                fail(f"{path}: method {name!r} has no valid {key!r}; re-run the {STAGE} stage")
+    if summary["submit_method"] not in summary["methods"]:
+        fail(f"{path}: submit_method {summary['submit_method']!r} is not among its methods; re-run the {STAGE} stage")
+    return summary
+
+
+def same_ids(pred: dict[str, int], pred_path: Path, key: dict[str, int], key_path: Path) -> None:
+    """A method's predictions cover exactly the ids of its key."""
+    missing, extra = sorted(set(key) - set(pred)), sorted(set(pred) - set(key))
+    if missing:
+        fail(f"{pred_path}: no prediction for {len(missing)} id(s) of {key_path}, e.g. {missing[0]}; "
+             f"re-run the {STAGE} stage")
+    if extra:
+        fail(f"{pred_path}: {len(extra)} id(s) not in {key_path}, e.g. {extra[0]}; re-run the {STAGE} stage")
+
+
+def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | None,
+                     summary: dict | None = None) -> list[dict]:
+    summary = summary or read_summary(fusion)
+    dev_key = read_dev_key(fusion)
     rows = []
     for name, info in summary["methods"].items():
         folder = method_dir(fusion, name)
         dev_pred = read_pairs(folder / "dev_pred.txt")
+        same_ids(dev_pred, folder / "dev_pred.txt", dev_key, fusion / "dev_key.txt")
         ids = sorted(dev_key)
         dev = full_report([dev_key[u] for u in ids], [dev_pred[u] for u in ids])
         row = {"method": name, "description": info["description"], "rule": info["rule"], "tau": info["tau"],
@@ -99,8 +138,42 @@ def scored_methods(fusion: Path, summary: dict) -> list[tuple[str, dict, Path]]:
 
 def test_truth(fusion: Path, key: dict[str, int]) -> tuple[list[str], np.ndarray]:
     """Key labels in the order of the fusion's test ids (readable utterances)."""
-    ids = (fusion / "test_ids.txt").read_text().split()
+    ids = read_ids(fusion / "test_ids.txt", "test id list", STAGE)
+    missing = [u for u in ids if u not in key]
+    if missing:
+        fail(f"{fusion / 'test_ids.txt'}: {len(missing)} id(s) not in the answer key, e.g. {missing[0]}; "
+             f"re-run the {STAGE} stage")
     return ids, np.array([key[u] for u in ids])
+
+
+def method_scores(folder: Path, split: str, n: int | None = None) -> np.ndarray:
+    """A method's (utterances, classes) scores of a split, checked against its id count."""
+    path = folder / f"{split}_scores.npy"
+    scores = load_npy(path, "score array", STAGE, ndim=2, finite=True)
+    if n is not None and len(scores) != n:
+        fail(f"{path}: {len(scores)} rows for {n} utterances; re-run the {STAGE} stage")
+    return scores
+
+
+def read_curve(path: Path) -> np.ndarray:
+    """A method's dev F1-vs-τ curve (curve.tsv: header, then τ and F1 per line)."""
+    try:
+        curve = np.loadtxt(path, skiprows=1, ndmin=2, delimiter="\t")
+    except OSError as err:
+        fail(f"{path}: dev F1 curve is unreadable ({err.strerror or err}); re-run the {STAGE} stage")
+    except ValueError as err:
+        fail(f"{path}: dev F1 curve is corrupt ({str(err).splitlines()[0]}); re-run the {STAGE} stage")
+    if curve.size and curve.shape[1] != 2:
+        fail(f"{path}: dev F1 curve has {curve.shape[1]} columns, expected 2 (tau, dev_f1); re-run the {STAGE} stage")
+    return curve.reshape(-1, 2)
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
 
 
 def method_grid(fusion: Path, summary: dict, key, out_file: Path, draw) -> None:
@@ -122,8 +195,7 @@ def method_grid(fusion: Path, summary: dict, key, out_file: Path, draw) -> None:
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out_file, dpi=90)
-    plt.close(fig)
+    save_figure(fig, out_file)
 
 
 def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
@@ -132,11 +204,11 @@ def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
         # with a key, known and unknown test utterances side by side show how separable they are
         # (seed 004 Fig. 1); without one, dev (all known) shows where τ cuts
         if truth is not None:
-            m = known_max(np.load(folder / "test_scores.npy"), unknown_col)
+            m = known_max(method_scores(folder, "test", len(truth)), unknown_col)
             ax.hist(m[truth != UNKNOWN], bins=30, range=(0, 1), alpha=0.6, label="known (test)")
             ax.hist(m[truth == UNKNOWN], bins=30, range=(0, 1), alpha=0.6, label="unknown (test)")
         else:
-            m = known_max(np.load(folder / "dev_scores.npy"), unknown_col)
+            m = known_max(method_scores(folder, "dev"), unknown_col)
             ax.hist(m, bins=30, range=(0, 1), alpha=0.6, label="dev (known)")
         ax.set_xlabel("max known-class score")
 
@@ -147,12 +219,12 @@ def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
     dev_label = "dev, pseudo-unknown folds" if summary["rule"] == "leave-one-out" else "dev (known only)"
 
     def draw(ax, info, folder, truth):
-        curve = np.loadtxt(folder / "curve.tsv", skiprows=1, ndmin=2)
+        curve = read_curve(folder / "curve.tsv")
         ax.plot(curve[:, 0], curve[:, 1], label=dev_label)
         # the test curve is for reading only (seed 000 Fig. 3): τ was chosen on the dev curve
         if truth is not None:
             unknown_col = info["unknown_column"]
-            scores = np.load(folder / "test_scores.npy")
+            scores = method_scores(folder, "test", len(truth))
             grid = tau_grid(known_max(scores, unknown_col))
             grid = grid[np.isfinite(grid)]
             f1 = [open_set_scores(truth, decide_labels(scores, t, None, unknown_col))["f1"] for t in grid]
@@ -164,6 +236,14 @@ def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
     method_grid(fusion, summary, key, out / "f1_vs_tau.png", draw)
 
 
+def fused_embeddings(fusion: Path, split: str, n: int) -> np.ndarray:
+    path = fusion / f"fused_embeddings_{split}.npy"
+    emb = load_npy(path, "fused embeddings", STAGE, ndim=2, finite=True)
+    if len(emb) != n:
+        fail(f"{path}: {len(emb)} rows for {n} utterances; re-run the {STAGE} stage")
+    return emb
+
+
 def plot_tsne(fusion: Path, key, out: Path) -> bool:
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
@@ -171,12 +251,15 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
     dev_file = fusion / "fused_embeddings_dev.npy"
     if not dev_file.is_file():
         return False
-    dev_key = read_pairs(fusion / "dev_key.txt")
-    dev_ids = (fusion / "dev_ids.txt").read_text().split()
-    parts, labels, markers = [np.load(dev_file)], [np.array([dev_key[u] for u in dev_ids])], ["dev"]
+    dev_key = read_dev_key(fusion)
+    dev_ids = read_ids(fusion / "dev_ids.txt", "dev id list", STAGE)
+    same_ids(dict.fromkeys(dev_ids, 0), fusion / "dev_ids.txt", dev_key, fusion / "dev_key.txt")
+    parts, labels, markers = [fused_embeddings(fusion, "dev", len(dev_ids))], \
+        [np.array([dev_key[u] for u in dev_ids])], ["dev"]
     if key is not None:
-        parts.append(np.load(fusion / "fused_embeddings_test.npy"))
-        labels.append(test_truth(fusion, key)[1])
+        truth = test_truth(fusion, key)[1]
+        parts.append(fused_embeddings(fusion, "test", len(truth)))
+        labels.append(truth)
         markers.append("test")
     Z = np.concatenate(parts)
     if len(Z) < 10:  # t-SNE needs a perplexity below a third of the points
@@ -196,8 +279,7 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
         ax.set_title(f"fused embeddings, {name}")
         ax.legend(fontsize=7, markerscale=2)
     fig.tight_layout()
-    fig.savefig(out / "tsne.png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, out / "tsne.png")
     return True
 
 
@@ -219,8 +301,7 @@ def plot_confusion(row: dict, out: Path) -> str:
     ax.set_ylabel("true")
     ax.set_title(f"{row['method']} on {which}")
     fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, out / "confusion.png")
     return which
 
 
@@ -231,7 +312,17 @@ def random_frontend_systems(exp: Path, systems: list[str]) -> list[str]:
     flagged = []
     for s in systems:
         cfg_path = exp / s / "config.yaml"
-        model = (yaml.safe_load(cfg_path.read_text()) or {}).get("model", {}) if cfg_path.is_file() else {}
+        if not cfg_path.is_file():
+            continue
+        try:
+            raw = yaml.safe_load(cfg_path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError:
+            fail(f"{cfg_path}: not a valid system config (not UTF-8 text); re-run the train stage for {s}")
+        except yaml.YAMLError as err:
+            fail(f"{cfg_path}: not a valid system config ({yaml_error_text(err)}); re-run the train stage for {s}")
+        model = raw.get("model") if isinstance(raw, dict) else None
+        if not isinstance(model, dict):
+            fail(f"{cfg_path}: not a valid system config (no 'model' mapping); re-run the train stage for {s}")
         if "ssl_ckpt" in model and not model.get("ssl_ckpt"):
             flagged.append(s)
     return flagged
@@ -244,11 +335,12 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[d
     fusion = exp / "fusion"
     if not (fusion / "summary.json").is_file():
         fail(f"{fusion}: no summary.json; run the fusion stage")
-    summary = json.loads((fusion / "summary.json").read_text())
+    summary = read_summary(fusion)
     key = read_label_file(key_path, ALL_LABELS, "answer key") if key_path else None
-    rows = evaluate_methods(fusion, test_manifest, key)
-    out = exp / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    if key is not None:
+        require_known_class(list(key.values()), key_path)
+    rows = evaluate_methods(fusion, test_manifest, key, summary)
+    out = ensure_dir(exp / "report")
     plot_max_scores(fusion, summary, key, out)
     plot_f1_vs_tau(fusion, summary, key, out)
     has_tsne = plot_tsne(fusion, key, out)
@@ -278,7 +370,7 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[d
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True)
     ap.add_argument("--test_manifest", required=True, help="prepared test split folder (exp/data/test)")
     ap.add_argument("--key", default=None, help="test answer key; without it only dev is reported")

@@ -8,17 +8,16 @@ P / R / F1 first, then sklearn's macro-F1 over the labels present, the per-class
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.errors import fail, run_cli  # noqa: E402
+from core.errors import ArgumentParser, fail, run_cli  # noqa: E402
 from core.label_files import read_label_lines  # noqa: E402
 from core.labels import ALL_LABELS, NUM_LABELS  # noqa: E402
-from core.metrics import full_report  # noqa: E402
+from core.metrics import full_report, require_known_class  # noqa: E402
 
 
 def aligned_labels(pred_path: str, key_path: str) -> tuple[list[int], list[int]]:
@@ -33,6 +32,7 @@ def aligned_labels(pred_path: str, key_path: str) -> tuple[list[int], list[int]]
         if u not in pred_map:
             fail(f"{key_path}:{line}: id {u} has no prediction in {pred_path}")
     ids = [u for u, _, _ in key]
+    require_known_class([lab for _, lab, _ in key], key_path)
     return [key_map[u][0] for u in ids], [pred_map[u][0] for u in ids]
 
 
@@ -56,7 +56,7 @@ def format_report(rep: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("preds")
     ap.add_argument("labels")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

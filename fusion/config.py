@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from core.errors import fail
+from core.config_types import check_types
+from core.errors import KitError, fail, yaml_error_text
 from fusion.manifold_fusion import FeatureFusionConfig
 
 RULES = ("quantile", "leave-one-out", "fixed")
@@ -61,18 +62,37 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
     path = Path(path)
     if not path.is_file():
         fail(f"{path}: fusion config does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        fail(f"{path}: fusion config is not UTF-8 text")
+    except yaml.YAMLError as err:
+        fail(f"{path}: not valid YAML ({yaml_error_text(err)})")
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        fail(f"{path}: a fusion config must be a YAML mapping, not {type(raw).__name__}")
     sections = {"threshold": ThresholdConfig, "score": ScoreConfig, "label": LabelConfig,
                 "feature": FeatureFusionConfig, "openmax": OpenMaxConfig}
-    unknown = sorted(set(raw) - set(sections) - {"submit_method"})
+    unknown = sorted(set(raw) - set(sections) - {"submit_method"}, key=str)
     if unknown:
         fail(f"{path}: unknown key(s) {unknown}; valid: {['submit_method', *sections]}")
+    submit_method = raw.get("submit_method", "feature")
+    if not isinstance(submit_method, str):
+        fail(f"{path}: submit_method must be a method name, not {submit_method!r}")
     built = {}
     for name, cls in sections.items():
         values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            fail(f"{path}: {name}: must be a mapping of keys to values, not {values!r}")
         known = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(values) - known)
+        bad = sorted(set(values) - known, key=str)
         if bad:
             fail(f"{path}: {name}: unknown key(s) {bad}; valid: {sorted(known)}")
-        built[name] = cls(**values)
-    return FusionConfig(submit_method=raw.get("submit_method", "feature"), **built)
+        check_types(cls, values, f"{path}: {name}")
+        try:
+            built[name] = cls(**values)
+        except KitError as err:
+            fail(f"{path}: {err}")
+        except (TypeError, ValueError) as err:  # a value of the wrong type, caught by a comparison
+            fail(f"{path}: {name}: a value has the wrong type ({err}): {values}")
+    return FusionConfig(submit_method=submit_method, **built)

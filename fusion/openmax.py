@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import weibull_min
 
 from core.errors import fail
 from core.labels import NUM_KNOWN, kept_classes
@@ -34,6 +33,8 @@ def eucos(a: np.ndarray, mav: np.ndarray) -> np.ndarray:
 def fit_openmax(logits: np.ndarray, labels: np.ndarray, alpha: int = 3, tail: int = 20) -> OpenMaxModel:
     """Per class: MAV of correctly classified training logits; Weibull fit on its `tail` largest
     eucos distances (scipy.stats.weibull_min, location fixed at 0)."""
+    from scipy.stats import weibull_min  # here, not at import: scipy.stats takes ~1 s to load
+
     mav = np.zeros((NUM_KNOWN, logits.shape[1]))
     fits = []
     for c in range(NUM_KNOWN):
@@ -55,6 +56,8 @@ def openmax_scores(model: OpenMaxModel, logits: np.ndarray, held_out: int | None
 
     The top-α classes by activation are recalibrated with weights (α + 1 − i)/α (i = rank from 1);
     the removed activation mass is the unknown activation; softmax over all of them."""
+    from scipy.stats import weibull_min
+
     kept = kept_classes(held_out)
     av = logits[:, kept].astype(np.float64)  # activation vectors restricted to kept classes
     mav = model.mav[np.ix_(kept, kept)]

@@ -9,7 +9,6 @@ two or more members: score, score_aug, feature and its variants, label). Writes
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -18,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from core.atomic import atomic_dir
-from core.errors import fail, run_cli
+from core.atomic import atomic_dir, ensure_dir, save_npy, write_text_atomic
+from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import label_lines
 from core.labels import KNOWN_CLASSES, UNKNOWN
 from core.stamps import file_signature, stage_is_current, write_stamp
@@ -32,24 +31,26 @@ from fusion.scorers import SPLITS, FusionContext, Scorer, build_scorers
 
 def write_method(out: Path, scorer: Scorer, ids: dict[str, list[str]], preds: dict[str, np.ndarray],
                  th: Threshold | None, info: dict) -> None:
-    folder = out / scorer.name.replace(":", "__")
-    folder.mkdir(parents=True)
+    folder = ensure_dir(out / scorer.name.replace(":", "__"))
     for split in SPLITS:
-        (folder / f"{split}_pred.txt").write_text(label_lines(dict(zip(ids[split], preds[split]))))
+        write_text_atomic(folder / f"{split}_pred.txt", label_lines(dict(zip(ids[split], preds[split]))))
         scores = scorer.scores(split)
         if scores is not None:
-            np.save(folder / f"{split}_scores.npy", scores.astype(np.float32))
+            save_npy(folder / f"{split}_scores.npy", scores.astype(np.float32))
     if th is not None:
-        (folder / "curve.tsv").write_text("tau\tdev_f1\n" + "".join(
+        write_text_atomic(folder / "curve.tsv", "tau\tdev_f1\n" + "".join(
             f"{t:.6g}\t{f:.6f}\n" for t, f in zip(th.curve_tau, th.curve_f1) if np.isfinite(t)))
-    (folder / "tau.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(folder / "tau.json", json.dumps(info, indent=2) + "\n")
 
 
 def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
     data = load_members(exp, systems)
     dev_labels = data["dev"].labels
     if not np.all(np.isin(dev_labels, KNOWN_CLASSES)):
-        fail(f"{exp}: dev labels must all be known classes 0–6")
+        bad = sorted(set(dev_labels.tolist()) - set(KNOWN_CLASSES))
+        fail(f"{exp / systems[0] / 'scores' / 'dev' / 'logits.tsv'}: dev labels must all be known classes 0–6, "
+             f"found {bad} (τ is chosen on labelled dev utterances); prepare dev with its label file and re-run "
+             "the score stage")
     scorers = build_scorers(FusionContext(data, systems, cfg))
     names = [s.name for s in scorers]
     if cfg.submit_method not in names:
@@ -78,24 +79,26 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
         if len(systems) >= 2:
             for s in SPLITS:
                 fused = concat_embeddings(data[s].embeddings, cfg.feature.normalise_members)
-                np.save(out / f"fused_embeddings_{s}.npy", fused.astype(np.float32))
-        (out / "dev_key.txt").write_text(label_lines(dict(zip(ids["dev"], dev_labels))))
+                save_npy(out / f"fused_embeddings_{s}.npy", fused.astype(np.float32))
+        write_text_atomic(out / "dev_key.txt", label_lines(dict(zip(ids["dev"], dev_labels))))
         for s in SPLITS:
-            (out / f"{s}_ids.txt").write_text("".join(u + "\n" for u in ids[s]))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_text_atomic(out / f"{s}_ids.txt", "".join(u + "\n" for u in ids[s]))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         # the resolved settings, so that `predict` applies exactly this fusion to new audio
-        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     return summary
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True)
     ap.add_argument("--systems", required=True)
     ap.add_argument("--config", default=str(Path(__file__).parent / "conf" / "fusion.yaml"))
     args = ap.parse_args()
     exp = Path(args.exp)
     systems = [s for s in args.systems.split(",") if s]
+    if not systems or len(set(systems)) != len(systems):
+        fail(f"--systems {args.systems!r}: give one or more distinct system names, comma-separated")
     cfg = load_fusion_config(args.config)
     options = {"systems": systems, "config": dataclasses.asdict(cfg), "version": 2,
                "scores": {s: [file_signature(exp / s / "scores" / sp / name)

@@ -22,7 +22,6 @@ command exits 1 at the end when any file failed. Progress goes to stderr.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -30,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import fail, run_cli
+from core.errors import ArgumentParser, fail, run_cli
 from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
 from core.prepared_split import PreparedSplit, write_manifest
+from core.stage_files import read_json
 from data_prep.audio_io import AudioReadError, LoadOptions, load_for_model
 from fusion.calibrate import known_max
 from fusion.config import load_fusion_config
@@ -159,10 +159,8 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
 def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
             batch_size: int | None) -> list[dict]:
     summary_path = exp / "fusion" / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as err:
-        fail(f"{summary_path}: unreadable ({err}); run the fusion stage")
+    summary = read_json(summary_path, "fusion summary", "fusion",
+                        keys={"submit_method": str, "methods": dict, "systems": list})
     method = method or summary["submit_method"]
     if method not in summary["methods"]:
         fail(f"method {method!r} is not in {summary_path}; choose from {', '.join(summary['methods'])}")
@@ -214,7 +212,7 @@ def format_rows(rows: list[dict], unknown_column: bool) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True, help="a trained experiment folder (run_track3.sh's --exp)")
     ap.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders or list files")
     ap.add_argument("--out", help="TSV to write (default: stdout)")
@@ -226,7 +224,7 @@ def main() -> None:
     exp = Path(args.exp)
     rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size)
     method = rows[0]["method"]
-    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    summary = read_json(exp / "fusion" / "summary.json", "fusion summary", "fusion")
     text = format_rows(rows, bool(summary["methods"][method].get("unknown_column")))
     if args.out:
         from core.atomic import write_text_atomic

@@ -11,16 +11,15 @@ Missing, extra or duplicate ids and labels outside 0–7 are refused, naming the
 """
 from __future__ import annotations
 
-import argparse
-import json
 import zipfile
 from pathlib import Path
 
-from core.atomic import atomic_path
-from core.errors import fail, run_cli
+from core.atomic import atomic_path, writing
+from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import read_label_lines, utt_id_of
 from core.labels import ALL_LABELS, UNKNOWN
 from core.prepared_split import PreparedSplit
+from core.stage_files import read_json
 
 UNREADABLE_LABEL = UNKNOWN
 
@@ -59,19 +58,21 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
 
 
 def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[Path, Path]:
+    """The .txt and its .zip, both or neither: each is built under a temporary name and the two are
+    renamed only when both are complete."""
     out_dir = Path(out_dir)
     txt, zpath = out_dir / f"{name}.txt", out_dir / f"{name}.zip"
-    with atomic_path(txt) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    with atomic_path(zpath) as tmp:
+    with atomic_path(txt) as txt_tmp, atomic_path(zpath) as zip_tmp:
+        with writing(txt):
+            txt_tmp.write_text("\n".join(lines) + "\n")
         # CodaLab reads the .txt at the zip's top level, so no folder in the archive
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.write(txt, arcname=txt.name)
+        with writing(zpath), zipfile.ZipFile(zip_tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(txt_tmp, arcname=txt.name)
     return txt, zpath
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", help="predictions, `<file> <label>` lines")
     src.add_argument("--fusion", help="fusion folder (EXP/fusion): submit its configured submit_method")
@@ -81,10 +82,9 @@ def main() -> None:
     args = ap.parse_args()
     pred = args.pred
     if args.fusion:
-        summary_path = Path(args.fusion) / "summary.json"
-        if not summary_path.is_file():
-            fail(f"{summary_path}: missing; run the fusion stage")
-        method = json.loads(summary_path.read_text())["submit_method"]
+        summary = read_json(Path(args.fusion) / "summary.json", "fusion summary", "fusion",
+                            keys={"submit_method": str})
+        method = summary["submit_method"]
         pred = Path(args.fusion) / method.replace(":", "__") / "test_pred.txt"
         print(f"[submit] method {method}: {pred}")
     lines, unreadable = build_lines(pred, args.test_manifest)

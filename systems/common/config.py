@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from core.atomic import write_text_atomic
+from core.config_types import check_types
 from core.errors import fail
 from data_prep.augment import AugmentConfig
 
@@ -104,6 +105,7 @@ def _section(cls, values: dict | None, where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         fail(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
+    check_types(cls, values, where)
     return cls(**values)
 
 
