@@ -15,7 +15,9 @@ systems=lfcc_resnet18,rawnet2
 test_key=""
 demo_dir=data/demo
 demo_scale=1.0
+demo_test_scale=""
 seed=0
+seeds=""
 nj=2
 conf=""
 conf_dir=""
@@ -73,7 +75,12 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
   --test_labels FILE its answer key (optional): the report then scores it
   --test_name NAME   the folder name under EXP/testsets (default: the basename of --test_dir)
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
-  --seed N           random seed (default 0)
+  --demo_test_scale X  size multiplier for the demo test split alone (>= demo_scale): e.g. 4.2 gives
+                     1,008 test utterances for ranking methods, train and dev unchanged
+  --seed N           random seed of the demo corpus and of training (default 0)
+  --seeds LIST       train, score, fuse, submit and evaluate once per training seed (e.g. 1,2,3),
+                     each in EXP/seed_N; EXP/report gets every method as mean ± std over the seeds,
+                     SUBMISSION_DIR the first seed's submission (--seed stays the corpus seed)
   --deterministic    deterministic kernels and one CPU thread in training and scoring (slower;
                      the same bits on another machine with the same libraries and device type)
   --nj N             worker processes for data preparation (default 2)
@@ -97,7 +104,9 @@ while [ $# -gt 0 ]; do
     --fusion_config) fusion_config=$2; shift 2 ;;
     --test_key) test_key=$2; shift 2 ;;
     --demo_scale) demo_scale=$2; shift 2 ;;
+    --demo_test_scale) demo_test_scale=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
     --nj) nj=$2; shift 2 ;;
     --skip_setup) skip_setup=true; shift ;;
     --deterministic) deterministic=true; shift ;;
@@ -113,6 +122,10 @@ done
 for n in "$stage" "$stop_stage" "$nj" "$seed"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "error: '$n' is not a non-negative integer" >&2; exit 2; }
 done
+if [ -n "$seeds" ]; then
+  [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: --seeds '$seeds': expected comma-separated non-negative integers, e.g. 1,2,3" >&2; exit 2; }
+  [ "$(tr , '\n' <<< "$seeds" | sort | uniq -d)" = "" ] || { echo "error: --seeds '$seeds': a seed is listed twice" >&2; exit 2; }
+fi
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
@@ -180,7 +193,8 @@ if [ -z "$data_root" ]; then
   [ -n "$conf" ] || conf=demo
   if run_stage 1; then
     log "Stage 1 (demo): packages -> $demo_dir"
-    "$python" -m data_prep.demo_corpus --out "$demo_dir" --scale "$demo_scale" --seed "$seed" --nj "$nj"
+    "$python" -m data_prep.demo_corpus --out "$demo_dir" --scale "$demo_scale" \
+      ${demo_test_scale:+--test_scale "$demo_test_scale"} --seed "$seed" --nj "$nj"
   fi
 else
   corpus=$data_root
@@ -194,46 +208,65 @@ done
 
 if run_stage 2; then
   log "Stage 2 (prepare): $corpus -> $exp/data/{train,dev,test}"
-  "$python" -m data_prep.prepare --data_root "$corpus" --out "$exp/data" --nj "$nj"
+  # dev becomes an augmented copy (same training bank, fixed seed) and the clean one dev_clean
+  "$python" -m data_prep.prepare --data_root "$corpus" --out "$exp/data" --nj "$nj" ${musan:+--augment_dev "$musan"}
 fi
 
-if run_stage 3; then
-  for sys in "${system_list[@]}"; do
-    log "Stage 3 (train): $(config_of "$sys"), $exp/data -> $exp/$sys/ckpt"
-    ckpt_override=()
-    case "$sys" in
-      hubert_ft) [ -z "$hubert_ckpt" ] || ckpt_override=(model.ssl_ckpt="$hubert_ckpt") ;;
-      wav2vec2_ft|w2v_asdg) [ -z "$wav2vec2_ckpt" ] || ckpt_override=(model.ssl_ckpt="$wav2vec2_ckpt") ;;
-    esac
-    "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$exp/$sys" \
-      ${musan:+--musan "$musan"} --set train.seed="$seed" train.deterministic="$deterministic" "${ckpt_override[@]}"
-  done
-fi
+# Stages 3-7 once per training seed: with --seeds, each seed is a whole experiment in EXP/seed_N on
+# the one prepared data set, and stage 7 ends with the mean ± std over the seeds in EXP/report.
+if [ -n "$seeds" ]; then IFS=, read -r -a seed_list <<< "$seeds"; else seed_list=("$seed"); fi
+for run_seed in "${seed_list[@]}"; do
+  if [ -n "$seeds" ]; then run_exp=$exp/seed_$run_seed; run_submission=$run_exp/submission
+  else run_exp=$exp; run_submission=$submission_dir; fi
 
-if run_stage 4; then
-  for sys in "${system_list[@]}"; do
-    log "Stage 4 (score): $exp/$sys/ckpt (best by dev F1) -> $exp/$sys/scores/{train,dev,test}"
-    "$python" -m systems.score --exp "$exp/$sys" --data "$exp/data"
-  done
-fi
-
-if run_stage 5; then
-  log "Stage 5 (fuse): $exp/{${systems}}/scores -> $exp/fusion (every method, tau on dev)"
-  "$python" -m fusion.run --exp "$exp" --systems "$systems" --config "$fusion_config"
-fi
-
-if run_stage 6; then
-  log "Stage 6 (submit): $exp/fusion (submit_method) -> $submission_dir/$submission_name.{txt,zip}"
-  "$python" -m submit.write --fusion "$exp/fusion" --test_manifest "$exp/data/test" --name "$submission_name" \
-    --out "$submission_dir"
-fi
-
-if run_stage 7; then
-  log "Stage 7 (evaluate): $exp/fusion + ${test_key:-no key} -> $exp/report"
-  "$python" -m eval.report --exp "$exp" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"}
-  if [ -n "$test_key" ]; then
-    "$python" eval/score.py "$submission_dir/$submission_name.txt" "$test_key"
+  if run_stage 3; then
+    for sys in "${system_list[@]}"; do
+      log "Stage 3 (train): $(config_of "$sys"), $exp/data, seed $run_seed -> $run_exp/$sys/ckpt"
+      ckpt_override=()
+      case "$sys" in
+        hubert_ft) [ -z "$hubert_ckpt" ] || ckpt_override=(model.ssl_ckpt="$hubert_ckpt") ;;
+        wav2vec2_ft|w2v_asdg) [ -z "$wav2vec2_ckpt" ] || ckpt_override=(model.ssl_ckpt="$wav2vec2_ckpt") ;;
+      esac
+      "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$run_exp/$sys" \
+        ${musan:+--musan "$musan"} --set train.seed="$run_seed" train.deterministic="$deterministic" "${ckpt_override[@]}"
+    done
   fi
+
+  if run_stage 4; then
+    for sys in "${system_list[@]}"; do
+      log "Stage 4 (score): $run_exp/$sys/ckpt (best by dev F1) -> $run_exp/$sys/scores/{train,dev,test}"
+      "$python" -m systems.score --exp "$run_exp/$sys" --data "$exp/data"
+    done
+  fi
+
+  if run_stage 5; then
+    log "Stage 5 (fuse): $run_exp/{${systems}}/scores -> $run_exp/fusion (every method, tau on dev)"
+    "$python" -m fusion.run --exp "$run_exp" --systems "$systems" --config "$fusion_config"
+  fi
+
+  if run_stage 6; then
+    log "Stage 6 (submit): $run_exp/fusion (submit_method) -> $run_submission/$submission_name.{txt,zip}"
+    "$python" -m submit.write --fusion "$run_exp/fusion" --test_manifest "$exp/data/test" --name "$submission_name" \
+      --out "$run_submission"
+    if [ -n "$seeds" ] && [ "$run_seed" = "${seed_list[0]}" ]; then
+      log "Stage 6 (submit): the first seed's submission -> $submission_dir/$submission_name.{txt,zip}"
+      "$python" -m submit.write --fusion "$run_exp/fusion" --test_manifest "$exp/data/test" \
+        --name "$submission_name" --out "$submission_dir"
+    fi
+  fi
+
+  if run_stage 7; then
+    log "Stage 7 (evaluate): $run_exp/fusion + ${test_key:-no key} -> $run_exp/report"
+    "$python" -m eval.report --exp "$run_exp" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"}
+    if [ -n "$test_key" ]; then
+      "$python" eval/score.py "$run_submission/$submission_name.txt" "$test_key"
+    fi
+  fi
+done
+
+if [ -n "$seeds" ] && run_stage 7; then
+  log "Stage 7 (evaluate): $exp/seed_{$seeds}/report -> $exp/report (mean ± std over seeds)"
+  "$python" -m eval.seeds --exp "$exp" --seeds "$seeds"
 fi
 
 log "done (stages $stage..$stop_stage)"

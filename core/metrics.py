@@ -58,3 +58,98 @@ def full_report(y_true, y_pred) -> dict:
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "n": int(len(y_true)),
     }
+
+
+# ------------------------------------------------------------------ scores: unknown vs known, real vs fake
+
+def _two_classes(scores, positive, what: str) -> tuple[np.ndarray, np.ndarray]:
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    if scores.shape != positive.shape or scores.ndim != 1:
+        raise ValueError(f"{what}: one score per utterance expected")
+    if positive.all() or not positive.any():
+        raise ValueError(f"{what} needs utterances of both kinds")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{what}: scores must be finite")
+    return scores[positive], scores[~positive]
+
+
+def auroc(scores, positive) -> float:
+    """Area under the ROC curve: the probability that a random positive scores above a random
+    negative, ties counting one half (Mann–Whitney U from average ranks)."""
+    from scipy.stats import rankdata
+
+    pos, neg = _two_classes(scores, positive, "AUROC")
+    ranks = rankdata(np.concatenate([pos, neg]))[:len(pos)]
+    return float((ranks.sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def fpr_at_tpr(scores, positive, tpr: float = 0.95) -> float:
+    """The fraction of negatives accepted at the highest threshold that accepts (score ≥ threshold)
+    at least `tpr` of the positives: FPR95 with known utterances positive is the share of unknown
+    utterances taken for known when 95 % of known ones are kept."""
+    pos, neg = _two_classes(scores, positive, "FPR at TPR")
+    ranked = np.sort(pos)[::-1]
+    # the fewest positives to accept, compared as sklearn's roc_curve does (k / n ≥ tpr)
+    need = int(np.argmax(np.arange(1, len(pos) + 1) / len(pos) >= tpr)) + 1
+    return float(np.mean(neg >= ranked[need - 1]))
+
+
+def equal_error_rate(scores, positive) -> float:
+    """Where the miss rate (positives below the threshold) equals the false-alarm rate (negatives at
+    or above it), over every threshold between observed scores; at the crossing of the two step
+    curves, their mean (the ASVspoof convention)."""
+    pos, neg = _two_classes(scores, positive, "EER")
+    thresholds = np.concatenate([np.unique(np.concatenate([pos, neg])), [np.inf]])
+    miss = np.searchsorted(np.sort(pos), thresholds, side="left") / len(pos)
+    false_alarm = 1.0 - np.searchsorted(np.sort(neg), thresholds, side="left") / len(neg)
+    i = int(np.argmin(np.abs(miss - false_alarm)))
+    return float((miss[i] + false_alarm[i]) / 2)
+
+
+# ------------------------------------------------------------------ per condition
+
+# the demo corpus's test conditions (data_prep/demo_corpus.py: `noise:<kind>:<snr>` and
+# `codec:<name>`, joined by "+"), grouped as the issue reports them; other names stay as given
+NOISE_GROUPS = {"effects": "noise", "music": "music", "babble": "babble"}
+GROUP_ORDER = ("clean", "noise", "music", "babble", "codec")
+
+
+def condition_groups(condition: str) -> list[str]:
+    """The groups an utterance's condition belongs to: one per '+'-joined part (noise and codec
+    together count in both)."""
+    groups = []
+    for part in condition.split("+"):
+        head, _, rest = part.partition(":")
+        if head == "noise" and rest:
+            group = NOISE_GROUPS.get(rest.split(":")[0], "noise")
+        elif head == "codec" and rest:
+            group = "codec"
+        else:
+            group = part
+        if group not in groups:
+            groups.append(group)
+    return groups
+
+
+def per_condition(y_true, y_pred, conditions, closed_pred=None) -> list[dict]:
+    """Open-set F1, known-class accuracy (known utterances given exactly their class, the unknown
+    rule included), unknown recall and, with `closed_pred` (the class decision before the unknown
+    rule), closed-set accuracy: over all utterances, then per condition group."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    groups = [condition_groups(str(c)) for c in conditions]
+    order = {g: i for i, g in enumerate(GROUP_ORDER)}
+    names = sorted({g for gs in groups for g in gs}, key=lambda g: (order.get(g, len(order)), g))
+    rows = []
+    for name in ["all", *names]:
+        sel = np.array([name == "all" or name in gs for gs in groups])
+        t, p = y_true[sel], y_pred[sel]
+        known = t != UNKNOWN
+        row = {"condition": name, "n": int(sel.sum()), "known": int(known.sum()), "unknown": int((~known).sum()),
+               "open_set_f1": open_set_scores(t, p)["f1"] if known.any() else None,
+               "known_accuracy": float(np.mean(p[known] == t[known])) if known.any() else None,
+               "unknown_recall": float(np.mean(p[~known] == UNKNOWN)) if (~known).any() else None}
+        if closed_pred is not None:
+            c = np.asarray(closed_pred)[sel]
+            row["closed_set_accuracy"] = float(np.mean(c[known] == t[known])) if known.any() else None
+        rows.append(row)
+    return rows

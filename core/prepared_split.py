@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 
 from core.errors import fail
 from core.stage_files import load_npy
+from core.stamps import STAMP_NAME, stage_is_current
 from core.tables import read_table, write_table
 
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "orig_sr", "duration_s", "num_samples", "status")
@@ -73,3 +75,77 @@ class PreparedSplit:
 
     def num_samples(self, i: int) -> int:
         return int(self.offsets[i + 1] - self.offsets[i])
+
+
+CODEC_FOLDER = "codec_variants"
+CODEC_VARIANT_COLUMNS = ("utt_id", "variant", "codec", "kbps")
+CODEC_CACHE_VERSION = 1
+
+
+def codec_cache_options(split_dir: Path, k: int, codecs: tuple[str, ...], seed: int) -> dict:
+    """The stamp of a split's codec cache: its options and the split's own stamp digest, so that
+    re-prepared audio makes the cache stale."""
+    stamp = Path(split_dir) / STAMP_NAME
+    try:
+        split_stamp = json.loads(stamp.read_text()).get("digest") if stamp.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        split_stamp = None
+    return {"k": int(k), "codecs": list(codecs), "seed": int(seed), "split_stamp": split_stamp,
+            "version": CODEC_CACHE_VERSION}
+
+
+class CodecVariants:
+    """Read access to `<split>/codec_variants/` (memory-mapped); `audio(i, k)`, `codec_of(i, k)`.
+
+    K codec round trips of every utterance of the split (written by data_prep/codec_cache.py):
+      audio.f32     float32, utterance-major: variant k of utterance i starts at K·offsets[i] + k·len_i
+      variants.tsv  utt_id, variant, codec, kbps
+      .options.json K, codecs, seed and the split's own stamp digest (`codec_cache_options`)
+    """
+
+    def __init__(self, split: PreparedSplit):
+        folder = split.folder / CODEC_FOLDER
+        try:
+            stamp = json.loads((folder / STAMP_NAME).read_text())["options"]
+            self.k, self.codecs, self.seed = int(stamp["k"]), tuple(stamp["codecs"]), int(stamp["seed"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            fail(f"{folder / STAMP_NAME}: not a finished codec cache ({type(err).__name__}); re-run the {STAGE} stage")
+        self.offsets = split.offsets
+        table = read_table(folder / "variants.tsv", CODEC_VARIANT_COLUMNS,
+                           {"utt_id": str, "variant": "int64", "codec": str, "kbps": "float64"},
+                           what="codec variant table", stage=STAGE)
+        if len(table) != self.k * len(split) or table["utt_id"].tolist()[:: self.k] != split.ids:
+            fail(f"{folder / 'variants.tsv'}: does not list {self.k} variants of each utterance of {split.folder}; "
+                 f"re-run the {STAGE} stage")
+        self.names = table["codec"].tolist()
+        size = self.k * int(self.offsets[-1])
+        audio = folder / "audio.f32"
+        have = audio.stat().st_size if audio.is_file() else None
+        if have != 4 * size:
+            fail(f"{audio}: " + ("missing" if have is None else f"{have} bytes, expected {4 * size}")
+                 + f"; re-run the {STAGE} stage")
+        self._audio = np.memmap(folder / "audio.f32", dtype=np.float32, mode="r", shape=(size,)) \
+            if size else np.zeros(0, np.float32)
+
+    @staticmethod
+    def open_matching(split: PreparedSplit, k: int, codecs: tuple[str, ...]) -> CodecVariants | None:
+        """The split's cache when it is current (built from this very audio) and was made with
+        these K and codecs; None otherwise."""
+        folder = split.folder / CODEC_FOLDER
+        if not (folder / STAMP_NAME).is_file():
+            return None
+        try:
+            saved = json.loads((folder / STAMP_NAME).read_text())["options"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not stage_is_current(folder, codec_cache_options(split.folder, k, tuple(codecs), saved.get("seed", 0))):
+            return None
+        return CodecVariants(split)
+
+    def audio(self, i: int, k: int) -> np.ndarray:
+        n = int(self.offsets[i + 1] - self.offsets[i])
+        lo = self.k * int(self.offsets[i]) + k * n
+        return np.array(self._audio[lo:lo + n])
+
+    def codec_of(self, i: int, k: int) -> str:
+        return self.names[self.k * i + k]

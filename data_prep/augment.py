@@ -1,10 +1,21 @@
-"""MUSAN-style additive augmentation and codec round trips.
+"""Training augmentation: MUSAN noise/music/babble, codec round trips, reverberation and channel effects.
 
 Seed 004 §3.1: training and dev data are mixed with MUSAN noise at an SNR drawn uniformly in
 15–30 dB. As in the Kaldi/WeSpeaker MUSAN recipes, each utterance gets at most one of noise, music
 or babble (3–7 speech files summed); the choice probabilities live in the system config.
-Noise and music go through `audiomentations.AddBackgroundNoise`; babble needs several files summed
-before scaling, which audiomentations does not do, so it uses `mix_at_snr` below.
+Noise and music go through `audiomentations.AddBackgroundNoise` (it reads only the excerpt it
+needs, through librosa's offset/duration); babble needs several files summed before scaling, which
+audiomentations does not do, so it reads excerpts itself (`read_excerpt`) and uses `mix_at_snr`.
+Nothing keeps a source file in memory: a worker's memory does not grow with the MUSAN folder.
+
+Order of the effects on one training sample (`MusanAugmenter.__call__`):
+  codec variant from the prepared cache (data_prep/codec_cache.py) instead of the clean audio
+  -> reverberation -> noise / music / babble -> band-pass, EQ, clipping (the transmission channel)
+  -> codec round trip on the fly (only when no cache is given)
+The ADD test conditions, like the demo's test set, code the *noisy* signal (noise, then codec). The
+cache codes the clean utterance once per variant, so its samples get noise after the codec; that
+is the price of ≤ 5 ms per sample instead of 20–90 ms per round trip. The on-the-fly path and the
+augmented dev copy (data_prep/dev_augment.py) keep the test's order.
 """
 from __future__ import annotations
 
@@ -19,7 +30,8 @@ import numpy as np
 
 from core.errors import fail
 
-from .audio_io import AudioReadError, ffmpeg_decode, read_audio, resample, write_wav
+from .audio_io import AudioReadError, ffmpeg_decode, resample, write_wav
+from .codecs import CODEC_SPECS, codec_round_trip
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga"}
 CONDITIONS = ("clean", "noise", "music", "babble")
@@ -29,7 +41,13 @@ DOMAINS = ("clean", "noise", "music", "babble", "codec")
 
 
 def domain_index(condition: str) -> int:
-    return DOMAINS.index("codec" if "codec" in condition else condition)
+    """The domain of a condition string such as "reverb+babble+codec": codec when coded, else
+    its MUSAN kind, else clean (reverberation and channel effects are not domains of their own)."""
+    parts = condition.split("+")
+    for domain in ("codec", "noise", "music", "babble"):
+        if domain in parts:
+            return DOMAINS.index(domain)
+    return DOMAINS.index("clean")
 
 
 def power(x: np.ndarray) -> float:
@@ -78,37 +96,140 @@ class AugmentConfig:
     p_babble: float = 0.2
     snr_db: tuple[float, float] = (15.0, 30.0)
     babble_speakers: tuple[int, int] = (3, 7)
+    # codec: with probability p_codec a sample is one of the `codec_variants` cached round trips of
+    # its utterance (each a random codec of `codecs` at a random bit rate of CODEC_SPECS)
     p_codec: float = 0.0
-    codecs: tuple[str, ...] = ("mp3", "aac", "opus", "gsm", "amr-nb")
+    codecs: tuple[str, ...] = CODECS
+    codec_variants: int = 3
+    # reverberation: a synthetic exponential-decay room response with RT60 uniform in rt60_s
+    p_reverb: float = 0.0
+    rt60_s: tuple[float, float] = (0.2, 0.8)
+    # channel (RawBoost-style): band-pass, 7-band parametric EQ (±6 dB), clipping of the top 0–10 % peaks
+    p_bandpass: float = 0.0
+    p_eq: float = 0.0
+    p_clipping: float = 0.0
 
     def __post_init__(self):
         total = self.p_noise + self.p_music + self.p_babble
         if not 0.0 <= total <= 1.0:
             fail(f"augment: p_noise + p_music + p_babble = {total:g}, must lie in [0, 1]")
+        for name in ("p_codec", "p_reverb", "p_bandpass", "p_eq", "p_clipping"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                fail(f"augment: {name} = {getattr(self, name)}, must lie in [0, 1]")
+        self.codecs = tuple(str(c) for c in self.codecs)
         unknown = set(self.codecs) - set(CODECS)
-        if unknown:
+        if unknown or not self.codecs:
             fail(f"augment: unknown codec(s) {sorted(unknown)}; valid: {list(CODECS)}")
+        if int(self.codec_variants) < 1:
+            fail(f"augment: codec_variants = {self.codec_variants}, must be at least 1")
+        self.codec_variants = int(self.codec_variants)
         self.snr_db = tuple(float(v) for v in self.snr_db)
         self.babble_speakers = tuple(int(v) for v in self.babble_speakers)
+        self.rt60_s = tuple(float(v) for v in self.rt60_s)
+        if not 0.0 < self.rt60_s[0] <= self.rt60_s[1] <= 3.0:
+            fail(f"augment: rt60_s = {list(self.rt60_s)}, must be 0 < low <= high <= 3 seconds")
+
+
+def seed_globals(rng: np.random.Generator) -> None:
+    """audiomentations draws from Python's `random` and NumPy's global generator; seed both from
+    ours so that a seeded sample is reproducible."""
+    seed = int(rng.integers(2 ** 31))
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+class ExcerptReader:
+    """Length-n excerpts of audio files at the model rate, read with soundfile's start/frames so
+    that only the excerpt is decoded and resampled: memory stays O(n), whatever the file length.
+    Remembers each file's (frames, rate) only — a few bytes per file."""
+
+    def __init__(self, sample_rate: int):
+        self.sr = sample_rate
+        self._info: dict[Path, tuple[int, int]] = {}
+
+    def info(self, path: Path) -> tuple[int, int]:
+        if path not in self._info:
+            import soundfile as sf
+
+            try:
+                i = sf.info(str(path))
+            except Exception as err:  # a damaged bank file must name itself
+                fail(f"{path}: cannot read augmentation audio: {' '.join(str(err).split())}")
+            self._info[path] = (int(i.frames), int(i.samplerate))
+        return self._info[path]
+
+    def __call__(self, path: Path, n: int, rng: np.random.Generator) -> np.ndarray:
+        import soundfile as sf
+
+        frames, sr = self.info(path)
+        need = int(np.ceil(n * sr / self.sr)) + 1
+        start = int(rng.integers(0, frames - need + 1)) if frames > need else 0
+        x, _ = sf.read(str(path), start=start, frames=min(need, frames), dtype="float32", always_2d=True)
+        x = resample(x.mean(axis=1), sr, self.sr) if len(x) else np.zeros(1, np.float32)
+        return fit_length(x, n, rng)
+
+
+def synthetic_rirs(count: int, rt60_s: tuple[float, float], sr: int, seed: int = 0) -> list[np.ndarray]:
+    """`count` room impulse responses: a direct path, then Gaussian noise decaying by 60 dB over
+    RT60 (Polack's statistical model of late reverberation), RT60 spread evenly over `rt60_s`.
+    Deterministic, so every worker and run sees the same rooms."""
+    rng = np.random.default_rng(seed)
+    rirs = []
+    for rt60 in np.linspace(rt60_s[0], rt60_s[1], count):
+        n = max(2, int(rt60 * sr))
+        t = np.arange(n) / sr
+        h = rng.standard_normal(n) * np.exp(-3.0 * np.log(10.0) * t / rt60)  # amplitude -60 dB at rt60
+        h[0] = 0.0
+        onset = int(0.0025 * sr)  # the first reflections arrive a few ms after the direct sound
+        h[:onset] = 0.0
+        h *= 0.5 / np.sqrt(np.sum(h ** 2) + 1e-12)  # direct-to-reverberant energy ratio 6 dB
+        h[0] = 1.0
+        rirs.append(h.astype(np.float32))
+    return rirs
 
 
 class MusanAugmenter:
-    """Callable `(audio, rng) -> (augmented audio, condition)` for 16 kHz float32 mono input."""
+    """Callable `(audio, rng, coded=None) -> (augmented audio, condition)` for 16 kHz float32 mono.
 
-    def __init__(self, cfg: AugmentConfig, sample_rate: int = 16000):
-        from audiomentations import AddBackgroundNoise
+    `codec_cache` (data_prep.codec_cache.CodecVariants of the training split) makes codec
+    augmentation a read: `source(split, i, rng)` returns utterance i, or with probability p_codec
+    one of its cached codec variants, and its codec name for `__call__(..., coded=name)`. Without a
+    cache, `__call__` codes on the fly (20–90 ms per round trip; a warning says so).
+    """
 
+    N_RIRS = 16
+
+    def __init__(self, cfg: AugmentConfig, sample_rate: int = 16000, codec_cache=None, quiet: bool = False):
         self.cfg = cfg
         self.sr = sample_rate
         self.files = musan_folders(cfg.musan) if cfg.musan else None
-        self._speech_cache: dict[Path, np.ndarray] = {}
+        self.codec_cache = codec_cache
+        self.read_excerpt = ExcerptReader(sample_rate)
         if self.files:
+            from audiomentations import AddBackgroundNoise
+
             lo, hi = cfg.snr_db
             self.background = {
                 kind: AddBackgroundNoise(self.files[kind], min_snr_db=lo, max_snr_db=hi,
                                          noise_rms="relative", p=1.0)
                 for kind in ("noise", "music")
             }
+        self.rirs = synthetic_rirs(self.N_RIRS, cfg.rt60_s, sample_rate) if cfg.p_reverb > 0 else []
+        self.channel = []
+        if cfg.p_bandpass or cfg.p_eq or cfg.p_clipping:
+            from audiomentations import BandPassFilter, ClippingDistortion, SevenBandParametricEQ
+
+            # band edges of telephone to wide-band channels; a 6 dB EQ span and 0–10 % clipped
+            # samples are RawBoost's milder settings (Tak et al., ICASSP 2022, §3)
+            self.channel = [(cfg.p_bandpass, BandPassFilter(min_center_freq=800.0, max_center_freq=2000.0,
+                                                            min_bandwidth_fraction=1.0, max_bandwidth_fraction=1.9,
+                                                            p=1.0)),
+                            (cfg.p_eq, SevenBandParametricEQ(min_gain_db=-6.0, max_gain_db=6.0, p=1.0)),
+                            (cfg.p_clipping, ClippingDistortion(min_percentile_threshold=0,
+                                                                max_percentile_threshold=10, p=1.0))]
+        if cfg.p_codec > 0 and codec_cache is None and not quiet:
+            print(f"[augment] warning: p_codec {cfg.p_codec:g} without a codec cache: coding on the fly, 20–90 ms "
+                  "per coded sample; `python -m data_prep.prepare` with --codec_variants builds the cache")
 
     def choose_condition(self, rng: np.random.Generator) -> str:
         if not self.files:
@@ -121,11 +242,16 @@ class MusanAugmenter:
             u -= p
         return "clean"
 
-    def _speech(self, path: Path) -> np.ndarray:
-        if path not in self._speech_cache:
-            x, sr = read_audio(path)
-            self._speech_cache[path] = resample(x, sr, self.sr)
-        return self._speech_cache[path]
+    def source(self, split, i: int, rng: np.random.Generator) -> tuple[np.ndarray, str | None]:
+        """Utterance i of `split`, or (with probability p_codec, when a cache exists) one of its
+        codec variants; with the codec's name, "" for the clean audio, or None when there is no
+        cache (then `__call__` decides on the codec itself)."""
+        if self.codec_cache is None:
+            return split.audio(i), None
+        if self.cfg.p_codec > 0 and rng.random() < self.cfg.p_codec:
+            k = int(rng.integers(self.codec_cache.k))
+            return self.codec_cache.audio(i, k), self.codec_cache.codec_of(i, k)
+        return split.audio(i), ""
 
     def babble(self, n: int, rng: np.random.Generator) -> np.ndarray:
         lo, hi = self.cfg.babble_speakers
@@ -133,7 +259,7 @@ class MusanAugmenter:
         picks = rng.choice(len(self.files["speech"]), size=k, replace=len(self.files["speech"]) < k)
         mix = np.zeros(n, dtype=np.float64)
         for i in picks:
-            talker = fit_length(self._speech(self.files["speech"][i]), n, rng)
+            talker = self.read_excerpt(self.files["speech"][i], n, rng)
             p = power(talker)
             if p > 0:
                 mix += talker / np.sqrt(p)  # equal loudness per talker
@@ -145,19 +271,43 @@ class MusanAugmenter:
         if condition == "babble":
             snr = rng.uniform(*self.cfg.snr_db)
             return mix_at_snr(x, self.babble(len(x), rng), snr)
-        # audiomentations draws from Python's `random`; seed it from our generator so that a
-        # seeded run is reproducible.
-        random.seed(int(rng.integers(2 ** 31)))
+        seed_globals(rng)
         return self.background[condition](samples=x.astype(np.float32), sample_rate=self.sr)
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def reverberate(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from scipy.signal import oaconvolve
+
+        h = self.rirs[int(rng.integers(len(self.rirs)))]
+        y = oaconvolve(x, h)[: len(x)]
+        p_in, p_out = power(x), power(y)
+        # keep the level the preparation stage normalised to
+        return (y * np.sqrt(p_in / p_out) if p_out > 0 else y).astype(np.float32)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator, coded: str | None = None) -> tuple[np.ndarray, str]:
+        """`coded`: the codec `source` applied ("" for none); None when the caller did not use
+        `source`, in which case the codec (if drawn) is applied here, on the fly, after the noise."""
+        tags = ["codec"] if coded else []
+        y = x
+        if self.rirs and rng.random() < self.cfg.p_reverb:
+            y = self.reverberate(y, rng)
+            tags.append("reverb")
         condition = self.choose_condition(rng)
-        y = self.add(x, condition, rng)
-        if self.cfg.p_codec > 0 and rng.random() < self.cfg.p_codec:
+        y = self.add(y, condition, rng)
+        if condition != "clean":
+            tags.append(condition)
+        if self.channel:
+            for p, transform in self.channel:
+                if rng.random() < p:
+                    seed_globals(rng)
+                    y = transform(samples=np.asarray(y, dtype=np.float32), sample_rate=self.sr)
+                    if "channel" not in tags:
+                        tags.append("channel")
+        if coded is None and self.cfg.p_codec > 0 and rng.random() < self.cfg.p_codec:
             codec = str(rng.choice(self.cfg.codecs))
-            y = codec_roundtrip(y, self.sr, codec, rng)
-            condition = f"{condition}+codec" if condition != "clean" else "codec"
-        return y, condition
+            rates = CODEC_SPECS[codec][3]
+            y = codec_round_trip(y, self.sr, codec, float(rates[int(rng.integers(len(rates)))]))
+            tags.append("codec")
+        return np.asarray(y, dtype=np.float32), "+".join(tags) if tags else "clean"
 
 
 def codec_roundtrip(x: np.ndarray, sr: int, codec: str, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,7 @@ Train/dev are clean; about half the test set is mixed with an evaluation-only no
 and about a third goes through a codec round trip. A MUSAN-layout bank for training augmentation
 is built from different sources.
 
-    python -m data_prep.demo_corpus --out data/demo [--scale 1.0] [--seed 0] [--nj 2]
+    python -m data_prep.demo_corpus --out data/demo [--scale 1.0] [--test_scale 4.2] [--seed 0] [--nj 2]
 
 The same seed gives byte-identical files: every task draws from its own seeded generator, and the
 Piper tasks run in one process, in a fixed order, with onnxruntime's seed set before loading.
@@ -102,7 +102,8 @@ def split_counts(total: int) -> dict[str, int]:
     return {"train": n_train, "dev": n_dev, "test": total - n_train - n_dev}
 
 
-def plan_tasks(scale: float, seed: int) -> tuple[list[Task], list[str]]:
+def plan_tasks(scale: float, seed: int, test_scale: float | None = None) -> tuple[list[Task], list[str]]:
+    test_scale = scale if test_scale is None else test_scale
     rng = np.random.default_rng(seed)
     # One generator for the whole plan, in a fixed order of draws: the text permutation comes
     # first, so disjoint_text_pools must stay the first call that draws from it.
@@ -127,9 +128,9 @@ def plan_tasks(scale: float, seed: int) -> tuple[list[Task], list[str]]:
     variants = espeak_variants()
     tasks: list[Task] = []
 
-    def add(split, label, generator, **kw):
+    def add(split, label, generator, draw, **kw):
         tasks.append(Task(index=len(tasks), split=split, label=label, generator=generator,
-                          seed=int(rng.integers(2 ** 31)), **kw))
+                          seed=int(draw.integers(2 ** 31)), **kw))
 
     text_cursor = {s: 0 for s in SPLITS}
 
@@ -147,57 +148,98 @@ def plan_tasks(scale: float, seed: int) -> tuple[list[Task], list[str]]:
         source_cursor[pool] += 1
         return f
 
+    def add_known(split, label, gen, draw, source_of):
+        if gen in ("real", "world"):
+            params = {"f0_scale": float(draw.uniform(0.92, 1.08))} if gen == "world" else {}
+            add(split, label, gen, draw, source=source_of(gen), params=params)
+            return
+        text, text_id = next_text(split)
+        if gen == "espeak":
+            voice = f"{draw.choice(ESPEAK_ACCENTS)}+{draw.choice(variants)}"
+            params = {"speed": int(draw.integers(140, 186)), "pitch": int(draw.integers(30, 71))}
+        elif gen == "flite":
+            voice, params = str(draw.choice(FLITE_VOICES)), {"stretch": float(draw.uniform(0.9, 1.15))}
+        elif gen == "festival_diphone":
+            voice, params = str(draw.choice(FESTIVAL_DIPHONES)), {}
+        elif gen == "festival_hts":
+            voice, params = "cmu_us_slt_arctic_hts", {}
+        else:  # piper
+            voice = "en_US-joe-medium"
+            params = {"length_scale": float(draw.uniform(0.85, 1.2)),
+                      "noise_scale": float(draw.uniform(0.4, 0.9)), "noise_w": float(draw.uniform(0.5, 1.0))}
+        add(split, label, gen, draw, voice=voice, text=text, text_id=text_id, params=params)
+
     for label, gen in KNOWN_GENERATORS.items():
         for split, count in split_counts(n_known).items():
             for _ in range(count):
-                if gen in ("real", "world"):
-                    params = {"f0_scale": float(rng.uniform(0.92, 1.08))} if gen == "world" else {}
-                    add(split, label, gen, source=next_source(gen), params=params)
-                    continue
-                text, text_id = next_text(split)
-                if gen == "espeak":
-                    voice = f"{rng.choice(ESPEAK_ACCENTS)}+{rng.choice(variants)}"
-                    params = {"speed": int(rng.integers(140, 186)), "pitch": int(rng.integers(30, 71))}
-                elif gen == "flite":
-                    voice, params = str(rng.choice(FLITE_VOICES)), {"stretch": float(rng.uniform(0.9, 1.15))}
-                elif gen == "festival_diphone":
-                    voice, params = str(rng.choice(FESTIVAL_DIPHONES)), {}
-                elif gen == "festival_hts":
-                    voice, params = "cmu_us_slt_arctic_hts", {}
-                else:  # piper
-                    voice = "en_US-joe-medium"
-                    params = {"length_scale": float(rng.uniform(0.85, 1.2)),
-                              "noise_scale": float(rng.uniform(0.4, 0.9)), "noise_w": float(rng.uniform(0.5, 1.0))}
-                add(split, label, gen, voice=voice, text=text, text_id=text_id, params=params)
+                add_known(split, label, gen, rng, next_source)
     for gen in UNKNOWN_GENERATORS:
         for _ in range(n_unknown):
-            add("test", 7, gen, source=next_source("unknown"))
+            add("test", 7, gen, rng, source=next_source("unknown"))
 
+    for t in tasks:
+        draw_rate_and_condition(t, rng)
+    assign_ids(tasks, rng)
+
+    if test_scale > scale:
+        # A larger test set on the same train/dev: the extra test tasks draw from their own generator,
+        # after everything above, so train, dev and the regular test files stay byte-identical.
+        # Real and WORLD sources of the extra tasks cycle through those of the regular test tasks
+        # (never a training recording); texts continue through the test sentences.
+        extra_rng = np.random.default_rng([seed, 11])
+        test_sources = {g: [t.source for t in tasks if t.split == "test" and t.generator == g] for g in ("real", "world")}
+        cursor = {g: 0 for g in test_sources}
+
+        def test_source(gen):
+            if gen == "unknown":
+                return next_source(gen)
+            cursor[gen] += 1
+            return test_sources[gen][(cursor[gen] - 1) % len(test_sources[gen])]
+
+        first_extra = len(tasks)
+        n_known_test = max(5, int(round(PER_KNOWN_CLASS * test_scale)))
+        extra = split_counts(n_known_test)["test"] - split_counts(n_known)["test"]
+        for label, gen in KNOWN_GENERATORS.items():
+            for _ in range(extra):
+                add_known("test", label, gen, extra_rng, test_source)
+        for gen in UNKNOWN_GENERATORS:
+            for _ in range(max(2, int(round(PER_UNKNOWN_GENERATOR * test_scale))) - n_unknown):
+                add("test", 7, gen, extra_rng, source=test_source("unknown"))
+        for t in tasks[first_extra:]:
+            draw_rate_and_condition(t, extra_rng)
+        last = max(int(t.utt_id[len(ID_PREFIX["test"]):]) for t in tasks[:first_extra] if t.split == "test")
+        assign_ids(tasks[first_extra:], extra_rng, first_number=last + 1)
+    return tasks, pools["babble"]
+
+
+def draw_rate_and_condition(t: Task, rng: np.random.Generator) -> None:
     # Output rate: the real data mixes 16/24/44.1 kHz; classes 0 and 5 keep another rate at random
     # so the loader's resampling is exercised.
-    for t in tasks:
-        if t.label in (0, 5) and rng.random() < 0.35:
-            t.out_sr = int(rng.choice([24000, 44100]))
-        if t.split == "test":
-            noisy, coded = rng.random() < 0.5, rng.random() < 1 / 3
-            parts = []
-            if noisy:
-                parts.append(f"noise:{rng.choice(['music', 'effects', 'babble'])}:{rng.uniform(5, 20):.1f}")
-            if coded:
-                parts.append(f"codec:{rng.choice(['mp3', 'aac', 'opus', 'gsm', 'g722', 'amr-nb'])}")
-            t.condition = "+".join(parts) if parts else "clean"
+    if t.label in (0, 5) and rng.random() < 0.35:
+        t.out_sr = int(rng.choice([24000, 44100]))
+    if t.split == "test":
+        noisy, coded = rng.random() < 0.5, rng.random() < 1 / 3
+        parts = []
+        if noisy:
+            parts.append(f"noise:{rng.choice(['music', 'effects', 'babble'])}:{rng.uniform(5, 20):.1f}")
+        if coded:
+            parts.append(f"codec:{rng.choice(['mp3', 'aac', 'opus', 'gsm', 'g722', 'amr-nb'])}")
+        t.condition = "+".join(parts) if parts else "clean"
 
-    # Ids shuffled across classes; test ids have gaps, as in the real test set.
+
+def assign_ids(tasks: list[Task], rng: np.random.Generator, first_number: int = 0) -> None:
+    """Ids shuffled across classes; test ids have gaps, as in the real test set."""
     for split in SPLITS:
         members = [t for t in tasks if t.split == split]
+        if not members:
+            continue
         perm = rng.permutation(len(members))
         if split == "test":
             numbers = np.sort(rng.choice(int(len(members) * 1.25) + 1, size=len(members), replace=False))
         else:
             numbers = np.arange(len(members))
         for t, slot in zip(members, perm):
-            t.utt_id = f"{ID_PREFIX[split]}{int(numbers[slot]):08d}"
-    return tasks, pools["babble"]
+            t.utt_id = f"{ID_PREFIX[split]}{first_number + int(numbers[slot]):08d}"
 
 
 # --------------------------------------------------------------------------- rendering
@@ -244,13 +286,21 @@ def _render_job(job) -> int:
     return len(tasks)
 
 
-def build(out: Path, scale: float, seed: int, nj: int) -> dict:
+def corpus_options(scale: float, seed: int, test_scale: float | None) -> dict:
+    """The stamp's options; a test set scaled like the rest keeps the stamp of earlier versions."""
+    options = {"scale": scale, "seed": seed, "version": 1}
+    if test_scale is not None and test_scale != scale:
+        options["test_scale"] = test_scale
+    return options
+
+
+def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None = None) -> dict:
     missing = have_tools(*TOOLS)
     if missing:
         fail(f"missing programs {missing}; install: apt-get install -y {' '.join(DEBIAN_PACKAGES)}")
     timings = {}
     t0 = time.time()
-    tasks, babble_sources = plan_tasks(scale, seed)
+    tasks, babble_sources = plan_tasks(scale, seed, test_scale)
     with atomic_dir(out) as stage, tempfile.TemporaryDirectory(prefix="demo_work_") as work:
         work = Path(work)
         for split in SPLITS:
@@ -283,8 +333,7 @@ def build(out: Path, scale: float, seed: int, nj: int) -> dict:
         rows = [f"{t.utt_id}\t{t.split}\t{t.label}\t{t.generator}\t{t.voice}\t{t.text_id}\t{t.condition}\t"
                 f"{t.out_sr}\t{t.source}\n" for s in SPLITS for t in by_split[s]]
         (stage / "meta.tsv").write_text(header + "".join(rows))
-        options = {"scale": scale, "seed": seed, "version": 1}
-        write_stamp(stage, options)
+        write_stamp(stage, corpus_options(scale, seed, test_scale))
     timings["total_s"] = round(time.time() - t0, 1)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"utterances": {s: len(by_split[s]) for s in SPLITS}, "musan_demo": musan_counts,
@@ -296,19 +345,24 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/demo", help="corpus folder (replaced only when complete)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every class count")
+    ap.add_argument("--test_scale", type=float, default=None,
+                    help="size multiplier for the test split alone (>= --scale; default: --scale): a larger "
+                         "test set for ranking methods, with train and dev unchanged")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nj", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     ap.add_argument("--force", action="store_true", help="rebuild even if the corpus is current")
     args = ap.parse_args()
     if args.scale <= 0:
         fail(f"--scale must be positive, got {args.scale}")
+    if args.test_scale is not None and args.test_scale < args.scale:
+        fail(f"--test_scale {args.test_scale} is below --scale {args.scale}; it can only add test utterances")
     out = Path(args.out)
-    if not args.force and stage_is_current(out, {"scale": args.scale, "seed": args.seed, "version": 1}):
+    if not args.force and stage_is_current(out, corpus_options(args.scale, args.seed, args.test_scale)):
         print(f"demo corpus {out} is current (scale {args.scale}, seed {args.seed}); nothing to do")
         return
     if out.exists() and not (out / ".options.json").exists():
         fail(f"{out} exists and is not a demo corpus built by this kit; refusing to overwrite it")
-    info = build(out, args.scale, args.seed, args.nj)
+    info = build(out, args.scale, args.seed, args.nj, args.test_scale)
     print(f"demo corpus written to {out}: {info['utterances']} utterances, musan_demo {info['musan_demo']}, "
           f"{info['bytes'] / 1e6:.1f} MB; banks {info['banks_s']} s, rendering {info['render_s']} s, "
           f"total {info['total_s']} s")

@@ -7,6 +7,11 @@ For every split it writes `<out>/<split>/` (format and reader: core/prepared_spl
   manifest.tsv, audio.f32, offsets.npy
   report.txt     unreadable, missing and unlabelled files
   .options.json  the resolved options; the split is skipped when they and the inputs are unchanged
+  train/codec_variants/  K codec round trips of every training utterance (--codec_variants K,
+                 default 3; 0: none), read by training's codec augmentation (data_prep/codec_cache.py)
+With --augment_dev MUSAN the clean dev goes to `<out>/dev_clean/` and `<out>/dev/` is its copy
+mixed with that bank and coded, as test audio is (data_prep/dev_augment.py): model selection and
+the unknown threshold are then chosen on a dev that looks like test.
 
 Train/dev: an unreadable file is left out of the manifest and listed in the report and on the
 console; a label line without a file is an error listed the same way. Test: every file in the
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,9 @@ from core.prepared_split import write_manifest
 from core.stamps import file_signature, stage_is_current, write_stamp
 
 from .audio_io import AudioReadError, LoadOptions, load_for_model
+from .augment import CODECS, AugmentConfig, musan_folders
+from .codec_cache import build_codec_cache
+from .dev_augment import augment_split
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": ("train",), "dev": ("dev", "develop", "development"), "test": ("test", "eval")}
@@ -137,8 +146,9 @@ def _stored_duration(path: Path) -> float:
         return 0.0
 
 
-def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> dict:
-    """Decode one split into `out/<split>`; returns counts. Skips when inputs and options are unchanged."""
+def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folder: str | None = None) -> dict:
+    """Decode one split into `out/<folder or split>`; returns counts. Skips when inputs and options
+    are unchanged."""
     wavs = sorted(p for p in src.wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
     if not wavs:
         fail(f"{src.wav_dir}: no .wav files for split {src.name}")
@@ -150,7 +160,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int) -> di
                "newest_mtime_ns": max(p.stat().st_mtime_ns for p in wavs),
                "label_file": file_signature(src.label_file) if src.label_file else None,
                "load": dataclasses.asdict(opts), "version": 1}
-    target = out / src.name
+    target = out / (folder or src.name)
     if stage_is_current(target, options):
         return {"split": src.name, "skipped": True}
 
@@ -220,7 +230,21 @@ def main() -> None:
     ap.add_argument("--target_dbfs", type=float, default=-26.0)
     ap.add_argument("--no_trim", action="store_true", help="keep leading/trailing silence")
     ap.add_argument("--trim_top_db", type=float, default=60.0)
+    ap.add_argument("--codec_variants", type=int, default=3, metavar="K",
+                    help="codec round trips cached per training utterance (0: none); K x 64 kB per second of audio")
+    ap.add_argument("--codecs", default=",".join(CODECS), help="codecs the variants draw from (comma-separated)")
+    ap.add_argument("--augment_dev", metavar="MUSAN",
+                    help="training noise bank (never the evaluation bank): write dev as an augmented copy, "
+                         "the clean dev as dev_clean")
+    ap.add_argument("--dev_snr_db", type=float, nargs=2, default=(5.0, 20.0), metavar=("LO", "HI"))
+    ap.add_argument("--dev_p_noisy", type=float, default=0.5, help="share of dev mixed with noise/music/babble")
+    ap.add_argument("--dev_p_codec", type=float, default=1 / 3, help="share of dev sent through a codec")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the codec variants and the augmented dev")
     args = ap.parse_args()
+    codecs = tuple(c.strip() for c in args.codecs.split(",") if c.strip())
+    if args.codec_variants < 0:
+        fail(f"--codec_variants {args.codec_variants}: must be 0 or more")
+    AugmentConfig(codecs=codecs)  # one-line error for an unknown codec before any work
     opts = LoadOptions(normalise=args.normalise, target_dbfs=args.target_dbfs, trim_silence=not args.no_trim,
                        trim_top_db=args.trim_top_db)
     if args.data_root:
@@ -231,14 +255,31 @@ def main() -> None:
             fail(f"--wav_dir {sources[0].wav_dir}: not a folder")
     else:
         fail("give --data_root, or --split with --wav_dir (and --label_file)")
+    if args.augment_dev:
+        musan_folders(args.augment_dev)  # a wrong bank fails before hours of decoding
+    out = Path(args.out)
     for src in sources:
         print(f"[prepare] {src.name}: wav {src.wav_dir}, labels {src.label_file or '-'}")
-        info = prepare_split(src, Path(args.out), opts, args.nj)
+        folder = "dev_clean" if src.name == "dev" and args.augment_dev else src.name
+        info = prepare_split(src, out, opts, args.nj, folder)
         if info["skipped"]:
-            print(f"[prepare] {src.name}: up to date, skipped")
+            print(f"[prepare] {folder}: up to date, skipped")
         else:
-            print(f"[prepare] {src.name}: {info['prepared']} utterances, {info['problems']} problem(s); "
-                  f"report {Path(args.out) / src.name / 'report.txt'}")
+            print(f"[prepare] {folder}: {info['prepared']} utterances, {info['problems']} problem(s); "
+                  f"report {out / folder / 'report.txt'}")
+        if src.name == "train" and args.codec_variants:
+            t0 = time.time()
+            info = build_codec_cache(out / "train", args.codec_variants, codecs, args.seed, args.nj)
+            print(f"[prepare] train: {args.codec_variants} codec variants "
+                  + ("up to date, skipped" if info["skipped"] else
+                     f"of {info['seconds_audio'] / 3600:.2f} h of audio in {time.time() - t0:.0f} s")
+                  + f" ({out / 'train' / 'codec_variants'})")
+        if folder == "dev_clean":
+            t0 = time.time()
+            info = augment_split(out / "dev_clean", out / "dev", args.augment_dev, args.dev_snr_db,
+                                 args.dev_p_noisy, args.dev_p_codec, args.seed, args.nj)
+            print("[prepare] dev: augmented copy of dev_clean " + ("up to date, skipped" if info["skipped"] else
+                  f"written in {time.time() - t0:.0f} s, conditions {info['conditions']}"))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """The evaluate stage: a results report over every single system and every fusion method.
 
     python -m eval.report --exp exp --test_manifest exp/data/test [--key keys/test_label.txt]
+                          [--conditions meta.tsv]
 
 Reads `EXP/fusion/` (summary.json and each method's predictions and scores). Dev metrics need no
 key; test metrics are computed on exactly what would be submitted (unreadable test files as 7)
-against the key when one is given. Writes `EXP/report/README.md`, `results.json` and figures:
+against the key when one is given, with each scored method's unknown-vs-known AUROC and FPR95
+(known-ness = the max known-class score τ is compared with) and real-vs-fake EER (fake-ness =
+1 − the real class's share) over the readable test utterances. With conditions (`--conditions`,
+or the demo corpus's meta.tsv found beside its keys/ folder) the submitted method gets a
+per-condition table. Writes `EXP/report/README.md`, `results.json` and figures:
   max_scores.png   histograms of the max known-class score, known vs unknown (seed 004 Fig. 1)
   f1_vs_tau.png    open-set F1 against τ per method, the chosen τ marked (seed 000 Fig. 3)
   tsne.png         t-SNE of the fused embeddings coloured by class (seed 004 Fig. 3)
@@ -20,10 +25,20 @@ import numpy as np
 from core.atomic import atomic_path, ensure_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli, yaml_error_text
 from core.label_files import read_label_file
-from core.labels import ALL_LABELS, LABEL_NAMES, UNKNOWN
-from core.metrics import full_report, open_set_scores, require_known_class
+from core.labels import ALL_LABELS, LABEL_NAMES, REAL, UNKNOWN
+from core.metrics import (
+    auroc,
+    equal_error_rate,
+    fpr_at_tpr,
+    full_report,
+    open_set_scores,
+    per_condition,
+    require_known_class,
+)
 from core.stage_files import load_npy, read_ids, read_json
+from core.utt_tables import read_conditions
 from fusion.calibrate import decide_labels, known_max, tau_grid
+from fusion.logit_fusion import softmax
 from submit.write import build_lines
 
 
@@ -33,6 +48,9 @@ def method_dir(fusion: Path, name: str) -> Path:
 
 STAGE = "fusion"  # writes everything the report reads: the stage to re-run when a file is damaged
 METHOD_KEYS = {"description": str, "rule": str, "tau": (int, float, type(None)), "unknown_column": bool}
+# what a method's score columns are (fusion/scorers.py); experiments fused before it was recorded
+# hold only probability-like shares
+SCORE_KINDS = ("probability", "shifted_logits")
 
 
 def read_pairs(path: Path) -> dict[str, int]:
@@ -57,6 +75,9 @@ def read_summary(fusion: Path) -> dict:
         for key, kind in METHOD_KEYS.items():
             if not isinstance(info.get(key, ...), kind):
                 fail(f"{path}: method {name!r} has no valid {key!r}; re-run the {STAGE} stage")
+        if info.get("score_kind", "probability") not in SCORE_KINDS:
+            fail(f"{path}: method {name!r} has score_kind {info['score_kind']!r}, not one of {SCORE_KINDS}; "
+                 f"re-run the {STAGE} stage")
     if summary["submit_method"] not in summary["methods"]:
         fail(f"{path}: submit_method {summary['submit_method']!r} is not among its methods; re-run the {STAGE} stage")
     return summary
@@ -72,10 +93,40 @@ def same_ids(pred: dict[str, int], pred_path: Path, key: dict[str, int], key_pat
         fail(f"{pred_path}: {len(extra)} id(s) not in {key_path}, e.g. {extra[0]}; re-run the {STAGE} stage")
 
 
+def submitted_labels(folder: Path, test_manifest: Path, key: dict[str, int]) -> dict[str, int]:
+    """A method's test labels exactly as submitted: unreadable test files count as 7."""
+    lines, _ = build_lines(folder / "test_pred.txt", test_manifest)
+    sub = {ln.split()[0][:-4]: int(ln.split()[1]) for ln in lines}
+    missing = sorted(set(key) - set(sub))
+    if missing or set(sub) - set(key):
+        fail(f"answer key and test folder disagree (e.g. {(missing or sorted(set(sub) - set(key)))[0]})")
+    return sub
+
+
+def fake_scores(scores: np.ndarray, score_kind: str) -> np.ndarray:
+    """1 − the real class's share: the columns themselves for probability-like scores, their
+    softmax for shifted logits (= the member's softmax, since the shift is per row)."""
+    shares = softmax(scores) if score_kind == "shifted_logits" else scores
+    return 1.0 - shares[:, REAL]
+
+
+def score_metrics(info: dict, scores: np.ndarray, truth: np.ndarray) -> dict:
+    """Unknown-vs-known AUROC and FPR95, real-vs-fake EER; None where the key lacks one side."""
+    known = known_max(scores, info["unknown_column"])
+    is_known, is_fake = truth != UNKNOWN, truth != REAL
+    both_known = is_known.any() and not is_known.all()
+    both_fake = is_fake.any() and not is_fake.all()
+    return {"test_auroc": auroc(known, is_known) if both_known else None,
+            "test_fpr95": fpr_at_tpr(known, is_known, 0.95) if both_known else None,
+            "test_eer": equal_error_rate(fake_scores(scores, info.get("score_kind", "probability")), is_fake)
+            if both_fake else None}
+
+
 def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | None,
                      summary: dict | None = None) -> list[dict]:
     summary = summary or read_summary(fusion)
     dev_key = read_dev_key(fusion)
+    truth = test_truth(fusion, key)[1] if key is not None else None
     rows = []
     for name, info in summary["methods"].items():
         folder = method_dir(fusion, name)
@@ -89,20 +140,48 @@ def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | No
                "submitted": name == summary["submit_method"]}
         if key is not None:
             # scored exactly as submitted: unreadable test files count as 7, as in the submission
-            lines, _ = build_lines(folder / "test_pred.txt", test_manifest)
-            sub = {ln.split()[0][:-4]: int(ln.split()[1]) for ln in lines}
-            missing = sorted(set(key) - set(sub))
-            if missing or set(sub) - set(key):
-                fail(f"answer key and test folder disagree (e.g. {(missing or sorted(set(sub) - set(key)))[0]})")
+            sub = submitted_labels(folder, test_manifest, key)
             tids = sorted(key)
             rep = full_report([key[u] for u in tids], [sub[u] for u in tids])
             o = rep["open_set"]
             row.update(test_precision=o["precision"], test_recall=o["recall"], test_f1=o["f1"],
                        test_unknown_recall=o["unknown_recall"], test_sklearn_f1=rep["sklearn_macro_f1"],
-                       test_confusion=rep["confusion"])
+                       test_confusion=rep["confusion"], test_auroc=None, test_fpr95=None, test_eer=None)
+            if (folder / "test_scores.npy").is_file():  # label fusion has labels, no scores
+                row.update(score_metrics(info, method_scores(folder, "test", len(truth)), truth))
         row["dev_confusion"] = dev["confusion"]
         rows.append(row)
     return rows
+
+
+def condition_table(fusion: Path, test_manifest: Path, key: dict[str, int], conditions_path: Path,
+                    summary: dict) -> list[dict]:
+    """The submitted method per condition: its submitted labels, and, when it has scores, the class
+    decision before the unknown rule (closed-set accuracy; unreadable files count as wrong)."""
+    conditions = read_conditions(conditions_path)
+    missing = sorted(set(key) - set(conditions))
+    if missing:
+        fail(f"{conditions_path}: no condition for test id {missing[0]} of the answer key ({len(missing)} missing)")
+    name = summary["submit_method"]
+    folder = method_dir(fusion, name)
+    sub = submitted_labels(folder, test_manifest, key)
+    tids = sorted(key)
+    closed = None
+    if (folder / "test_scores.npy").is_file():
+        ids, truth = test_truth(fusion, key)
+        scores = method_scores(folder, "test", len(truth))
+        argmax = (scores[:, :-1] if summary["methods"][name]["unknown_column"] else scores).argmax(axis=1)
+        by_id = dict(zip(ids, argmax.tolist()))
+        closed = [by_id.get(u, -1) for u in tids]
+    return per_condition([key[u] for u in tids], [sub[u] for u in tids], [conditions[u] for u in tids], closed)
+
+
+def demo_conditions(key_path: str | None) -> Path | None:
+    """The demo corpus keeps meta.tsv (with a condition column) beside its keys/ folder."""
+    if key_path is None:
+        return None
+    meta = Path(key_path).resolve().parent.parent / "meta.tsv"
+    return meta if Path(key_path).resolve().parent.name == "keys" and meta.is_file() else None
 
 
 def fmt(v, digits=4) -> str:
@@ -115,15 +194,29 @@ def fmt(v, digits=4) -> str:
 
 def results_table(rows: list[dict]) -> str:
     test = any("test_f1" in r for r in rows)
-    head = "| method | τ | dev P | dev R | dev F1 |" + (" test P | test R | test F1 | unknown recall | test sklearn F1 |" if test else "")
+    head = "| method | τ | dev P | dev R | dev F1 |" + (
+        " test P | test R | test F1 | unknown recall | test sklearn F1 | AUROC | FPR95 | EER |" if test else "")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         name = f"**{r['method']}** (submitted)" if r["submitted"] else r["method"]
         line = f"| {name} | {fmt(r['tau'])} | {fmt(r['dev_precision'])} | {fmt(r['dev_recall'])} | {fmt(r['dev_f1'])} |"
         if test:
             line += (f" {fmt(r['test_precision'])} | {fmt(r['test_recall'])} | {fmt(r['test_f1'])} |"
-                     f" {fmt(r['test_unknown_recall'])} | {fmt(r['test_sklearn_f1'])} |")
+                     f" {fmt(r['test_unknown_recall'])} | {fmt(r['test_sklearn_f1'])} |"
+                     f" {fmt(r['test_auroc'])} | {fmt(r['test_fpr95'])} | {fmt(r['test_eer'])} |")
         lines.append(line)
+    return "\n".join(lines)
+
+
+def conditions_markdown(rows: list[dict]) -> str:
+    closed = "closed_set_accuracy" in rows[0]
+    head = "| condition | n | known | unknown | open-set F1 | known-class accuracy | unknown recall |" + (
+        " closed-set accuracy |" if closed else "")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        line = (f"| {r['condition']} | {r['n']} | {r['known']} | {r['unknown']} | {fmt(r['open_set_f1'])} |"
+                f" {fmt(r['known_accuracy'])} | {fmt(r['unknown_recall'])} |")
+        lines.append(line + (f" {fmt(r['closed_set_accuracy'])} |" if closed else ""))
     return "\n".join(lines)
 
 
@@ -198,19 +291,30 @@ def method_grid(fusion: Path, summary: dict, key, out_file: Path, draw) -> None:
     save_figure(fig, out_file)
 
 
+def score_span(values: np.ndarray) -> tuple[float, float]:
+    """A histogram range around unbounded scores, wide enough for 30 bins even when all are equal."""
+    lo, hi = float(values.min()), float(values.max())
+    # at least 1e-4 relative: 30 bins must stay wider than float32's resolution
+    pad = max(0.02 * (hi - lo), 1e-4 * max(1.0, abs(lo), abs(hi)))
+    return lo - pad, hi + pad
+
+
 def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
     def draw(ax, info, folder, truth):
         unknown_col = info["unknown_column"]
+        probability = info.get("score_kind", "probability") == "probability"
         # with a key, known and unknown test utterances side by side show how separable they are
         # (seed 004 Fig. 1); without one, dev (all known) shows where τ cuts
         if truth is not None:
-            m = known_max(method_scores(folder, "test", len(truth)), unknown_col)
-            ax.hist(m[truth != UNKNOWN], bins=30, range=(0, 1), alpha=0.6, label="known (test)")
-            ax.hist(m[truth == UNKNOWN], bins=30, range=(0, 1), alpha=0.6, label="unknown (test)")
+            m = known_max(method_scores(folder, "test", len(truth)), unknown_col).astype(np.float64)
+            span = (0, 1) if probability else score_span(m)
+            ax.hist(m[truth != UNKNOWN], bins=30, range=span, alpha=0.6, label="known (test)")
+            ax.hist(m[truth == UNKNOWN], bins=30, range=span, alpha=0.6, label="unknown (test)")
         else:
-            m = known_max(method_scores(folder, "dev"), unknown_col)
-            ax.hist(m, bins=30, range=(0, 1), alpha=0.6, label="dev (known)")
-        ax.set_xlabel("max known-class score")
+            m = known_max(method_scores(folder, "dev"), unknown_col).astype(np.float64)
+            span = (0, 1) if probability else score_span(m)
+            ax.hist(m, bins=30, range=span, alpha=0.6, label="dev (known)")
+        ax.set_xlabel("max known-class score" if probability else "known-ness score")
 
     method_grid(fusion, summary, key, out / "max_scores.png", draw)
 
@@ -328,7 +432,8 @@ def random_frontend_systems(exp: Path, systems: list[str]) -> list[str]:
     return flagged
 
 
-def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[dict]:
+def write_report(exp: Path, test_manifest: Path, key_path: str | None,
+                 conditions_path: str | None = None) -> list[dict]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,6 +442,8 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[d
         fail(f"{fusion}: no summary.json; run the fusion stage")
     summary = read_summary(fusion)
     key = read_label_file(key_path, ALL_LABELS, "answer key") if key_path else None
+    if conditions_path and key is None:
+        fail(f"--conditions {conditions_path}: the per-condition table scores the test set; give --key too")
     if key is not None:
         require_known_class(list(key.values()), key_path)
     rows = evaluate_methods(fusion, test_manifest, key, summary)
@@ -347,6 +454,9 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[d
     submitted = next(r for r in rows if r["submitted"])
     cm_split = plot_confusion(submitted, out)
     table = results_table(rows)
+    conditions_path = Path(conditions_path) if conditions_path else demo_conditions(key_path)
+    by_condition = (condition_table(fusion, test_manifest, key, conditions_path, summary)
+                    if key is not None and conditions_path is not None else None)
     random = random_frontend_systems(exp, summary["systems"])
     warning = ([f"> **WARNING: {', '.join(random)} used a randomly initialised SSL front-end (no checkpoint "
                 "given); their scores, and every fusion that includes them, are NOT meaningful.**", ""]
@@ -357,15 +467,28 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None) -> list[d
             f"Threshold rule: **{summary['rule']}** (chosen on dev only). Submitted method: "
             f"**{summary['submit_method']}**." + ("" if key else " No test answer key: test columns are absent."), "",
             "Dev holds known classes only, so dev F1 measures closed-set accuracy under each τ; the test "
-            "split adds the unknown class (7).", "", table, "",
-            "## Max known-class scores", "", "![max scores](max_scores.png)", "",
-            "## Open-set F1 against τ", "", "![F1 vs tau](f1_vs_tau.png)", ""]
+            "split adds the unknown class (7).", "", table, ""]
+    if key is not None:
+        text += ["AUROC and FPR95: unknown (7) vs known (0–6) test utterances by the max known-class score that "
+                 "τ is compared with (known positive; FPR95 = share of unknown utterances accepted when 95 % of "
+                 "known ones are). EER: real (0) vs fake (1–7) by 1 − the real class's share (its softmax for the "
+                 "logit-based scores). Over the readable test utterances; label fusion has no scores.", ""]
+    if by_condition is not None:
+        text += [f"## Per condition ({summary['submit_method']}, test; conditions from {conditions_path})", "",
+                 "An utterance counts in each part of its condition (noise and codec together: both). "
+                 "Known-class accuracy: known utterances given exactly their class, unknown rule included; "
+                 "closed-set accuracy: the class decision before the unknown rule.", "",
+                 conditions_markdown(by_condition), ""]
+    text += ["## Max known-class scores", "", "![max scores](max_scores.png)", "",
+             "## Open-set F1 against τ", "", "![F1 vs tau](f1_vs_tau.png)", ""]
     if has_tsne:
         text += ["## t-SNE of the fused embeddings", "", "![t-SNE](tsne.png)", ""]
     text += [f"## Confusion matrix ({submitted['method']}, {cm_split})", "", "![confusion](confusion.png)", ""]
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results.json", json.dumps(
         [{k: v for k, v in r.items() if not k.endswith("confusion")} for r in rows], indent=2) + "\n")
+    if by_condition is not None:
+        write_text_atomic(out / "conditions.json", json.dumps(by_condition, indent=2) + "\n")
     return rows
 
 
@@ -374,8 +497,11 @@ def main() -> None:
     ap.add_argument("--exp", required=True)
     ap.add_argument("--test_manifest", required=True, help="prepared test split folder (exp/data/test)")
     ap.add_argument("--key", default=None, help="test answer key; without it only dev is reported")
+    ap.add_argument("--conditions", default=None,
+                    help="test conditions: <id> <condition> lines or a TSV with utt_id and condition columns "
+                         "(default: the demo corpus's meta.tsv beside the key's keys/ folder)")
     args = ap.parse_args()
-    rows = write_report(Path(args.exp), Path(args.test_manifest), args.key)
+    rows = write_report(Path(args.exp), Path(args.test_manifest), args.key, args.conditions)
     print(results_table(rows))
     best_dev = max(rows, key=lambda r: r["dev_f1"])
     print(f"[evaluate] best on dev: {best_dev['method']} ({best_dev['dev_f1']:.4f})")

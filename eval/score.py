@@ -1,10 +1,16 @@
 """Score predictions against an answer key with the ADD 2023 Track 3 metric.
 
-    python eval/score.py preds.txt labels.txt [--json]
+    python eval/score.py preds.txt labels.txt [--json] [--scores FILE] [--conditions FILE]
 
 Both files hold `<file> <label>` lines (ids with or without .wav). Prints the open-set macro
 P / R / F1 first, then sklearn's macro-F1 over the labels present, the per-class table and the
 8x8 confusion matrix (rows: true label, columns: predicted).
+
+--scores FILE: a TSV of per-utterance scores (core/utt_tables.py: `utt_id` and known_score,
+unknown_score, fake_score or p_0; `submit.predict --out` writes one) adds unknown-vs-known AUROC
+and FPR at 95 % TPR (known classes 0–6 positive) and the real-vs-fake EER (1–7 positive).
+--conditions FILE: `<id> <condition>` lines or a TSV with utt_id and condition columns (the demo's
+meta.tsv) adds open-set F1, known-class accuracy and unknown recall per condition.
 """
 from __future__ import annotations
 
@@ -12,15 +18,26 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import ArgumentParser, fail, run_cli  # noqa: E402
 from core.label_files import read_label_lines  # noqa: E402
 from core.labels import ALL_LABELS, NUM_LABELS  # noqa: E402
-from core.metrics import full_report, require_known_class  # noqa: E402
+from core.labels import REAL, UNKNOWN  # noqa: E402
+from core.metrics import (  # noqa: E402
+    auroc,
+    equal_error_rate,
+    fpr_at_tpr,
+    full_report,
+    per_condition,
+    require_known_class,
+)
+from core.utt_tables import read_conditions, read_score_columns  # noqa: E402
 
 
-def aligned_labels(pred_path: str, key_path: str) -> tuple[list[int], list[int]]:
+def aligned_labels(pred_path: str, key_path: str) -> tuple[list[str], list[int], list[int]]:
     preds = read_label_lines(pred_path, ALL_LABELS, "prediction file")
     key = read_label_lines(key_path, ALL_LABELS, "answer key")
     pred_map = {u: (lab, line) for u, lab, line in preds}
@@ -33,7 +50,76 @@ def aligned_labels(pred_path: str, key_path: str) -> tuple[list[int], list[int]]
             fail(f"{key_path}:{line}: id {u} has no prediction in {pred_path}")
     ids = [u for u, _, _ in key]
     require_known_class([lab for _, lab, _ in key], key_path)
-    return [key_map[u][0] for u in ids], [pred_map[u][0] for u in ids]
+    return ids, [key_map[u][0] for u in ids], [pred_map[u][0] for u in ids]
+
+
+def score_metrics(path: str, ids: list[str], y_true: list[int]) -> dict:
+    """AUROC and FPR95 from a known-ness column, EER from a fake-ness column, for the key's ids."""
+    columns = read_score_columns(path)
+    some = next(iter(columns.values()))
+    missing, extra = [u for u in ids if u not in some], sorted(set(some) - set(ids))
+    if missing:
+        fail(f"{path}: no score for id {missing[0]} of the answer key ({len(missing)} missing)")
+    if extra:
+        fail(f"{path}: id {extra[0]} is not in the answer key ({len(extra)} such)")
+    truth = np.array(y_true)
+    out = {}
+    if "known_score" in columns or "unknown_score" in columns:
+        name = "known_score" if "known_score" in columns else "unknown_score"
+        sign = 1.0 if name == "known_score" else -1.0
+        known = sign * np.array([columns[name][u] for u in ids])
+        is_known = truth != UNKNOWN
+        if is_known.all() or not is_known.any():
+            fail(f"{path}: AUROC and FPR95 need known (0–6) and unknown (7) utterances in the answer key")
+        out["unknown_vs_known"] = {"score": name if sign > 0 else f"-{name}", "auroc": auroc(known, is_known),
+                                   "fpr95": fpr_at_tpr(known, is_known, 0.95),
+                                   "known": int(is_known.sum()), "unknown": int((~is_known).sum())}
+    if "fake_score" in columns or "p_0" in columns:
+        name = "fake_score" if "fake_score" in columns else "p_0"
+        fake = np.array([columns[name][u] if name == "fake_score" else 1.0 - columns[name][u] for u in ids])
+        is_fake = truth != REAL
+        if is_fake.all() or not is_fake.any():
+            fail(f"{path}: the real-vs-fake EER needs real (0) and fake (1–7) utterances in the answer key")
+        out["real_vs_fake"] = {"score": name if name == "fake_score" else "1 - p_0",
+                               "eer": equal_error_rate(fake, is_fake),
+                               "real": int((~is_fake).sum()), "fake": int(is_fake.sum())}
+    if not out:
+        fail(f"{path}: neither a known-ness column (known_score, unknown_score) nor a fake-ness column "
+             "(fake_score, p_0)")
+    return out
+
+
+def condition_rows(path: str, ids: list[str], y_true: list[int], y_pred: list[int]) -> list[dict]:
+    conditions = read_conditions(path)
+    missing = [u for u in ids if u not in conditions]
+    if missing:
+        fail(f"{path}: no condition for id {missing[0]} of the answer key ({len(missing)} missing)")
+    return per_condition(y_true, y_pred, [conditions[u] for u in ids])
+
+
+def fmt(v) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+def format_conditions(rows: list[dict]) -> str:
+    lines = ["condition        n  known  unknown  open-set F1  known acc  unknown recall"]
+    for r in rows:
+        lines.append(f"{r['condition'][:12]:<12} {r['n']:>5}  {r['known']:>5}  {r['unknown']:>7}  "
+                     f"{fmt(r['open_set_f1']):>11}  {fmt(r['known_accuracy']):>9}  {fmt(r['unknown_recall']):>14}")
+    return "\n".join(lines)
+
+
+def format_scores(metrics: dict) -> str:
+    lines = []
+    if "unknown_vs_known" in metrics:
+        m = metrics["unknown_vs_known"]
+        lines.append(f"unknown vs known ({m['score']}, known positive): AUROC {m['auroc']:.4f}  FPR95 {m['fpr95']:.4f}"
+                     f"   [{m['known']} known, {m['unknown']} unknown]")
+    if "real_vs_fake" in metrics:
+        m = metrics["real_vs_fake"]
+        lines.append(f"real vs fake ({m['score']}, fake positive): EER {m['eer']:.4f}"
+                     f"   [{m['real']} real, {m['fake']} fake]")
+    return "\n".join(lines)
 
 
 def format_report(rep: dict) -> str:
@@ -60,10 +146,21 @@ def main() -> None:
     ap.add_argument("preds")
     ap.add_argument("labels")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--scores", help="TSV of per-utterance scores: AUROC, FPR95 (known_score or unknown_score), "
+                                     "EER (fake_score or p_0)")
+    ap.add_argument("--conditions", help="<id> <condition> lines or a TSV with utt_id and condition columns")
     args = ap.parse_args()
-    y_true, y_pred = aligned_labels(args.preds, args.labels)
+    ids, y_true, y_pred = aligned_labels(args.preds, args.labels)
     rep = full_report(y_true, y_pred)
-    print(json.dumps(rep) if args.json else format_report(rep))
+    text = [format_report(rep)]
+    if args.scores:
+        rep["scores"] = score_metrics(args.scores, ids, y_true)
+        text += ["", format_scores(rep["scores"])]
+    if args.conditions:
+        rep["conditions"] = condition_rows(args.conditions, ids, y_true, y_pred)
+        text += ["", "per condition (an utterance counts in each part of its condition)",
+                 format_conditions(rep["conditions"])]
+    print(json.dumps(rep) if args.json else "\n".join(text))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import yaml
 from core.config_types import check_types
 from core.errors import KitError, fail, yaml_error_text
 from fusion.manifold_fusion import FeatureFusionConfig
+from fusion.ood_scores import OODConfig
 
 RULES = ("quantile", "leave-one-out", "fixed")
 DEFAULT_TIE_BREAK = ("hubert_ft", "wav2vec2_ft", "w2v_asdg", "se_res2net50", "lfcc_resnet18", "rawnet2")
@@ -56,6 +57,7 @@ class FusionConfig:
     label: LabelConfig = field(default_factory=LabelConfig)
     feature: FeatureFusionConfig = field(default_factory=FeatureFusionConfig)
     openmax: OpenMaxConfig = field(default_factory=OpenMaxConfig)
+    ood: OODConfig = field(default_factory=OODConfig)
 
 
 def load_fusion_config(path: str | Path) -> FusionConfig:
@@ -72,7 +74,7 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
     if not isinstance(raw, dict):
         fail(f"{path}: a fusion config must be a YAML mapping, not {type(raw).__name__}")
     sections = {"threshold": ThresholdConfig, "score": ScoreConfig, "label": LabelConfig,
-                "feature": FeatureFusionConfig, "openmax": OpenMaxConfig}
+                "feature": FeatureFusionConfig, "openmax": OpenMaxConfig, "ood": OODConfig}
     unknown = sorted(set(raw) - set(sections) - {"submit_method"}, key=str)
     if unknown:
         fail(f"{path}: unknown key(s) {unknown}; valid: {['submit_method', *sections]}")

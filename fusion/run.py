@@ -2,8 +2,9 @@
 
     python -m fusion.run --exp exp --systems a,b,c [--config fusion/conf/fusion.yaml]
 
-The methods are the scorers of fusion/scorers.py (per system: softmax:<sys>, openmax:<sys>; with
-two or more members: score, score_aug, feature and its variants, label). Writes
+The methods are the scorers of fusion/scorers.py (per system: softmax:<sys>, openmax:<sys> and the
+post-hoc unknown scores maxlogit, energy, knn, nsd, mahalanobis, vim:<sys>; with two or more
+members: score, score_aug, feature and its variants, label). Writes
 `EXP/fusion/<method>/{tau.json,dev_pred.txt,test_pred.txt,dev_scores.npy,test_scores.npy,curve.tsv}`
 (":" in a name becomes "__"), `EXP/fusion/summary.json`, the dev key and ids, and the fused embeddings.
 """
@@ -36,7 +37,9 @@ def write_method(out: Path, scorer: Scorer, ids: dict[str, list[str]], preds: di
         write_text_atomic(folder / f"{split}_pred.txt", label_lines(dict(zip(ids[split], preds[split]))))
         scores = scorer.scores(split)
         if scores is not None:
-            save_npy(folder / f"{split}_scores.npy", scores.astype(np.float32))
+            # shifted logits keep float64: float32 could round a row's runner-up onto its argmax column
+            dtype = np.float64 if scorer.score_kind == "shifted_logits" else np.float32
+            save_npy(folder / f"{split}_scores.npy", scores.astype(dtype))
     if th is not None:
         write_text_atomic(folder / "curve.tsv", "tau\tdev_f1\n" + "".join(
             f"{t:.6g}\t{f:.6f}\n" for t, f in zip(th.curve_tau, th.curve_f1) if np.isfinite(t)))

@@ -4,6 +4,9 @@ A scorer is fitted on the train/dev exports (`fit`), gives per-utterance scores 
 known classes for a split (`scores(split, held_out)`; higher = more "known"; OpenMax appends an
 unknown column), picks τ on dev with the configured rule (`choose_threshold`) and turns scores into
 labels 0–7 (`decide`). Label fusion overrides the last two: it has member thresholds, not one τ.
+The post-hoc unknown scores of one member (max logit, energy, kNN, NSD, Mahalanobis, ViM; maths in
+fusion/ood_scores.py) are `UnknownScoreScorer`s: one known-ness score per utterance and the
+member's argmax class, through the same score matrix.
 
 Adding a scorer: one class here and one line in `REGISTRY`; its `instances` says how many it
 makes for a list of systems (one per system, one for the fusion, or none).
@@ -15,11 +18,30 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.errors import KitError, fail
+from core.labels import kept_classes
 from fusion.calibrate import Threshold, choose_tau, decide_labels
 from fusion.config import FusionConfig
 from fusion.logit_fusion import label_fusion, score_fusion, softmax_scores
 from fusion.manifold_fusion import FeatureDistances, distance_scores
 from fusion.members import SplitScores
+from fusion.ood_scores import (
+    FEATURE_MAPS,
+    ClassGaussian,
+    LinearFit,
+    ViMModel,
+    energy,
+    fit_class_gaussian,
+    fit_classifier_input,
+    fit_vim,
+    kept_logits,
+    kept_rows,
+    knn_cosine,
+    mahalanobis,
+    max_logit,
+    nsd,
+    score_matrix,
+    vim,
+)
 from fusion.openmax import fit_openmax, openmax_scores
 
 SPLITS = ("dev", "test")
@@ -43,6 +65,9 @@ class Scorer:
     name = ""
     description = ""
     unknown_column = False
+    # what the score columns are, for the report's real-vs-fake score: "probability" (shares of the
+    # classes, summing to 1 with any unknown column) or "shifted_logits" (UnknownScoreScorer)
+    score_kind = "probability"
     optional = False  # a comparison variant: skipped with a message when the data cannot support it
 
     def __init__(self, ctx: FusionContext):
@@ -72,7 +97,7 @@ class Scorer:
 
     def info(self) -> dict:
         """Extra entries for the method's tau.json."""
-        return {}
+        return {"score_kind": self.score_kind}
 
 
 class SystemScorer(Scorer):
@@ -117,6 +142,132 @@ class OpenMax(SystemScorer):
 
     def scores(self, split, held_out=None):
         return openmax_scores(self.model, self.logits(split), held_out)
+
+
+class UnknownScoreScorer(SystemScorer):
+    """One member's class decision (the argmax of its logits) with one known-ness score per
+    utterance from fusion/ood_scores.py. The score reaches the τ rules and `decide` as the usual
+    score matrix (`ood_scores.score_matrix`: the logits shifted so that their argmax column holds
+    the score), so the decision is the argmax class unless the score is below τ, then 7.
+    Comparison variants: skipped with a message when the training exports cannot support them."""
+    kind, label = "", ""
+    score_kind = "shifted_logits"
+    optional = True
+
+    def __init__(self, ctx: FusionContext, system: str):
+        super().__init__(ctx, system)
+        self.name, self.description = f"{self.kind}:{system}", f"{system}, {self.label}"
+        self.cache: dict = {}
+
+    def known_score(self, split: str, held_out: int | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def training(self, held_out: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The member's training embeddings, kept-class logits and labels, without `held_out`'s utterances."""
+        train = self.ctx.data["train"]
+        rows = kept_rows(train.labels, held_out)
+        return (train.embeddings[self.system][rows], kept_logits(train.logits[self.system][rows], held_out),
+                train.labels[rows])
+
+    def scores(self, split, held_out=None):
+        # the τ rules, the decisions and the written scores all ask again: compute each split once
+        if (split, held_out) not in self.cache:
+            logits = kept_logits(self.logits(split), held_out)
+            self.cache[split, held_out] = score_matrix(logits, self.known_score(split, held_out))
+        return self.cache[split, held_out]
+
+
+class MaxLogit(UnknownScoreScorer):
+    kind, label = "maxlogit", "max logit"
+
+    def known_score(self, split, held_out):
+        return max_logit(kept_logits(self.logits(split), held_out))
+
+
+class Energy(UnknownScoreScorer):
+    kind, label = "energy", "energy (log-sum-exp of logits, T = 1)"
+
+    def known_score(self, split, held_out):
+        return energy(kept_logits(self.logits(split), held_out))
+
+
+class KNN(UnknownScoreScorer):
+    kind = "knn"
+
+    def fit(self):
+        k = self.ctx.cfg.ood.knn_k
+        self.label = f"cosine similarity to the {k}-th nearest training embedding"
+        self.description = f"{self.system}, {self.label}"
+        n = len(self.training(None)[0])
+        if k > n:
+            fail(f"ood.knn_k {k} exceeds the {n} training utterances of {self.system}")
+
+    def known_score(self, split, held_out):
+        train_emb = self.training(held_out)[0]
+        return knn_cosine(self.ctx.data[split].embeddings[self.system], train_emb, self.ctx.cfg.ood.knn_k)
+
+
+class NSD(UnknownScoreScorer):
+    kind, label = "nsd", "NSD (cosine to energy-scaled training embeddings × energy)"
+
+    def known_score(self, split, held_out):
+        train_emb, train_logits, _ = self.training(held_out)
+        return nsd(self.ctx.data[split].embeddings[self.system], kept_logits(self.logits(split), held_out),
+                   train_emb, train_logits)
+
+
+class Mahalanobis(UnknownScoreScorer):
+    kind, label = "mahalanobis", "−min Mahalanobis distance (class means, shared covariance)"
+
+    def fit(self):
+        self.models: dict[int | None, ClassGaussian] = {}
+        self.model(None)
+
+    def model(self, held_out: int | None) -> ClassGaussian:
+        if held_out not in self.models:
+            emb, _, labels = self.training(held_out)
+            classes = kept_classes(held_out)
+            missing = [int(c) for c in classes if not np.any(labels == c)]
+            if missing:
+                fail(f"mahalanobis:{self.system}: no training utterance of class(es) {missing}")
+            self.models[held_out] = fit_class_gaussian(emb, labels, classes)
+        return self.models[held_out]
+
+    def known_score(self, split, held_out):
+        return mahalanobis(self.model(held_out), self.ctx.data[split].embeddings[self.system])
+
+
+class ViM(UnknownScoreScorer):
+    """ViM needs the classifier's last linear map, which the export contract does not hold: it is
+    fitted to the training exports by least squares, on the embedding or on its ReLU, whichever the
+    logits follow more closely (the choice and its relative residual go to tau.json)."""
+    kind = "vim"
+
+    def fit(self):
+        self.models: dict[int | None, tuple[str, LinearFit, ViMModel]] = {}
+        self.dim = self.ctx.cfg.ood.vim_dim or self.ctx.data["train"].embeddings[self.system].shape[1] // 2
+        self.features, self.linear, model = self.model(None)
+        note = "" if self.linear.determined else ", underdetermined: fewer training utterances than dimensions + 1"
+        self.description = (f"{self.system}, ViM on {self.features} (D {self.dim}, alpha {model.alpha:.3g}; "
+                            f"last-layer fit residual {self.linear.relative_residual:.2e}{note})")
+
+    def model(self, held_out: int | None) -> tuple[str, LinearFit, ViMModel]:
+        """Per fold, from the kept classes only: the feature map, the last-layer fit, the ViM model."""
+        if held_out not in self.models:
+            emb, logits, _ = self.training(held_out)
+            features, fit = fit_classifier_input(emb, logits)
+            self.models[held_out] = features, fit, fit_vim(FEATURE_MAPS[features](emb), logits, fit, self.dim)
+        return self.models[held_out]
+
+    def known_score(self, split, held_out):
+        features, _, model = self.model(held_out)
+        emb = np.asarray(self.ctx.data[split].embeddings[self.system], dtype=np.float64)
+        return vim(model, FEATURE_MAPS[features](emb), kept_logits(self.logits(split), held_out))
+
+    def info(self):
+        return {**super().info(), "vim_dim": self.dim, "vim_alpha": self.models[None][2].alpha,
+                "vim_features": self.features, "last_layer_fit_residual": self.linear.relative_residual,
+                "last_layer_fit_determined": self.linear.determined}
 
 
 class ScoreFusion(Scorer):
@@ -210,6 +361,12 @@ class LabelFusion(Scorer):
 REGISTRY: dict[str, type[Scorer]] = {
     "softmax": MaxSoftmax,
     "openmax": OpenMax,
+    "maxlogit": MaxLogit,
+    "energy": Energy,
+    "knn": KNN,
+    "nsd": NSD,
+    "mahalanobis": Mahalanobis,
+    "vim": ViM,
     "score": ScoreFusion,
     "score_aug": AugmentedScoreFusion,
     "feature": FeatureFusion,

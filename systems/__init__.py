@@ -14,6 +14,7 @@ REGISTRY = {
     "w2v_asdg": "systems.w2v_asdg.model:W2VASDG",
     "rawnet2": "systems.rawnet2.model:RawNet2",
     "se_res2net50": "systems.se_res2net50.model:SERes2Net50",
+    "feature_decomp": "systems.feature_decomp.model:FeatureDecomposition",
 }
 
 

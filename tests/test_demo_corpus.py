@@ -110,3 +110,28 @@ def test_second_run_is_a_noop_and_foreign_folder_is_refused(tiny_corpus, tmp_pat
     proc = run_module("data_prep.demo_corpus", "--out", str(foreign), "--scale", TINY_SCALE, check=False)
     assert proc.returncode == 2 and "refusing to overwrite" in proc.stderr
     assert (foreign / "precious.txt").read_text() == "user data"
+
+
+def test_larger_test_split_leaves_train_and_dev_as_they_are():
+    """`--test_scale`: extra test utterances only; the regular plan is unchanged, ids stay unique and
+    the extra real / WORLD test audio never comes from a training or dev recording."""
+    import dataclasses
+
+    from data_prep.demo_corpus import PER_KNOWN_CLASS, PER_UNKNOWN_GENERATOR, plan_tasks, split_counts
+
+    scale, test_scale = 0.1, 0.3
+    base, _ = plan_tasks(scale, 5)
+    big, _ = plan_tasks(scale, 5, test_scale)
+    assert [dataclasses.astuple(t) for t in big[:len(base)]] == [dataclasses.astuple(t) for t in base]
+    extra = big[len(base):]
+    assert extra and {t.split for t in extra} == {"test"}
+    ids = [t.utt_id for t in big]
+    assert len(set(ids)) == len(ids)
+    tests = [t for t in big if t.split == "test"]
+    per_class = split_counts(int(round(PER_KNOWN_CLASS * test_scale)))["test"]
+    for label in range(7):
+        assert sum(t.label == label for t in tests) == per_class
+    assert sum(t.label == 7 for t in tests) == 2 * int(round(PER_UNKNOWN_GENERATOR * test_scale))
+    seen = {t.source for t in big if t.split in ("train", "dev") and t.source != "-"}
+    assert not seen & {t.source for t in extra if t.generator in ("real", "world")}
+    assert plan_tasks(scale, 5, scale)[0] == base  # test_scale == scale is the regular corpus

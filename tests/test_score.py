@@ -87,3 +87,80 @@ def test_malformed_inputs_are_one_line_errors(tmp_path, pred_text, key_text, mes
 def test_missing_file(tmp_path):
     proc = score_cli(tmp_path / "nope.txt", tmp_path / "key.txt")
     assert proc.returncode != 0 and "does not exist" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- --scores and --conditions
+
+def scored_case(tmp_path):
+    """10 utterances: true 0 0 0 0 1 1 1 1 7 7, the worked example's predictions."""
+    ids = [f"E_{i:02d}" for i in range(10)]
+    key = write_pairs(tmp_path / "key.txt", ids, WORKED_TRUE)
+    pred = write_pairs(tmp_path / "pred.txt", ids, WORKED_PRED)
+    return ids, key, pred
+
+
+def test_scores_and_conditions_options(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    ids, key, pred = scored_case(tmp_path)
+    known = [0.9, 0.8, 0.7, 0.2, 0.6, 0.5, 0.4, 0.3, 0.25, 0.1]
+    p0 = [0.9, 0.6, 0.8, 0.3, 0.2, 0.1, 0.4, 0.05, 0.1, 0.2]
+    # submit.predict's columns: unknown_score and p_0 (ids without .wav, extra columns ignored)
+    scores = tmp_path / "pred.tsv"
+    scores.write_text("utt_id\tpath\tp_0\tunknown_score\n" + "".join(
+        f"{u}\t/x/{u}.wav\t{p}\t{1 - k}\n" for u, p, k in zip(ids, p0, known)))
+    meta = tmp_path / "meta.tsv"
+    conds = ["clean", "clean", "codec:mp3", "noise:music:10", "clean", "noise:babble:5+codec:gsm",
+             "clean", "codec:aac", "clean", "noise:effects:7"]
+    meta.write_text("utt_id\tcondition\n" + "".join(f"{u}.wav\t{c}\n" for u, c in zip(ids, conds)))
+    proc = score_cli(pred, key, "--scores", scores, "--conditions", meta, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    truth = np.array(WORKED_TRUE)
+    m = rep["scores"]["unknown_vs_known"]
+    assert m["auroc"] == pytest.approx(roc_auc_score(truth != 7, known))
+    # 8 known: 95 % of them needs all 8, τ = 0.2 accepts the unknown at 0.25
+    assert m["fpr95"] == pytest.approx(0.5)
+    # fake-ness 1 − p_0: reals at .1 .4 .2 .7, fakes at .8 .9 .6 .95 .9 .8; the rates come closest at
+    # τ = .7: fakes missed 1/6 (.6), reals accepted 1/4 (.7) → (1/6 + 1/4) / 2
+    assert rep["scores"]["real_vs_fake"]["eer"] == pytest.approx(5 / 24)
+    rows = {r["condition"]: r for r in rep["conditions"]}
+    assert rows["clean"]["n"] == 5 and rows["codec"]["n"] == 3 and rows["babble"]["n"] == 1
+    assert rows["all"]["open_set_f1"] == pytest.approx(rep["open_set"]["f1"])
+    text = score_cli(pred, key, "--scores", scores, "--conditions", meta).stdout
+    assert "AUROC" in text and "FPR95 0.5000" in text and "EER 0.2083" in text and "\ncodec " in text
+
+
+@pytest.mark.parametrize("scores_text, message", [
+    ("utt_id\tknown_score\nE_00\t0.5\n", "no score for id E_01"),
+    ("utt_id\tother\n" + "".join(f"E_{i:02d}\t1\n" for i in range(10)), "none of the columns"),
+    ("id\tknown_score\n", "first column is utt_id"),
+    ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(9)) + "E_09\tnan\n", "not a finite number"),
+    ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(10)) + "E_00\t2\n", "duplicate id E_00"),
+    ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(11)), "not in the answer key"),
+])
+def test_bad_score_files_are_one_line_errors(tmp_path, scores_text, message):
+    _, key, pred = scored_case(tmp_path)
+    scores = tmp_path / "scores.tsv"
+    scores.write_text(scores_text)
+    proc = score_cli(pred, key, "--scores", scores)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and message in err and str(scores) in err, err
+
+
+def test_bad_condition_files_and_one_sided_keys(tmp_path):
+    ids, key, pred = scored_case(tmp_path)
+    cond = tmp_path / "cond.txt"
+    cond.write_text("".join(f"{u} clean\n" for u in ids[:-1]))
+    proc = score_cli(pred, key, "--conditions", cond)
+    assert proc.returncode == 2 and "no condition for id E_09" in proc.stderr
+    cond.write_text("E_00 clean extra\n")
+    proc = score_cli(pred, key, "--conditions", cond)
+    assert proc.returncode == 2 and f"{cond}:1" in proc.stderr
+    # a key without unknown utterances has no AUROC
+    only_known = write_pairs(tmp_path / "k2.txt", ids[:8], WORKED_TRUE[:8])
+    pred2 = write_pairs(tmp_path / "p2.txt", ids[:8], WORKED_PRED[:8])
+    scores = tmp_path / "s.tsv"
+    scores.write_text("utt_id\tknown_score\n" + "".join(f"{u}\t0.5\n" for u in ids[:8]))
+    proc = score_cli(pred2, only_known, "--scores", scores)
+    assert proc.returncode == 2 and "need known (0–6) and unknown (7)" in proc.stderr

@@ -44,7 +44,7 @@ from core.atomic import remove_stale_temporaries, write_text_atomic
 from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
-from core.prepared_split import PreparedSplit
+from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
 from core.stamps import STAMP_NAME, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.config import SystemConfig
@@ -89,6 +89,9 @@ def data_digest(cfg: SystemConfig, data_dir: Path) -> str:
                         "stamp": _content_digest(stamp) if stamp.is_file() else None}
     if cfg.augment.musan:
         parts["musan"] = _folder_signature(Path(cfg.augment.musan))
+    codec_stamp = data_dir / "train" / CODEC_FOLDER / STAMP_NAME
+    if cfg.augment.p_codec > 0 and codec_stamp.is_file():
+        parts["codec_variants"] = _content_digest(codec_stamp)
     return options_digest(parts)
 
 
@@ -99,7 +102,9 @@ def seed_everything(seed: int) -> None:
 
 
 class TrainCrops(Dataset):
-    """Random `n`-sample crops of the prepared training audio, augmented; seeded per (epoch, item)."""
+    """Random `n`-sample crops of the prepared training audio, augmented; seeded per (epoch, item).
+    With the augmenter's codec cache, the crop is cut from the clean audio or from one of its
+    cached codec variants (the same length, so the crop draw is the same)."""
 
     def __init__(self, split: PreparedSplit, n: int, augmenter: MusanAugmenter | None, seed: int):
         self.split, self.n, self.augmenter, self.seed = split, n, augmenter, seed
@@ -110,12 +115,28 @@ class TrainCrops(Dataset):
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        x = random_crop(self.split.audio(i), self.n, rng)
         condition = "clean"
         if self.augmenter is not None:
-            x, condition = self.augmenter(x, rng)
+            audio, coded = self.augmenter.source(self.split, i, rng)
+            x, condition = self.augmenter(random_crop(audio, self.n, rng), rng, coded=coded)
+        else:
+            x = random_crop(self.split.audio(i), self.n, rng)
         return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i]),
                 domain_index(condition))
+
+
+def build_augmenter(cfg: SystemConfig, train_split: PreparedSplit) -> MusanAugmenter | None:
+    """The training augmenter, with the split's codec cache when it was built with the config's
+    K and codecs (else codec round trips run on the fly, with a warning); None when nothing is on."""
+    a = cfg.augment
+    if not (a.musan or a.p_codec or a.p_reverb or a.p_bandpass or a.p_eq or a.p_clipping):
+        return None
+    cache = CodecVariants.open_matching(train_split, a.codec_variants, a.codecs) if a.p_codec > 0 else None
+    if a.p_codec > 0 and cache is None:
+        print(f"[train] warning: no codec cache in {train_split.folder / CODEC_FOLDER} made with codec_variants "
+              f"{a.codec_variants} and codecs {','.join(a.codecs)}: coding on the fly, 20–90 ms per coded sample "
+              f"(data_prep.prepare --codec_variants {a.codec_variants} --codecs {','.join(a.codecs)} builds it)")
+    return MusanAugmenter(a, codec_cache=cache, quiet=True)
 
 
 def lr_factor(cfg: SystemConfig, steps_per_epoch: int):
@@ -384,7 +405,7 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     seed_everything(cfg.train.seed)
     model = build_model(cfg).to(device)
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
-    augmenter = MusanAugmenter(cfg.augment) if cfg.augment.musan else None
+    augmenter = build_augmenter(cfg, train_split)
     crops = TrainCrops(train_split, window_length(model), augmenter, cfg.train.seed)
     train_data = model.wrap_training_data(crops, exp_dir / "feature_cache", device)
     dev_windows = SplitWindows(dev_split, window_length(model), window_hop(cfg))

@@ -1,0 +1,103 @@
+"""Per-utterance side files a user gives the scorer: score columns and recording conditions.
+
+Score file: a TSV with a header whose first column is `utt_id` and which holds at least one of
+  known_score    higher = more like a known class 0–6 (a method's known-ness)
+  unknown_score  higher = more like the unknown class 7 (`submit.predict`'s column)
+  fake_score     higher = more like fake speech (1–7)
+  p_0            the share of class 0, real speech (`submit.predict`'s column; fake-ness = 1 − p_0)
+so that `submit.predict --out pred.tsv` can be scored as it is. Other columns are ignored.
+
+Condition file: either lines `<id> <condition>`, or a TSV whose header names `utt_id` and
+`condition` (the demo corpus's meta.tsv; other columns and extra rows are ignored). A condition may
+join several with "+" (`noise:music:12.5+codec:mp3`).
+
+Ids match with or without `.wav`, as in label files. Every problem is one KitError naming the file
+and the line.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from core.errors import fail
+from core.label_files import _text_lines, utt_id_of
+
+SCORE_COLUMNS = ("known_score", "unknown_score", "fake_score", "p_0")
+
+
+def _lines(path: Path, what: str) -> list[tuple[int, str]]:
+    if path.is_dir():
+        fail(f"{path}: {what} is a folder, not a file")
+    if not path.is_file():
+        fail(f"{path}: {what} does not exist")
+    rows = [(n, line.rstrip("\r")) for n, line in enumerate(_text_lines(path, what), 1) if line.strip()]
+    if not rows:
+        fail(f"{path}: {what} is empty")
+    return rows
+
+
+def read_score_columns(path: str | Path) -> dict[str, dict[str, float]]:
+    """{column: {utt_id: value}} for the recognised columns present (SCORE_COLUMNS)."""
+    path = Path(path)
+    what = "score file"
+    lines = _lines(path, what)
+    head_no, head = lines[0]
+    header = head.split("\t")
+    if header[0] != "utt_id":
+        fail(f"{path}:{head_no}: {what} must start with a header whose first column is utt_id, got {head[:80]!r}")
+    present = [c for c in SCORE_COLUMNS if c in header]
+    if not present:
+        fail(f"{path}:{head_no}: {what} has none of the columns {', '.join(SCORE_COLUMNS)}")
+    out: dict[str, dict[str, float]] = {c: {} for c in present}
+    first: dict[str, int] = {}
+    for lineno, line in lines[1:]:
+        cells = line.split("\t")
+        if len(cells) != len(header):
+            fail(f"{path}:{lineno}: {len(cells)} fields, the header has {len(header)}")
+        utt = utt_id_of(cells[0].strip())
+        if utt in first:
+            fail(f"{path}:{lineno}: duplicate id {utt} (first on line {first[utt]})")
+        first[utt] = lineno
+        for c in present:
+            raw = cells[header.index(c)].strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                fail(f"{path}:{lineno}: column {c}: {raw!r} is not a finite number")
+            out[c][utt] = value
+    if not first:
+        fail(f"{path}: {what} has a header but no rows")
+    return out
+
+
+def read_conditions(path: str | Path) -> dict[str, str]:
+    """{utt_id: condition} from `<id> <condition>` lines or a TSV with utt_id and condition columns."""
+    path = Path(path)
+    what = "condition file"
+    lines = _lines(path, what)
+    header = lines[0][1].split("\t")
+    if "utt_id" in header and "condition" in header:
+        id_col, cond_col, width, body, split = header.index("utt_id"), header.index("condition"), len(header), \
+            lines[1:], "\t"
+    else:
+        id_col, cond_col, width, body, split = 0, 1, 2, lines, None
+    out: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for lineno, line in body:
+        cells = line.split(split) if split else line.split()
+        if len(cells) != width:
+            expected = f"{width} tab-separated fields as in its header" if split else "'<id> <condition>'"
+            fail(f"{path}:{lineno}: expected {expected}, got {line[:80]!r}")
+        utt = utt_id_of(cells[id_col].strip())
+        if utt in first:
+            fail(f"{path}:{lineno}: duplicate id {utt} (first on line {first[utt]})")
+        condition = cells[cond_col].strip()
+        if not condition:
+            fail(f"{path}:{lineno}: empty condition for id {utt}")
+        first[utt] = lineno
+        out[utt] = condition
+    if not out:
+        fail(f"{path}: {what} has a header but no rows")
+    return out

@@ -1,0 +1,321 @@
+"""The kit's benchmark: every figure as a ratio measured in one run, with the device and commit.
+
+    python -m eval.bench [--quick] [--systems lfcc_resnet18,rawnet2,se_res2net50] [--device auto]
+                         [--json OUT.json]
+
+Sections (each runs in a child process, so that its peak RSS is its own):
+  loader   training samples/s of one DataLoader worker (each system's augmentation: MUSAN
+           noise/music/babble and codec p = 0.3 from the prepare stage's codec cache) against the training step's samples/s of each system (forward,
+           backward, Adam step at the config's crop length); the ratio says how many workers keep
+           the step fed
+  score    utterances/s of the score stage's path (windows at the model's input length, batched)
+  fusion   feature-level fusion (window subspaces + geodesic distances) against its FLOP floor:
+           the GEMM work it cannot avoid (window Gram matrices, basis rows, products with the
+           class bases) divided by the GEMM rate this machine reaches in the same run
+Synthetic inputs (filtered noise as speech, a small synthetic MUSAN folder) keep it self-contained;
+`--quick` shrinks every size so that the whole run takes under a minute on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ArgumentParser, fail, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+DEFAULT_SYSTEMS = ("lfcc_resnet18", "rawnet2", "se_res2net50")
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+        return out.stdout.strip() + ("+changes" if dirty.strip() else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- synthetic inputs
+
+def speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """Noise through a slowly moving resonance with a syllable-rate envelope: enough structure for
+    trimming, LFCC and codecs to do their usual work."""
+    from scipy.signal import lfilter
+
+    n = int(seconds * SR)
+    x = lfilter([1.0], [1.0, -1.6, 0.8], rng.standard_normal(n))
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * np.arange(n) / SR + rng.uniform(0, 6.28))
+    x = x * envelope
+    return (0.1 * x / (np.std(x) + 1e-9)).astype(np.float32)
+
+
+def write_split(folder: Path, utterances: list[np.ndarray], labels: list[int]) -> None:
+    from core.prepared_split import write_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in utterances])]).astype(np.int64)
+    np.concatenate(utterances).astype(np.float32).tofile(folder / "audio.f32")
+    np.save(folder / "offsets.npy", offsets)
+    write_manifest(folder / "manifest.tsv", [
+        (f"utt{i:06d}", f"utt{i:06d}.wav", int(c), SR, len(x) / SR, len(x), "ok")
+        for i, (x, c) in enumerate(zip(utterances, labels))])
+
+
+def write_musan(folder: Path, rng: np.random.Generator, files: int, seconds: float) -> None:
+    import soundfile as sf
+
+    for kind in ("noise", "music", "speech"):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(files):
+            x = speech_like(rng, seconds) if kind == "speech" else (0.05 * rng.standard_normal(int(seconds * SR)))
+            sf.write(folder / kind / f"{kind}{i}.wav", x.astype(np.float32), SR, subtype="PCM_16")
+
+
+# ----------------------------------------------------------------------------- sections
+
+def section_loader(args: dict) -> dict:
+    import torch
+
+    from data_prep.codec_cache import build_codec_cache
+    from systems.common.config import load_config
+    from systems.common.engine import TrainCrops, build_augmenter, make_optimizer
+    from systems.common.inference import build_model, window_length
+    from core.prepared_split import PreparedSplit
+
+    rng = np.random.default_rng(0)
+    work = Path(args["work"])
+    split_dir = work / "train"
+    if not split_dir.is_dir():
+        write_split(split_dir, [speech_like(rng, s) for s in rng.uniform(2.0, 6.0, args["utterances"])],
+                    list(rng.integers(0, 7, args["utterances"])))
+        write_musan(work / "musan", rng, files=3, seconds=args["musan_seconds"])
+    split = PreparedSplit(split_dir)
+    cached: set[tuple] = set()
+    out = {}
+    for system in args["systems"]:
+        cfg = load_config(ROOT / f"systems/{system}/conf/{args['conf']}.yaml",
+                          {"augment.musan": str(work / "musan"), "augment.p_codec": 0.3})
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        n = window_length(model)
+        timings = {}
+        codecs = (cfg.augment.codec_variants, tuple(cfg.augment.codecs))
+        if codecs not in cached:  # what the prepare stage builds: the codec round trips, once
+            build_codec_cache(split_dir, cfg.augment.codec_variants, tuple(cfg.augment.codecs), seed=0, nj=1)
+            cached.add(codecs)
+        for name, augmenter in (("clean", None), ("augmented", build_augmenter(cfg, split))):
+            crops = TrainCrops(split, n, augmenter, seed=0)
+            warm = TrainCrops(split, n, augmenter, seed=1)  # warm-up: imports, JIT, first reads of each bank
+            for i in range(min(len(warm), 8)):
+                warm[i]
+            t0 = time.perf_counter()
+            for i in range(args["loader_items"]):
+                crops[i % len(crops)]
+            timings[name] = args["loader_items"] / (time.perf_counter() - t0)
+        device = torch.device(args["device"])
+        model = model.to(device).train()
+        opt = make_optimizer(cfg, model)
+        batch = min(args["batch"], cfg.train.batch_size)
+        wave = torch.stack([TrainCrops(split, n, None, 0)[i % len(split)][0] for i in range(batch)]).to(device)
+        labels = torch.as_tensor(rng.integers(0, 7, batch), device=device)
+        domains = torch.zeros(batch, dtype=torch.long, device=device)
+
+        def step():
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                enabled=device.type == "cuda" and cfg.train.bf16):
+                loss, _ = model.training_loss(wave, labels, domains, 0.5)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()  # warm-up: allocator, kernels
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(args["steps"]):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_rate = args["steps"] * batch / (time.perf_counter() - t0)
+        out[system] = {"loader_clean_per_s": timings["clean"], "loader_augmented_per_s": timings["augmented"],
+                       "step_samples_per_s": step_rate, "batch": batch, "crop_samples": n,
+                       "loader_over_step": timings["augmented"] / step_rate}
+    return out
+
+
+def section_score(args: dict) -> dict:
+    import torch
+
+    from core.prepared_split import PreparedSplit
+    from systems.common.config import load_config
+    from systems.common.inference import build_model, score_windows, window_hop, window_length
+    from systems.common.windows import SplitWindows
+
+    rng = np.random.default_rng(1)
+    split_dir = Path(args["work"]) / "test"
+    if not split_dir.is_dir():
+        # the real test set's utterances last 1-10 s
+        write_split(split_dir, [speech_like(rng, s) for s in rng.uniform(1.0, 10.0, args["score_utterances"])],
+                    [-1] * args["score_utterances"])
+    split = PreparedSplit(split_dir)
+    device = torch.device(args["device"])
+    out = {}
+    for system in args["systems"]:
+        cfg = load_config(ROOT / f"systems/{system}/conf/{args['conf']}.yaml")
+        torch.manual_seed(0)
+        model = build_model(cfg).to(device)
+        windows = SplitWindows(split, window_length(model), window_hop(cfg))
+        t0 = time.perf_counter()
+        score_windows(model, windows, device, cfg.score.batch_size, cfg.train.bf16)
+        seconds = time.perf_counter() - t0
+        out[system] = {"utterances_per_s": len(split) / seconds, "windows": len(windows),
+                       "utterances": len(split), "seconds": seconds}
+    return out
+
+
+def gemm_rate(size: int = 1536, repeats: int = 3) -> float:
+    """float64 GEMM FLOP/s this machine reaches now (the best of a few)."""
+    a = np.random.default_rng(0).standard_normal((size, size))
+    a @ a
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def section_fusion(args: dict) -> dict:
+    from core.labels import KNOWN_CLASSES
+    from fusion.manifold import orthonormal_columns
+    from fusion.manifold_fusion import FeatureFusionConfig, manifold_distances, window_subspaces
+
+    rng = np.random.default_rng(2)
+    n_utt, dim, d = args["fusion_utterances"], args["fusion_dim"], 10
+    counts = rng.integers(1, 9, size=n_utt)  # 3 s windows every 1 s of 3-10 s utterances
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    windows = rng.standard_normal((int(offsets[-1]), dim)).astype(np.float32)
+    classes = {c: orthonormal_columns(rng.standard_normal((dim, d))) for c in KNOWN_CLASSES}
+    cfg = FeatureFusionConfig(d=d)
+    t0 = time.perf_counter()
+    bases = window_subspaces(windows, offsets, cfg, include_mean=True)
+    manifold_distances(bases, classes)
+    seconds = time.perf_counter() - t0
+    rank = np.minimum(counts, d).astype(np.float64)
+    flops = float(np.sum(2 * counts ** 2 * dim + 2 * rank * counts * dim + 2 * rank * dim * d * len(classes)))
+    rate = gemm_rate()
+    return {"utterances": n_utt, "windows": int(offsets[-1]), "dim": dim, "seconds": seconds,
+            "gflop": flops / 1e9, "gemm_gflop_per_s": rate / 1e9, "floor_seconds": flops / rate,
+            "over_floor": seconds / (flops / rate)}
+
+
+SECTIONS = {"loader": section_loader, "score": section_score, "fusion": section_fusion}
+
+
+def run_section(name: str, args: dict) -> dict:
+    """The section in a child process: its figures and its own peak RSS."""
+    code = ("import json, resource, sys; from eval.bench import SECTIONS; "
+            f"r = SECTIONS[{name!r}](json.loads(sys.argv[1])); "
+            "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            "print('RESULT ' + json.dumps(r))")
+    env = dict(os.environ, TQDM_DISABLE="1")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        fail(f"benchmark section {name} failed: {last}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def sizes(quick: bool) -> dict:
+    if quick:
+        return {"utterances": 16, "loader_items": 16, "musan_seconds": 10.0, "batch": 4, "steps": 1,
+                "score_utterances": 6, "fusion_utterances": 4000, "fusion_dim": 768, "conf": "demo"}
+    return {"utterances": 128, "loader_items": 128, "musan_seconds": 60.0, "batch": 32, "steps": 3,
+            "score_utterances": 200, "fusion_utterances": 79490, "fusion_dim": 768, "conf": "demo"}
+
+
+def main() -> None:
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: under a minute on 2 CPU cores")
+    ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS))
+    ap.add_argument("--sections", default=",".join(SECTIONS))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default=None, help="also write every figure to this file")
+    args = ap.parse_args()
+    import torch
+
+    from systems import REGISTRY
+
+    systems = [s for s in args.systems.split(",") if s]
+    for s in systems:
+        if s not in REGISTRY:
+            fail(f"--systems: unknown system {s!r}; valid: {', '.join(sorted(REGISTRY))}")
+    sections = [s for s in args.sections.split(",") if s]
+    for s in sections:
+        if s not in SECTIONS:
+            fail(f"--sections: unknown section {s!r}; valid: {', '.join(SECTIONS)}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    results = {"device": device_name(device), "torch": torch.__version__, "commit": commit(),
+               "quick": args.quick}
+    print(f"device: {results['device']} ({device}); torch {results['torch']}; commit {results['commit']}"
+          f"{'; quick sizes' if args.quick else ''}")
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kit_bench_") as work:
+        common = dict(sizes(args.quick), work=work, systems=systems, device=device)
+        for name in sections:
+            r = run_section(name, common)
+            results[name] = r
+            if name == "loader":
+                for s in systems:
+                    f = r[s]
+                    print(f"loader   {s:14s} worker {f['loader_augmented_per_s']:7.1f} samples/s augmented "
+                          f"({f['loader_clean_per_s']:.1f} clean), step {f['step_samples_per_s']:6.1f} samples/s "
+                          f"(batch {f['batch']}): loader/step {f['loader_over_step']:.2f}")
+            elif name == "score":
+                for s in systems:
+                    f = r[s]
+                    print(f"score    {s:14s} {f['utterances_per_s']:7.1f} utterances/s "
+                          f"({f['utterances']} utterances, {f['windows']} windows)")
+            else:
+                print(f"fusion   {r['utterances']} utterances x {r['dim']}-d: {r['seconds']:.2f} s, FLOP floor "
+                      f"{r['floor_seconds']:.2f} s ({r['gflop']:.1f} GFLOP at {r['gemm_gflop_per_s']:.1f} GFLOP/s): "
+                      f"{r['over_floor']:.2f}x the floor")
+            print(f"peak RSS {name:6s} {r['peak_rss_mb']:.0f} MB")
+    results["seconds"] = time.perf_counter() - t_all
+    print(f"total {results['seconds']:.1f} s")
+    if args.json:
+        from core.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,30 @@
+"""`python -m eval.bench --quick`: runs from a clone, prints every figure with its ratio, and the
+device and commit; the JSON holds the same figures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def test_quick_benchmark_prints_its_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "eval.bench", "--quick", "--systems", "lfcc_resnet18",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    assert text.startswith("device: ") and "commit " in text
+    assert "loader/step" in text and "utterances/s" in text and "x the floor" in text
+    assert text.count("peak RSS") == 3
+    figures = json.loads(out.read_text())
+    loader = figures["loader"]["lfcc_resnet18"]
+    assert loader["loader_over_step"] == loader["loader_augmented_per_s"] / loader["step_samples_per_s"]
+    assert figures["fusion"]["over_floor"] > 0 and figures["score"]["lfcc_resnet18"]["utterances_per_s"] > 0
+
+
+def test_unknown_system_is_a_one_line_error():
+    proc = subprocess.run([sys.executable, "-m", "eval.bench", "--quick", "--systems", "nope"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "nope" in proc.stderr

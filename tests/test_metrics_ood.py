@@ -1,0 +1,200 @@
+"""Unknown-vs-known AUROC / FPR95, real-vs-fake EER and the per-condition table (core/metrics.py)
+against sklearn, brute-force sweeps and hand-worked cases; the report's new columns and table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from core.labels import NO_LABEL, UNKNOWN
+from core.metrics import (
+    auroc,
+    condition_groups,
+    equal_error_rate,
+    fpr_at_tpr,
+    open_set_scores,
+    per_condition,
+)
+from core.prepared_split import write_manifest
+from core.scores import write_scores
+from fusion.config import FusionConfig
+from fusion.run import run_fusion
+
+
+def random_case(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(8, 200))
+    positive = rng.random(n) < rng.uniform(0.2, 0.8)
+    positive[:2] = [True, False]
+    # coarse scores: many ties between and within the two kinds
+    scores = np.round(rng.standard_normal(n) + positive * rng.uniform(0, 2), int(rng.integers(0, 3)))
+    return scores, positive
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_auroc_equals_sklearn(seed):
+    scores, positive = random_case(seed)
+    assert auroc(scores, positive) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fpr95_equals_the_roc_curve_point(seed):
+    scores, positive = random_case(seed)
+    fpr, tpr, _ = roc_curve(positive, scores, drop_intermediate=False)
+    assert fpr_at_tpr(scores, positive, 0.95) == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
+
+
+def test_fpr95_hand_worked():
+    # 20 known at 1..20, unknown at 0.5, 2.5, 10.5, 30: keeping 19 of 20 known (95 %) needs τ = 2,
+    # which accepts the unknowns at 2.5, 10.5 and 30
+    known = np.arange(1.0, 21.0)
+    unknown = np.array([0.5, 2.5, 10.5, 30.0])
+    scores = np.concatenate([known, unknown])
+    positive = np.r_[np.ones(20, bool), np.zeros(4, bool)]
+    assert fpr_at_tpr(scores, positive) == pytest.approx(0.75)
+    assert auroc(scores, positive) == pytest.approx((20 + 18 + 10 + 0) / 80)
+
+
+def brute_force_eer(scores, positive):
+    """Every threshold in turn, with loops: miss = positives below it, false alarm = negatives at or
+    above it; the EER is the mean of the two where they are closest."""
+    best = None
+    for t in sorted(set(scores.tolist())) + [np.inf]:
+        miss = sum(1 for s, p in zip(scores, positive) if p and s < t) / sum(positive)
+        fa = sum(1 for s, p in zip(scores, positive) if not p and s >= t) / (len(positive) - sum(positive))
+        if best is None or abs(miss - fa) < best[0]:
+            best = (abs(miss - fa), (miss + fa) / 2)
+    return best[1]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_eer_equals_brute_force_sweep(seed):
+    scores, positive = random_case(seed)
+    assert equal_error_rate(scores, positive) == pytest.approx(brute_force_eer(scores, positive), abs=1e-12)
+
+
+def test_eer_hand_worked_and_bounds():
+    assert equal_error_rate([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 0.0
+    assert equal_error_rate([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 1.0
+    # fakes at 3, 5, 6, 8; reals at 1, 2, 4, 7: for τ in (4, 5] one fake of four is missed (3) and
+    # one real of four accepted (7)
+    fake = np.array([3.0, 5, 6, 8])
+    real = np.array([1.0, 2, 4, 7])
+    eer = equal_error_rate(np.r_[fake, real], np.r_[np.ones(4, bool), np.zeros(4, bool)])
+    assert eer == pytest.approx(0.25)
+    # roughly where sklearn's ROC crosses 1 − TPR = FPR
+    fpr, tpr, _ = roc_curve(np.r_[np.ones(4), np.zeros(4)], np.r_[fake, real])
+    i = np.argmin(np.abs(1 - tpr - fpr))
+    assert eer == pytest.approx((1 - tpr[i] + fpr[i]) / 2)
+
+
+def test_one_sided_inputs_are_refused():
+    with pytest.raises(ValueError, match="both kinds"):
+        auroc([0.1, 0.2], [True, True])
+    with pytest.raises(ValueError, match="finite"):
+        equal_error_rate([0.1, np.nan], [True, False])
+
+
+def test_condition_groups_of_the_demo_corpus():
+    assert condition_groups("clean") == ["clean"]
+    assert condition_groups("noise:music:12.5") == ["music"]
+    assert condition_groups("noise:effects:5.0+codec:amr-nb") == ["noise", "codec"]
+    assert condition_groups("noise:babble:7.1") == ["babble"]
+    assert condition_groups("reverb+codec:mp3") == ["reverb", "codec"]  # a user's own names stay
+
+
+def test_per_condition_hand_worked():
+    truth = [0, 1, 7, 0, 1, 7, 2]
+    pred = [0, 7, 7, 1, 1, 0, 2]
+    closed = [0, 1, 3, 1, 1, 0, 2]
+    conds = ["clean", "clean", "clean", "noise:music:9+codec:gsm", "codec:mp3", "codec:opus", "noise:babble:5"]
+    rows = {r["condition"]: r for r in per_condition(truth, pred, conds, closed)}
+    assert list(rows) == ["all", "clean", "music", "babble", "codec"]
+    assert rows["all"]["open_set_f1"] == pytest.approx(open_set_scores(truth, pred)["f1"])
+    clean = rows["clean"]
+    assert (clean["n"], clean["known"], clean["unknown"]) == (3, 2, 1)
+    assert clean["known_accuracy"] == 0.5 and clean["unknown_recall"] == 1.0 and clean["closed_set_accuracy"] == 1.0
+    codec = rows["codec"]  # truth 0, 1, 7; pred 1, 1, 0
+    assert codec["known_accuracy"] == 0.5 and codec["unknown_recall"] == 0.0
+    assert codec["open_set_f1"] == pytest.approx(open_set_scores([0, 1, 7], [1, 1, 0])["f1"])
+    assert rows["babble"]["unknown_recall"] is None and rows["babble"]["known_accuracy"] == 1.0
+
+
+# ----------------------------------------------------------------------------- the report
+
+def synthetic_experiment(root):
+    """Two members' exports, their fusion, a prepared test split (empty audio) and a key with
+    conditions: enough for the evaluate stage."""
+    exp, key, conditions = root / "exp", {}, {}
+    rng = np.random.default_rng(0)
+    test_ids = [f"T_{i:04d}" for i in range(7 * 4 + 12)]
+    truth = np.r_[np.repeat(np.arange(7), 4), np.full(12, UNKNOWN)]
+    for s in ("a", "b"):
+        for split, n_per in (("train", 10), ("dev", 5)):
+            labels = np.repeat(np.arange(7), n_per)
+            emb = rng.standard_normal((len(labels), 12)) + 3 * np.eye(7, 12)[labels]
+            logits = 4 * np.eye(7)[labels] + rng.standard_normal((len(labels), 7))
+            windows = split == "dev"
+            write_scores(exp / s / "scores" / split, [f"{split}{i}" for i in range(len(labels))], labels, logits, emb,
+                         emb if windows else None, np.arange(len(labels) + 1) if windows else None)
+        known = truth != UNKNOWN
+        centre = np.where(known[:, None], 3 * np.eye(7, 12)[np.minimum(truth, 6)], -3)  # unknowns far away
+        emb = centre + rng.standard_normal((len(truth), 12))
+        logits = np.where(known[:, None], 4 * np.eye(7)[np.minimum(truth, 6)], 0) + rng.standard_normal((len(truth), 7))
+        write_scores(exp / s / "scores" / "test", test_ids, np.full(len(truth), NO_LABEL), logits, emb,
+                     emb, np.arange(len(truth) + 1))
+    cfg = FusionConfig()
+    cfg.feature.d, cfg.feature.k = 3, 3
+    run_fusion(exp, ["a", "b"], cfg)
+    wav = root / "test" / "wav"
+    wav.mkdir(parents=True)
+    rows = []
+    for u in test_ids:
+        (wav / f"{u}.wav").write_bytes(b"")
+        rows.append((u, str(wav / f"{u}.wav"), NO_LABEL, 16000, 0.0, 0, "ok"))
+    prepared = root / "prepared_test"
+    prepared.mkdir()
+    write_manifest(prepared / "manifest.tsv", rows)
+    np.save(prepared / "offsets.npy", np.zeros(len(rows) + 1, dtype=np.int64))
+    (prepared / "audio.f32").write_bytes(b"")
+    names = ["clean", "noise:music:10", "noise:effects:8+codec:mp3", "codec:gsm"]
+    for i, (u, t) in enumerate(zip(test_ids, truth)):
+        key[u] = int(t)
+        conditions[u] = names[i % 4]
+    (root / "keys").mkdir()
+    (root / "keys" / "test_label.txt").write_text("".join(f"{u}.wav {t}\n" for u, t in key.items()))
+    meta = "".join(f"{u}\ttest\t{c}\n" for u, c in conditions.items())
+    (root / "meta.tsv").write_text("utt_id\tsplit\tcondition\n" + meta + "D_1\tdev\tclean\n")  # other splits: ignored
+    return exp, prepared, root / "keys" / "test_label.txt", key, conditions
+
+
+def test_report_has_score_columns_and_the_condition_table(tmp_path):
+    from eval.report import condition_table, conditions_markdown, demo_conditions, evaluate_methods, results_table
+
+    exp, prepared, key_path, key, conditions = synthetic_experiment(tmp_path)
+    rows = {r["method"]: r for r in evaluate_methods(exp / "fusion", prepared, key)}
+    ids = (exp / "fusion" / "test_ids.txt").read_text().split()
+    truth = np.array([key[u] for u in ids])
+    for name in ("softmax:a", "energy:a", "knn:b", "feature", "openmax:a"):
+        scores = np.load(exp / "fusion" / name.replace(":", "__") / "test_scores.npy")
+        known = scores[:, :-1].max(1) if name.startswith("openmax") else scores.max(1)
+        assert rows[name]["test_auroc"] == pytest.approx(roc_auc_score(truth != UNKNOWN, known)), name
+    # real vs fake from the member's softmax for the logit-based scores: energy:a's EER is softmax:a's
+    assert rows["energy:a"]["test_eer"] == pytest.approx(rows["softmax:a"]["test_eer"])
+    p0 = np.load(exp / "fusion" / "softmax__a" / "test_scores.npy")[:, 0]
+    assert rows["softmax:a"]["test_eer"] == pytest.approx(brute_force_eer(1 - p0, truth != 0))
+    assert rows["label"]["test_auroc"] is None
+    # the demo layout's meta.tsv (beside keys/) is found; the table is the submitted method's
+    assert demo_conditions(str(key_path)) == (tmp_path / "meta.tsv").resolve()
+    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    table = condition_table(exp / "fusion", prepared, key, tmp_path / "meta.tsv", summary)
+    assert "| closed-set accuracy |" in conditions_markdown(table)
+    pred = {ln.split()[0][:-4]: int(ln.split()[1])
+            for ln in (exp / "fusion" / "feature" / "test_pred.txt").read_text().splitlines()}
+    music = [u for u in key if conditions[u] == "noise:music:10"]
+    row = next(r for r in table if r["condition"] == "music")
+    assert row["n"] == len(music)
+    assert row["open_set_f1"] == pytest.approx(open_set_scores([key[u] for u in music], [pred[u] for u in music])["f1"])
+    assert "| AUROC | FPR95 | EER |" in results_table(list(rows.values()))

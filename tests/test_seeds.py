@@ -1,0 +1,90 @@
+"""`--seeds`: one whole run per training seed, then every method as mean ± std over the seeds."""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from core.label_files import read_label_file
+from eval.seeds import write_summary
+
+from .conftest import ROOT, TINY_RECIPE, run_recipe
+
+
+def write_results(exp, seed, rows):
+    folder = exp / f"seed_{seed}" / "report"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(rows))
+
+
+def test_mean_and_sample_std_per_method(tmp_path):
+    f1 = {1: 0.61, 2: 0.70, 3: 0.64}
+    for seed, v in f1.items():
+        write_results(tmp_path, seed, [
+            {"method": "feature", "submitted": True, "dev_f1": 0.9, "test_f1": v, "tau": 0.2},
+            {"method": "score", "submitted": False, "dev_f1": 0.8, "test_f1": v / 2, "tau": None},
+            *([{"method": "only_in_seed_1", "submitted": False, "dev_f1": 0.5}] if seed == 1 else []),
+        ])
+    rows = {r["method"]: r for r in write_summary(tmp_path, [1, 2, 3])}
+    assert set(rows) == {"feature", "score"}  # a method missing from a seed is left out
+    assert rows["feature"]["test_f1"]["mean"] == pytest.approx(statistics.mean(f1.values()))
+    assert rows["feature"]["test_f1"]["std"] == pytest.approx(statistics.stdev(f1.values()))
+    assert rows["score"]["test_f1"]["std"] == pytest.approx(statistics.stdev(v / 2 for v in f1.values()))
+    assert "tau" not in rows["score"]  # not a number in every seed: not averaged
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert f"{statistics.mean(f1.values()):.4f} ± {statistics.stdev(f1.values()):.4f}" in text
+    assert (tmp_path / "report" / "per_seed.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("damage, message", [
+    (None, "seed_2/report/results.json: missing"),
+    ("{not json", "not valid JSON"),
+    ('{"method": 1}', "not a results list"),
+])
+def test_bad_seed_results_are_one_line_errors(tmp_path, damage, message):
+    write_results(tmp_path, 1, [{"method": "feature", "test_f1": 0.5}])
+    if damage is not None:
+        (tmp_path / "seed_2" / "report").mkdir(parents=True)
+        (tmp_path / "seed_2" / "report" / "results.json").write_text(damage)
+    proc = subprocess.run([sys.executable, "-m", "eval.seeds", "--exp", str(tmp_path), "--seeds", "1,2"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr
+
+
+@pytest.mark.parametrize("seeds", ["1,x", "1,,2", "2,2"])
+def test_recipe_refuses_a_bad_seed_list(seeds):
+    proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--seeds", seeds, "--stage", "9"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--seeds" in proc.stderr
+
+
+def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
+    """Stages 3-7 per seed in EXP/seed_N on one prepared data set; the first seed's submission in
+    the submission folder; the summary over both seeds in EXP/report."""
+    work = tmp_path
+    (work / "conf").mkdir()
+    for f in (tiny_recipe[0] / "conf").iterdir():
+        (work / "conf" / f.name).write_text(f.read_text())
+    # one epoch per seed keeps this test short; the prepared data of the shared recipe is reused
+    for f in (work / "conf").iterdir():
+        f.write_text(f.read_text().replace("epochs: 2", "epochs: 1"))
+    out = run_recipe(tiny_corpus, work, "--seeds", "4,5")
+    exp = work / "exp"
+    for seed in (4, 5):
+        for system in TINY_RECIPE:
+            cfg = (exp / f"seed_{seed}" / system / "config.yaml").read_text()
+            assert f"seed: {seed}" in cfg
+        assert (exp / f"seed_{seed}" / "submission" / "track3.txt").is_file()
+    assert not (exp / "lfcc_resnet18").exists()  # no run outside the seed folders
+    first = read_label_file(exp / "seed_4" / "submission" / "track3.txt")
+    assert read_label_file(work / "submission" / "track3.txt") == first
+    summary = json.loads((exp / "report" / "results_over_seeds.json").read_text())
+    feature = next(r for r in summary if r["method"] == "feature")
+    per_seed = [next(r for r in json.loads((exp / f"seed_{s}" / "report" / "results.json").read_text())
+                     if r["method"] == "feature")["test_f1"] for s in (4, 5)]
+    assert feature["test_f1"]["values"] == pytest.approx(per_seed)
+    assert "mean ± std over seeds" in out
