@@ -13,6 +13,7 @@ musan=""
 exp=exp
 systems=lfcc_resnet18,rawnet2
 test_key=""
+conditions=""
 demo_dir=data/demo
 demo_scale=1.0
 demo_test_scale=""
@@ -68,6 +69,9 @@ Options:
   --hubert_ckpt DIR  local HuBERT checkpoint (e.g. chinese-hubert-large) for hubert_ft
   --wav2vec2_ckpt DIR local wav2vec2 checkpoint (e.g. wav2vec2-xls-r-300m) for wav2vec2_ft, w2v_asdg
   --test_key FILE    answer key for the test split (the demo corpus provides its own)
+  --conditions FILE  test conditions ("<id> <condition>" lines or a TSV with utt_id and condition
+                     columns) for the report's per-condition table (the demo's meta.tsv is found
+                     by itself)
 
 A new test set on a trained experiment (nothing is retrained; EXP is left as it is):
   --test_dir DIR     audio folder of the new test set; with --exp EXP, stages 2-7 write only to
@@ -103,6 +107,7 @@ while [ $# -gt 0 ]; do
     --submission_name) submission_name=$2; shift 2 ;;
     --fusion_config) fusion_config=$2; shift 2 ;;
     --test_key) test_key=$2; shift 2 ;;
+    --conditions) conditions=$2; shift 2 ;;
     --demo_scale) demo_scale=$2; shift 2 ;;
     --demo_test_scale) demo_test_scale=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
@@ -179,7 +184,7 @@ if [ -n "$test_dir" ]; then
   fi
   if run_stage 7; then
     log "Stage 7 (evaluate): $testset/fusion + ${test_key:-no key} -> $testset/report"
-    "$python" -m eval.report --exp "$testset" --test_manifest "$testset/data/test" ${test_key:+--key "$test_key"}
+    "$python" -m eval.report --exp "$testset" --test_manifest "$testset/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
     [ -z "$test_key" ] || "$python" eval/score.py "$submission_dir/$submission_name.txt" "$test_key"
   fi
   log "done (stages $stage..$stop_stage, new test set $testset)"
@@ -257,7 +262,7 @@ for run_seed in "${seed_list[@]}"; do
 
   if run_stage 7; then
     log "Stage 7 (evaluate): $run_exp/fusion + ${test_key:-no key} -> $run_exp/report"
-    "$python" -m eval.report --exp "$run_exp" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"}
+    "$python" -m eval.report --exp "$run_exp" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
     if [ -n "$test_key" ]; then
       "$python" eval/score.py "$run_submission/$submission_name.txt" "$test_key"
     fi
