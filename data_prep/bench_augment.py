@@ -30,7 +30,7 @@ from .codec_cache import build_codec_cache
 SR = 16000
 
 
-def _speechlike(n: int, rng: np.random.Generator) -> np.ndarray:
+def speechlike(n: int, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(n) / SR
     f0 = rng.uniform(90, 250)
     x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 12))
@@ -53,7 +53,7 @@ def synthetic_setup(root: Path, utterances: int = 40, nj: int = 2, k: int = 3) -
     offsets, rows = [0], []
     with open(train / "audio.f32", "wb") as fh:
         for i in range(utterances):
-            x = _speechlike(int(rng.uniform(2, 6) * SR), rng)
+            x = speechlike(int(rng.uniform(2, 6) * SR), rng)
             fh.write(x.tobytes())
             offsets.append(offsets[-1] + len(x))
             rows.append((f"utt{i:05d}", f"utt{i:05d}.wav", i % 7, SR, len(x) / SR, len(x), "ok"))
@@ -65,12 +65,13 @@ def synthetic_setup(root: Path, utterances: int = 40, nj: int = 2, k: int = 3) -
     for kind, count in (("noise", 4), ("music", 4), ("speech", 12)):
         (bank / kind).mkdir(parents=True)
         for j in range(count):
-            x = _speechlike(60 * SR, rng) if kind != "noise" else 0.05 * rng.standard_normal(60 * SR)
+            x = speechlike(60 * SR, rng) if kind != "noise" else 0.05 * rng.standard_normal(60 * SR)
             sf.write(bank / kind / f"{kind}{j}.wav", x, SR, subtype="PCM_16")
     return root / "data", bank
 
 
-def _commit() -> str:
+def commit_id() -> str:
+    """The checkout's short commit, '+dirty' when tracked files changed; 'unknown' outside git."""
     try:
         root = Path(__file__).resolve().parents[1]
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
@@ -130,7 +131,7 @@ def run_benchmark(data: str | Path | None = None, musan: str | Path | None = Non
         ms = {name: 1000 * v for name, v in _time_settings(split, settings, n, samples).items()}
     return {"ms_per_sample": ms, "samples": samples, "seconds": seconds, "cpu_count": os.cpu_count(),
             "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
-            "commit": _commit(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "commit": commit_id(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def format_lines(result: dict) -> list[str]:

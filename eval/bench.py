@@ -12,7 +12,7 @@ Sections (each runs in a child process, so that its peak RSS is its own):
   fusion   feature-level fusion (window subspaces + geodesic distances) against its FLOP floor:
            the GEMM work it cannot avoid (window Gram matrices, basis rows, products with the
            class bases) divided by the GEMM rate this machine reaches in the same run
-Synthetic inputs (filtered noise as speech, a small synthetic MUSAN folder) keep it self-contained;
+Synthetic inputs (the augmentation benchmark's speech-like signals, a small synthetic MUSAN folder) keep it self-contained;
 `--quick` shrinks every size so that the whole run takes under a minute on 2 CPU cores.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ArgumentParser, fail, run_cli
+from data_prep.bench_augment import commit_id, speechlike
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -52,28 +53,7 @@ def device_name(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("+changes" if dirty.strip() else "") if out.returncode == 0 else "unknown"
-    except OSError:
-        return "unknown"
-
-
 # ----------------------------------------------------------------------------- synthetic inputs
-
-def speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """Noise through a slowly moving resonance with a syllable-rate envelope: enough structure for
-    trimming, LFCC and codecs to do their usual work."""
-    from scipy.signal import lfilter
-
-    n = int(seconds * SR)
-    x = lfilter([1.0], [1.0, -1.6, 0.8], rng.standard_normal(n))
-    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * np.arange(n) / SR + rng.uniform(0, 6.28))
-    x = x * envelope
-    return (0.1 * x / (np.std(x) + 1e-9)).astype(np.float32)
-
 
 def write_split(folder: Path, utterances: list[np.ndarray], labels: list[int]) -> None:
     from core.prepared_split import write_manifest
@@ -93,7 +73,7 @@ def write_musan(folder: Path, rng: np.random.Generator, files: int, seconds: flo
     for kind in ("noise", "music", "speech"):
         (folder / kind).mkdir(parents=True, exist_ok=True)
         for i in range(files):
-            x = speech_like(rng, seconds) if kind == "speech" else (0.05 * rng.standard_normal(int(seconds * SR)))
+            x = speechlike(int(seconds * SR), rng) if kind == "speech" else (0.05 * rng.standard_normal(int(seconds * SR)))
             sf.write(folder / kind / f"{kind}{i}.wav", x.astype(np.float32), SR, subtype="PCM_16")
 
 
@@ -112,7 +92,7 @@ def section_loader(args: dict) -> dict:
     work = Path(args["work"])
     split_dir = work / "train"
     if not split_dir.is_dir():
-        write_split(split_dir, [speech_like(rng, s) for s in rng.uniform(2.0, 6.0, args["utterances"])],
+        write_split(split_dir, [speechlike(int(s * SR), rng) for s in rng.uniform(2.0, 6.0, args["utterances"])],
                     list(rng.integers(0, 7, args["utterances"])))
         write_musan(work / "musan", rng, files=3, seconds=args["musan_seconds"])
     split = PreparedSplit(split_dir)
@@ -181,7 +161,7 @@ def section_score(args: dict) -> dict:
     split_dir = Path(args["work"]) / "test"
     if not split_dir.is_dir():
         # the real test set's utterances last 1-10 s
-        write_split(split_dir, [speech_like(rng, s) for s in rng.uniform(1.0, 10.0, args["score_utterances"])],
+        write_split(split_dir, [speechlike(int(s * SR), rng) for s in rng.uniform(1.0, 10.0, args["score_utterances"])],
                     [-1] * args["score_utterances"])
     split = PreparedSplit(split_dir)
     device = torch.device(args["device"])
@@ -283,7 +263,7 @@ def main() -> None:
         if s not in SECTIONS:
             fail(f"--sections: unknown section {s!r}; valid: {', '.join(SECTIONS)}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    results = {"device": device_name(device), "torch": torch.__version__, "commit": commit(),
+    results = {"device": device_name(device), "torch": torch.__version__, "commit": commit_id(),
                "quick": args.quick}
     print(f"device: {results['device']} ({device}); torch {results['torch']}; commit {results['commit']}"
           f"{'; quick sizes' if args.quick else ''}")
