@@ -20,6 +20,7 @@ demo_test_scale=""
 seed=0
 seeds=""
 nj=2
+ngpu=1
 conf=""
 conf_dir=""
 submission_dir=submission
@@ -88,6 +89,8 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
   --deterministic    deterministic kernels and one CPU thread in training and scoring (slower;
                      the same bits on another machine with the same libraries and device type)
   --nj N             worker processes for data preparation (default 2)
+  --ngpu N           training processes, one per GPU, through torchrun (default 1); each reads
+                     train.batch_size / N items per step, so the global batch is the config's
   --skip_setup       do not touch Debian packages or .venv (use the python on PATH)
   -h, --help         this text
 EOF
@@ -113,6 +116,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
     --nj) nj=$2; shift 2 ;;
+    --ngpu) ngpu=$2; shift 2 ;;
     --skip_setup) skip_setup=true; shift ;;
     --deterministic) deterministic=true; shift ;;
     --hubert_ckpt) hubert_ckpt=$2; shift 2 ;;
@@ -124,9 +128,10 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-for n in "$stage" "$stop_stage" "$nj" "$seed"; do
+for n in "$stage" "$stop_stage" "$nj" "$seed" "$ngpu"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "error: '$n' is not a non-negative integer" >&2; exit 2; }
 done
+[ "$ngpu" -ge 1 ] || { echo "error: --ngpu $ngpu: at least 1" >&2; exit 2; }
 if [ -n "$seeds" ]; then
   [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: --seeds '$seeds': expected comma-separated non-negative integers, e.g. 1,2,3" >&2; exit 2; }
   [ "$(tr , '\n' <<< "$seeds" | sort | uniq -d)" = "" ] || { echo "error: --seeds '$seeds': a seed is listed twice" >&2; exit 2; }
@@ -134,6 +139,7 @@ fi
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+ngpu_note() { [ "$ngpu" -gt 1 ] && echo ", $ngpu processes (torchrun)"; true; }
 
 if run_stage 0 && ! $skip_setup; then
   log "Stage 0 (setup): requirements.txt -> .venv"
@@ -163,8 +169,8 @@ if [ -n "$test_dir" ]; then
   fi
   if run_stage 3; then
     for sys in "${system_list[@]}"; do
-      log "Stage 3 (train): $exp/$sys/config.yaml (as trained) -> $exp/$sys/ckpt"
-      "$python" -m systems.train --config "$exp/$sys/config.yaml" --data "$exp/data" --exp "$exp/$sys"
+      log "Stage 3 (train): $exp/$sys/config.yaml (as trained$(ngpu_note)) -> $exp/$sys/ckpt"
+      "$python" -m systems.train --config "$exp/$sys/config.yaml" --data "$exp/data" --exp "$exp/$sys" --ngpu "$ngpu"
     done
   fi
   if run_stage 4; then
@@ -226,14 +232,14 @@ for run_seed in "${seed_list[@]}"; do
 
   if run_stage 3; then
     for sys in "${system_list[@]}"; do
-      log "Stage 3 (train): $(config_of "$sys"), $exp/data, seed $run_seed -> $run_exp/$sys/ckpt"
+      log "Stage 3 (train): $(config_of "$sys"), $exp/data, seed $run_seed$(ngpu_note) -> $run_exp/$sys/ckpt"
       ckpt_override=()
       case "$sys" in
         hubert_ft) [ -z "$hubert_ckpt" ] || ckpt_override=(model.ssl_ckpt="$hubert_ckpt") ;;
         wav2vec2_ft|w2v_asdg) [ -z "$wav2vec2_ckpt" ] || ckpt_override=(model.ssl_ckpt="$wav2vec2_ckpt") ;;
       esac
       "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$run_exp/$sys" \
-        ${musan:+--musan "$musan"} --set train.seed="$run_seed" train.deterministic="$deterministic" "${ckpt_override[@]}"
+        --ngpu "$ngpu" ${musan:+--musan "$musan"} --set train.seed="$run_seed" train.deterministic="$deterministic" "${ckpt_override[@]}"
     done
   fi
 

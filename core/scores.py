@@ -20,7 +20,7 @@ import pandas as pd
 from core.atomic import ensure_dir, save_npy, write_text_atomic
 from core.errors import fail
 from core.labels import NO_LABEL, NUM_KNOWN, SCORE_COLUMNS, UNKNOWN
-from core.stage_files import load_npy
+from core.stage_files import NpyRows, load_npy
 from core.tables import read_table, write_table
 
 LOGIT_COLUMNS = ("utt_id", "label") + SCORE_COLUMNS
@@ -78,7 +78,10 @@ class SystemScores:
         if len(self.embeddings) != len(self.ids):
             fail(f"{self.folder}: {len(self.ids)} ids but {len(self.embeddings)} embeddings; re-run the score stage")
         wpath = self.folder / "window_embeddings.npy"
-        self.window_embeddings = _load_npy(wpath, "window embedding array", 2) if wpath.is_file() else None
+        # window embeddings are read in row blocks by whoever uses them (fusion streams them): at
+        # real size and width they are larger than the memory a stage may take
+        self.window_embeddings = (NpyRows(wpath, "window embedding array", STAGE, finite=True)
+                                  if wpath.is_file() else None)
         self.window_offsets = (_load_npy(self.folder / "window_offsets.npy", "window offset array", 1)
                                if wpath.is_file() else None)
         if self.window_offsets is not None:

@@ -9,9 +9,12 @@ Sections (each runs in a child process, so that its peak RSS is its own):
            backward, Adam step at the config's crop length); the ratio says how many workers keep
            the step fed
   score    utterances/s of the score stage's path (windows at the model's input length, batched)
-  fusion   feature-level fusion (window subspaces + geodesic distances) against its FLOP floor:
-           the GEMM work it cannot avoid (window Gram matrices, basis rows, products with the
-           class bases) divided by the GEMM rate this machine reaches in the same run
+  fusion   feature-level fusion of the test split (window subspaces + geodesic distances, 3 × 256-d
+           members) against its FLOP floor: the GEMM work it cannot avoid (window Gram matrices,
+           projections of the windows onto the class bases, the small coefficient products)
+           divided by the GEMM rate this machine reaches in the same run
+  fusion_memory  peak RSS of feature fusion at the real split sizes (22,400 / 8,400 / 79,490) and
+           1792-d members (3 × 256 + 1024), window embeddings read from disk as the stage does
 Synthetic inputs (the augmentation benchmark's speech-like signals, a small synthetic MUSAN folder) keep it self-contained;
 `--quick` shrinks every size so that the whole run takes under a minute on 2 CPU cores.
 """
@@ -191,31 +194,113 @@ def gemm_rate(size: int = 1536, repeats: int = 3) -> float:
     return best
 
 
+def synthetic_windows(rng: np.random.Generator, n_utt: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window counts of 3-10 s utterances (3 s windows every 1 s: 1-8 windows) and their offsets."""
+    counts = rng.integers(1, 9, size=n_utt)
+    return counts, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
 def section_fusion(args: dict) -> dict:
-    from core.labels import KNOWN_CLASSES
-    from fusion.manifold import orthonormal_columns
-    from fusion.manifold_fusion import FeatureFusionConfig, manifold_distances, window_subspaces
+    """The `feature` method's test-split work: window subspaces and their distances to 7 class
+    subspaces of dimension 10, members 3 × 256-d (768-d), L2-normalised and fused as in the stage."""
+    from fusion.manifold import class_columns, orthonormal_columns, subspace_distances
+    from fusion.manifold_fusion import FeatureFusionConfig, WindowSource, scan_windows
 
     rng = np.random.default_rng(2)
-    n_utt, dim, d = args["fusion_utterances"], args["fusion_dim"], 10
-    counts = rng.integers(1, 9, size=n_utt)  # 3 s windows every 1 s of 3-10 s utterances
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    windows = rng.standard_normal((int(offsets[-1]), dim)).astype(np.float32)
-    classes = {c: orthonormal_columns(rng.standard_normal((dim, d))) for c in KNOWN_CLASSES}
-    cfg = FeatureFusionConfig(d=d)
+    n_utt, d, widths = args["fusion_utterances"], 10, (256, 256, 256)
+    counts, offsets = synthetic_windows(rng, n_utt)
+    members = {f"m{k}": rng.standard_normal((int(offsets[-1]), w)).astype(np.float32) for k, w in enumerate(widths)}
+    dim = sum(widths)
+    classes = [orthonormal_columns(rng.standard_normal((dim, d))) for _ in range(7)]
+    basis, _ = class_columns([classes])
     t0 = time.perf_counter()
-    bases = window_subspaces(windows, offsets, cfg, include_mean=True)
-    manifold_distances(bases, classes)
+    subspaces, projections = scan_windows(WindowSource(members, offsets, True), FeatureFusionConfig(d=d), True, basis)
+    subspace_distances(subspaces, projections, [classes])
     seconds = time.perf_counter() - t0
     rank = np.minimum(counts, d).astype(np.float64)
-    flops = float(np.sum(2 * counts ** 2 * dim + 2 * rank * counts * dim + 2 * rank * dim * d * len(classes)))
+    # the GEMM work no method avoids: window Gram matrices, projections of every window onto the
+    # 7 × d class directions, and the small (r × n)·(n × 7d) products
+    flops = float(np.sum(2 * counts ** 2 * dim + 2 * counts * dim * 7 * d + 2 * rank * counts * 7 * d))
     rate = gemm_rate()
     return {"utterances": n_utt, "windows": int(offsets[-1]), "dim": dim, "seconds": seconds,
             "gflop": flops / 1e9, "gemm_gflop_per_s": rate / 1e9, "floor_seconds": flops / rate,
             "over_floor": seconds / (flops / rate)}
 
 
-SECTIONS = {"loader": section_loader, "score": section_score, "fusion": section_fusion}
+def write_npy_in_blocks(path: Path, rows: int, width: int, seed: int, block: int = 65536) -> None:
+    """A float32 (rows, width) .npy of standard normals, written block by block (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (rows, width)})
+        for start in range(0, rows, block):
+            fh.write(rng.standard_normal((min(block, rows - start), width)).astype(np.float32).tobytes())
+
+
+FUSION_MEMORY_WIDTHS = {"m0": 256, "m1": 256, "m2": 256, "ssl": 1024}
+
+
+def write_fusion_exports(exp: Path, sizes: dict[str, int]) -> dict[str, int]:
+    """Synthetic score exports of four members (FUSION_MEMORY_WIDTHS) in the score stage's format;
+    the window counts per split."""
+    rng = np.random.default_rng(4)
+    widths = FUSION_MEMORY_WIDTHS
+    offsets = {}
+    for split, n in sizes.items():
+        _, offsets[split] = synthetic_windows(rng, n)
+        labels = np.arange(n) % 7 if split != "test" else np.full(n, -1)
+        for k, (name, w) in enumerate(widths.items()):
+            folder = exp / name / "scores" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            centres = rng.standard_normal((7, w)).astype(np.float32)
+            np.save(folder / "embeddings.npy", centres[np.arange(n) % 7] + rng.standard_normal((n, w)).astype(np.float32))
+            with open(folder / "logits.tsv", "w") as fh:
+                fh.write("utt_id\tlabel\t" + "\t".join(map(str, range(7))) + "\n")
+                fh.writelines(f"u{i}\t{labels[i]}\t" + "\t".join(["0"] * 7) + "\n" for i in range(n))
+            (folder / "ids.txt").write_text("".join(f"u{i}\n" for i in range(n)))
+            if split != "train":
+                write_npy_in_blocks(folder / "window_embeddings.npy", int(offsets[split][-1]), w, seed=10 * k + len(split))
+                np.save(folder / "window_offsets.npy", offsets[split])
+    return {s: int(o[-1]) for s, o in offsets.items()}
+
+
+def section_fusion_memory(args: dict) -> dict:
+    """Peak memory of feature fusion (all four distance variants) at the real split sizes with
+    members 3 × 256 + 1024 (1792-d): window embeddings exported to disk as the score stage does,
+    then the fusion stage's readers and FeatureDistances."""
+    from core.scores import SystemScores
+    from fusion.manifold_fusion import FeatureDistances, FeatureFusionConfig
+    from fusion.members import SplitScores, align_windows
+
+    widths = FUSION_MEMORY_WIDTHS
+    sizes = {"train": args["memory_train"], "dev": args["memory_dev"], "test": args["memory_test"]}
+    exp = Path(args["work"]) / "fusion_memory"
+    # written by another process: this one's peak RSS is the fusion's alone
+    code = ("import json, sys; from pathlib import Path; from eval.bench import write_fusion_exports; "
+            "print(json.dumps(write_fusion_exports(Path(sys.argv[1]), json.loads(sys.argv[2]))))")
+    proc = subprocess.run([sys.executable, "-c", code, str(exp), json.dumps(sizes)], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    windows_per_split = json.loads(proc.stdout.strip().splitlines()[-1])
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    data = {}
+    for split in sizes:
+        per = {s: SystemScores(exp / s / "scores" / split) for s in widths}
+        windows, offs = align_windows(per)
+        ref = per["m0"]
+        data[split] = SplitScores(ids=ref.ids, labels=ref.labels, logits={s: per[s].logits for s in widths},
+                                  embeddings={s: per[s].embeddings for s in widths}, window_embeddings=windows,
+                                  window_offsets=offs)
+    fd = FeatureDistances(data, FeatureFusionConfig(class_stats_from="train"))
+    for stats_from, include_mean in (("train", True), ("dev", True)):
+        fd.distances(stats_from, include_mean)
+    seconds = time.perf_counter() - t0
+    return {"dim": sum(widths.values()), "sizes": sizes, "windows_test": windows_per_split["test"],
+            "window_gb_on_disk": (windows_per_split["dev"] + windows_per_split["test"]) * sum(widths.values()) * 4 / 1e9,
+            "seconds": seconds, "peak_rss_before_fusion_mb": rss_before}
+
+
+SECTIONS = {"loader": section_loader, "score": section_score, "fusion": section_fusion,
+            "fusion_memory": section_fusion_memory}
 
 
 def run_section(name: str, args: dict) -> dict:
@@ -237,9 +322,11 @@ def run_section(name: str, args: dict) -> dict:
 def sizes(quick: bool) -> dict:
     if quick:
         return {"utterances": 16, "loader_items": 16, "musan_seconds": 10.0, "batch": 4, "steps": 1,
-                "score_utterances": 6, "fusion_utterances": 4000, "fusion_dim": 768, "conf": "demo"}
+                "score_utterances": 6, "fusion_utterances": 4000, "conf": "demo",
+                "memory_train": 140, "memory_dev": 70, "memory_test": 300}
     return {"utterances": 128, "loader_items": 128, "musan_seconds": 60.0, "batch": 32, "steps": 3,
-            "score_utterances": 200, "fusion_utterances": 79490, "fusion_dim": 768, "conf": "demo"}
+            "score_utterances": 200, "fusion_utterances": 79490, "conf": "demo",
+            "memory_train": 22400, "memory_dev": 8400, "memory_test": 79490}
 
 
 def main() -> None:
@@ -284,6 +371,10 @@ def main() -> None:
                     f = r[s]
                     print(f"score    {s:14s} {f['utterances_per_s']:7.1f} utterances/s "
                           f"({f['utterances']} utterances, {f['windows']} windows)")
+            elif name == "fusion_memory":
+                print(f"fusion   {r['dim']}-d, train/dev/test {r['sizes']['train']}/{r['sizes']['dev']}/"
+                      f"{r['sizes']['test']} ({r['window_gb_on_disk']:.2f} GB of window embeddings on disk): "
+                      f"every feature-fusion distance in {r['seconds']:.1f} s")
             else:
                 print(f"fusion   {r['utterances']} utterances x {r['dim']}-d: {r['seconds']:.2f} s, FLOP floor "
                       f"{r['floor_seconds']:.2f} s ({r['gflop']:.1f} GFLOP at {r['gemm_gflop_per_s']:.1f} GFLOP/s): "

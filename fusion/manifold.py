@@ -4,12 +4,14 @@
 al.'s ONPE: NPE weights + orthogonal basis), following the spec's steps: centre, PCA pre-step,
 NPE reconstruction weights on k nearest neighbours, orthogonal iteration in the maximisation form.
 `geodesic_distance(A, B)`: the Grassmann distance ‖θ‖₂ from the principal angles θ.
-The batched functions compute the distances of many test subspaces to every class subspace with
-stacked SVDs, grouped by subspace dimension.
+`UtteranceSubspaces` holds one basis per utterance as coefficients on its own window embeddings
+(basisᵀ = C·W), so the D-dimensional bases are never formed: the distances need only the windows'
+projections onto the class bases (one streamed GEMM) and small r × r eigenproblems.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -114,97 +116,123 @@ def geodesic_distance(A: np.ndarray, B: np.ndarray) -> float:
     return float(np.linalg.norm(principal_angles_from_bases(np.asarray(A, float), np.asarray(B, float))))
 
 
-def batched_distances(tests: np.ndarray, classes: list[np.ndarray]) -> np.ndarray:
-    """(N, C) geodesic distances from N test bases of one dimension a, stacked as rows (N, a, D),
-    to each class basis (D, b_j): one GEMM against all class bases, then stacked small SVDs."""
-    n, a, D = tests.shape
-    widths = [S.shape[1] for S in classes]
-    edges = np.concatenate([[0], np.cumsum(widths)])
-    products = (tests.reshape(n * a, D) @ np.concatenate(classes, axis=1)).reshape(n, a, -1)
-    out = np.empty((n, len(classes)))
-    for j, S in enumerate(classes):
-        prod = products[:, :, edges[j]:edges[j + 1]]  # (N, a, b) = TᵀS
-        cos = np.clip(np.linalg.svd(prod, compute_uv=False), -1.0, 1.0)  # (N, min(a, b)), descending
-        theta = np.arccos(cos)
-        small = cos ** 2 >= 0.5
-        rows = np.flatnonzero(small.any(axis=1))
-        if len(rows):
-            # sines of the angles from the part of the smaller basis outside the larger one
-            t, p = tests[rows], prod[rows]
-            if a <= S.shape[1]:
-                residual = t - p @ S.T  # (R, a, D)
-            else:
-                residual = S.T[None] - p.transpose(0, 2, 1) @ t  # (R, b, D)
-            sin = np.sort(np.clip(np.linalg.svd(residual, compute_uv=False), -1.0, 1.0), axis=1)
-            theta[rows] = np.where(small[rows], np.arcsin(sin[:, : theta.shape[1]]), theta[rows])
-        out[:, j] = np.linalg.norm(theta, axis=1)
-    return out
+# singular values below this fraction of the largest are dropped from a window span
+RANK_TOL = 1e-6
+# below this fraction of the largest, the Gram route's eigenvectors lose accuracy (error ~ eps·(σ₁/σ)²):
+# such stacks are decomposed by SVD of the windows themselves
+GRAM_TRUST = 1e-3
+# utterances per batched distance computation: bounded temporaries (~8 MB per class set at r = d = 10)
+DISTANCE_CHUNK = 4096
 
 
-@dataclass
-class StackedBases:
-    """Orthonormal bases of many utterances, stored in groups of equal dimension a as rows
-    (G, a, D) with the utterance index of each; the batched distances work group by group."""
+def span_coefficients(X: np.ndarray, dmax: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For stacked window sets X (G, n, D): orthonormal bases of their spans (rank r ≤ min(n, dmax))
+    as coefficients C (G', r, n) with basisᵀ = C·X, grouped by r: [(positions in the stack, C)].
 
-    n: int
-    groups: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-
-    def add(self, index: np.ndarray, rows: np.ndarray) -> None:
-        if len(index):
-            self.groups.append((np.asarray(index), rows))
-
-    def basis(self, i: int) -> np.ndarray:
-        for index, rows in self.groups:
-            hit = np.flatnonzero(index == i)
-            if len(hit):
-                return rows[hit[0]].T
-        raise IndexError(i)
-
-    def subset(self, mask: np.ndarray) -> "StackedBases":
-        """The bases of the utterances where `mask` holds, renumbered 0.. in order."""
-        new_index = np.cumsum(mask) - 1
-        out = StackedBases(int(mask.sum()))
-        for index, rows in self.groups:
-            keep = mask[index]
-            out.add(new_index[index[keep]], rows[keep])
-        return out
-
-    @classmethod
-    def from_list(cls, bases: list[np.ndarray]) -> "StackedBases":
-        out = cls(len(bases))
-        dims = np.array([b.shape[1] for b in bases])
-        for a in np.unique(dims):
-            idx = np.flatnonzero(dims == a)
-            out.add(idx, np.stack([bases[i].T for i in idx]))
-        return out
-
-
-def span_bases(windows: np.ndarray, d: int, rank_tol: float = 1e-6) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Orthonormal bases of the spans of stacked window sets (N, n, D), r ≤ min(n, d), as groups
-    (positions in the stack, rows (G, r, D)) of equal rank r.
-
-    Through the n × n Gram matrices (an eigendecomposition per set instead of an SVD of n × D),
-    keeping directions whose singular value exceeds `rank_tol` times the largest."""
-    windows = np.asarray(windows, dtype=np.float64)
-    gram = windows @ windows.transpose(0, 2, 1)  # (N, n, n)
-    evals, evecs = np.linalg.eigh(gram)  # ascending
-    keep = min(windows.shape[1], d)
-    evals, evecs = evals[:, ::-1][:, :keep], evecs[:, :, ::-1][:, :, :keep]
-    sv = np.sqrt(np.clip(evals, 0.0, None))  # singular values, descending
-    ranks = np.maximum(np.sum(sv > rank_tol * np.maximum(sv[:, :1], 1e-300), axis=1), 1)
+    Through the n × n Gram matrices (an eigendecomposition per set instead of an SVD of n × D);
+    sets whose kept singular values span more than 1/GRAM_TRUST go through an SVD of X instead."""
+    G, n, _ = X.shape
+    keep = min(n, dmax)
+    evals, evecs = np.linalg.eigh(X @ X.transpose(0, 2, 1))  # ascending
+    sv = np.sqrt(np.clip(evals[:, ::-1][:, :keep], 0.0, None))  # descending
+    U = evecs[:, :, ::-1][:, :, :keep]  # (G, n, keep)
+    shaky = np.flatnonzero(sv[:, keep - 1] < GRAM_TRUST * sv[:, 0])
+    if len(shaky):
+        u, s, _ = np.linalg.svd(X[shaky], full_matrices=False)
+        U[shaky], sv[shaky] = u[:, :, :keep], s[:, :keep]
+    ranks = np.maximum(np.sum(sv > RANK_TOL * np.maximum(sv[:, :1], 1e-300), axis=1), 1)
     groups = []
     for r in np.unique(ranks):
         pos = np.flatnonzero(ranks == r)
-        u_t = np.ascontiguousarray(evecs[pos][:, :, :r].transpose(0, 2, 1))  # contiguous: BLAS path
-        rows = u_t @ windows[pos]  # (G, r, D) = Σ Vᵀ
-        rows /= np.maximum(sv[pos][:, :r], 1e-300)[:, :, None]
-        # the Gram route loses orthogonality as (σ_max / σ_min)²·eps: re-orthonormalise only where
-        # that could exceed ~1e-10
-        shaky = sv[pos, r - 1] < 1e-3 * sv[pos, 0]
-        if shaky.any():
-            q, rr = np.linalg.qr(rows[shaky].transpose(0, 2, 1))  # (S, D, r)
-            signs = np.sign(np.diagonal(rr, axis1=1, axis2=2))
-            signs[signs == 0] = 1.0
-            rows[shaky] = (q * signs[:, None, :]).transpose(0, 2, 1)
-        groups.append((pos, rows))
+        C = U[pos][:, :, :r].transpose(0, 2, 1) / np.maximum(sv[pos][:, :r], 1e-300)[:, :, None]
+        groups.append((pos, np.ascontiguousarray(C)))
     return groups
+
+
+@dataclass
+class SubspaceGroup:
+    """Bases of utterances `index` (G,), all of rank r: basis_gᵀ = coef[g] @ W[rows[g]] (coef (G, r, m),
+    rows (G, m) into the split's window rows) or, when `explicit` is given, explicit[g] (r, D)."""
+
+    index: np.ndarray
+    coef: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    explicit: np.ndarray | None = None
+
+
+@dataclass
+class UtteranceSubspaces:
+    n: int
+    groups: list[SubspaceGroup] = field(default_factory=list)
+
+
+def class_columns(class_sets: list[list[np.ndarray]]) -> tuple[np.ndarray, list[list[slice]]]:
+    """All class bases side by side (D, total) and, per set and class, its columns."""
+    blocks, slices, at = [], [], 0
+    for classes in class_sets:
+        per = []
+        for S in classes:
+            blocks.append(S)
+            per.append(slice(at, at + S.shape[1]))
+            at += S.shape[1]
+        slices.append(per)
+    return np.concatenate(blocks, axis=1), slices
+
+
+def grouped_distances(M: np.ndarray, widths: list[int]) -> np.ndarray:
+    """Geodesic distances (G, C) from the products M (G, r, Σ b_c) = basisᵀ·[S_1 … S_C] of rank-r
+    utterance bases with C class bases of widths b_c.
+
+    The principal angles are arccos of the singular values of each (r × b_c) block; their squares
+    are the eigenvalues of the r × r block·blockᵀ, of which the largest min(r, b_c) count."""
+    G, r, _ = M.shape
+    edges = np.concatenate([[0], np.cumsum(widths)])
+    blocks = np.zeros((G, len(widths), r, max(widths)))
+    for c, b in enumerate(widths):
+        blocks[:, c, :, :b] = M[:, :, edges[c]:edges[c + 1]]  # zero columns leave block·blockᵀ unchanged
+    if r == 1:
+        cos2 = np.sum(blocks ** 2, axis=3)
+    elif r == 2:
+        # closed form of the 2 × 2 symmetric eigenvalues: no per-matrix LAPACK call
+        a, b, c = (np.sum(blocks[:, :, i] * blocks[:, :, j], axis=2) for i, j in ((0, 0), (0, 1), (1, 1)))
+        half, spread = (a + c) / 2, np.hypot((a - c) / 2, b)
+        cos2 = np.stack([half + spread, half - spread], axis=2)
+    else:
+        grams = blocks @ blocks.transpose(0, 1, 3, 2)
+        cos2 = np.linalg.eigvalsh(grams)[..., ::-1]  # (G, C, r), descending
+    cos2 = np.clip(cos2, 0.0, 1.0)
+    theta = np.arccos(np.sqrt(cos2))
+    counted = np.arange(r)[None, None, :] < np.minimum(r, np.asarray(widths))[None, :, None]
+    return np.sqrt(np.sum(np.where(counted, theta, 0.0) ** 2, axis=2))
+
+
+def subspace_distances(subspaces: UtteranceSubspaces, projections: np.ndarray | None,
+                       class_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Per class set, (N, C) geodesic distances of every utterance basis to each class basis, from
+    `projections` = W·[all class bases] (the split's window rows times class_columns(class_sets))."""
+    S_all, slices = class_columns(class_sets)
+    out = [np.empty((subspaces.n, len(classes))) for classes in class_sets]
+    for g in subspaces.groups:
+        for start in range(0, len(g.index), DISTANCE_CHUNK):
+            part = slice(start, start + DISTANCE_CHUNK)
+            if g.explicit is not None:
+                products = g.explicit[part] @ S_all  # (G, r, total)
+            else:
+                products = g.coef[part] @ projections[g.rows[part]]  # (G, r, m) @ (G, m, total)
+            for k, per in enumerate(slices):
+                M = products[:, :, per[0].start:per[-1].stop]
+                out[k][g.index[part]] = grouped_distances(M, [sl.stop - sl.start for sl in per])
+    return out
+
+
+def stream_blocks(n_rows: int, offsets: np.ndarray, max_rows: int) -> Iterator[tuple[int, int]]:
+    """Consecutive utterance ranges [u0, u1) whose windows number at most `max_rows` (or one utterance)."""
+    u0, n = 0, len(offsets) - 1
+    while u0 < n:
+        u1 = int(np.searchsorted(offsets, offsets[u0] + max_rows, side="right")) - 1
+        u1 = max(u1, u0 + 1)
+        yield u0, u1
+        u0 = u1
+
+
+WindowBlock = Callable[[int, int], np.ndarray]

@@ -23,7 +23,7 @@ class SplitScores:
     labels: np.ndarray
     logits: dict[str, np.ndarray]
     embeddings: dict[str, np.ndarray]
-    window_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    window_embeddings: dict[str, "WindowRows | np.ndarray"] = field(default_factory=dict)
     window_offsets: np.ndarray | None = None
 
 
@@ -38,13 +38,42 @@ def aligned_window_rows(offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return offsets[utt] + np.rint(j * (own[utt] - 1) / span).astype(np.int64)
 
 
-def align_windows(per: dict[str, SystemScores]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+class WindowRows:
+    """One member's window embeddings in the aligned order: aligned row j is row `index[j]` of the
+    member's own array (an ndarray or a core.stage_files.NpyRows, read in blocks, never whole)."""
+
+    def __init__(self, source, index: np.ndarray | None = None):
+        self.source = source
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.source) if self.index is None else len(self.index)
+
+    @property
+    def width(self) -> int:
+        return int(self.source.shape[1])
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        if self.index is None:
+            return np.asarray(self.source[start:stop])
+        rows = self.index[start:stop]
+        if not len(rows):
+            return np.empty((0, self.width), dtype=np.float32)
+        # aligned rows of consecutive utterances map to a short, consecutive stretch of the member's
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        return np.asarray(self.source[lo:hi])[rows - lo]
+
+
+def align_windows(per: dict) -> tuple[dict[str, WindowRows], np.ndarray | None]:
+    """Every member's windows (`window_embeddings`, `window_offsets`) paired by position on the
+    widest member's window count per utterance."""
     with_windows = {s: m for s, m in per.items() if m.window_offsets is not None}
     if not with_windows:
         return {}, None
     counts = np.max([np.diff(m.window_offsets) for m in with_windows.values()], axis=0)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    rows = {s: m.window_embeddings[aligned_window_rows(m.window_offsets, counts)] for s, m in with_windows.items()}
+    rows = {s: WindowRows(m.window_embeddings, aligned_window_rows(m.window_offsets, counts))
+            for s, m in with_windows.items()}
     return rows, offsets
 
 

@@ -290,6 +290,42 @@ class AugmentedScoreFusion(ScoreFusion):
         return f"mean softmax of clip(±{sc.clip:g})·{sc.scale:g} logits"
 
 
+class TwoStage(Scorer):
+    """REFD-style two-stage decision (Xie et al., Interspeech 2024): a real-vs-fake gate first (real
+    when the real class holds at least half of the probability), then, among fakes only, the fake
+    algorithm with the unknown rule on its share of the fake probability (max_k p_k / Σ_fake p).
+    An utterance the gate calls real is never rejected: unknown utterances are fakes of an unseen
+    algorithm. On the mean softmax of the members (`two_stage`) or of one member
+    (`two_stage:<system>`)."""
+
+    def __init__(self, ctx: FusionContext, system: str | None = None):
+        super().__init__(ctx)
+        self.system = system
+        self.name = "two_stage" if system is None else f"two_stage:{system}"
+        source = "mean softmax of the members" if system is None else f"{system} softmax"
+        self.description = f"{source}: real-vs-fake gate, then the unknown rule among fakes"
+
+    @classmethod
+    def instances(cls, ctx: FusionContext) -> list[Scorer]:
+        fused = [cls(ctx)] if len(ctx.systems) >= 2 else []
+        return fused + [cls(ctx, s) for s in ctx.systems]
+
+    def probabilities(self, split: str, held_out: int | None) -> np.ndarray:
+        systems = [self.system] if self.system else self.ctx.systems
+        weights = None if self.system else self.ctx.cfg.score.weights
+        return score_fusion({s: self.ctx.data[split].logits[s] for s in systems}, weights, False, held_out=held_out)
+
+    def scores(self, split, held_out=None):
+        p = self.probabilities(split, held_out)  # kept classes; column 0 is real (only fakes are held out)
+        real = p[:, 0] >= 0.5
+        fake = p[:, 1:]
+        share = fake / np.maximum(fake.sum(axis=1, keepdims=True), 1e-300)
+        # column 0 is 1 + p_real on real rows (above any τ in [0, 1]) and p_real − 1 on fake rows
+        # (below every fake column): monotone in p_real, so the real-vs-fake EER ranks by it
+        first = np.where(real, 1.0 + p[:, 0], p[:, 0] - 1.0)[:, None]
+        return np.concatenate([first, np.where(real[:, None], 0.0, share)], axis=1)
+
+
 class FeatureFusion(Scorer):
     """Manifold fusion (seed 004 §3.5.3) in its four reported variants: statistics from the
     configured split or the other one, with or without the class mean direction, eq. 2–4
@@ -369,6 +405,7 @@ REGISTRY: dict[str, type[Scorer]] = {
     "vim": ViM,
     "score": ScoreFusion,
     "score_aug": AugmentedScoreFusion,
+    "two_stage": TwoStage,
     "feature": FeatureFusion,
     "label": LabelFusion,
 }

@@ -1,16 +1,24 @@
 """Train one system from its YAML config (see systems/common/engine.py).
 
     python -m systems.train --config systems/<name>/conf/<conf>.yaml --data exp/data --exp exp/<name>
+
+`--ngpu N` trains with N processes, one per GPU, by starting
+    python -m torch.distributed.run --standalone --nproc_per_node N -m systems.train <the other arguments>
+from this process (that command by hand does the same, with torchrun's own failure report).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from core.errors import run_cli
+import torch
+
+from core.errors import fail, run_cli
 from systems.common.config import load_config, parse_overrides
+from systems.common.distributed import launch, world_from_env
 from systems.common.engine import train
 from systems.common.inference import pick_device, torch_threads
+from systems.common.sampling import check_micro_batches
 
 
 def main() -> None:
@@ -20,17 +28,34 @@ def main() -> None:
     ap.add_argument("--exp", required=True, help="this system's experiment folder")
     ap.add_argument("--musan", default=None, help="MUSAN-layout folder for augmentation (sets augment.musan)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    ap.add_argument("--ngpu", type=int, default=1, help="training processes, one per GPU, through torchrun")
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
     args = ap.parse_args()
     overrides = parse_overrides(args.set)
     if args.musan:
         overrides["augment.musan"] = str(Path(args.musan).resolve())
     cfg = load_config(args.config, overrides)
-    if not cfg.augment.musan and (cfg.augment.p_noise or cfg.augment.p_music or cfg.augment.p_babble):
+    world = world_from_env()
+    if args.ngpu != 1:
+        # checked here, before any process starts, so that a wrong setting is one line
+        if args.ngpu < 1:
+            fail(f"--ngpu {args.ngpu}: at least 1")
+        if world.launched:
+            fail("--ngpu under torchrun: torchrun's --nproc_per_node sets the number of processes")
+        check_micro_batches(cfg.train.batch_size, args.ngpu, cfg.train.grad_accumulation)
+        device = pick_device(args.device)
+        if device.type == "cuda" and args.ngpu > torch.cuda.device_count():
+            fail(f"--ngpu {args.ngpu}: {torch.cuda.device_count()} GPU(s) visible")
+        forwarded = ["--config", args.config, "--data", args.data, "--exp", args.exp, "--device", args.device,
+                     *(["--musan", args.musan] if args.musan else []), "--set", *args.set]
+        launch(args.ngpu, "systems.train", forwarded)
+        return
+    if world.main and not cfg.augment.musan and (cfg.augment.p_noise or cfg.augment.p_music or cfg.augment.p_babble):
         print("[train] no MUSAN folder given (--musan): training without additive augmentation")
     torch_threads(cfg.train.deterministic)
     summary = train(cfg, Path(args.data), Path(args.exp), pick_device(args.device))
-    print(f"[train] {args.exp}: best dev open-set F1 {summary['best_f1']:.4f} at epoch {summary['best_epoch']}")
+    if world.main:  # under torchrun, rank 0 alone speaks
+        print(f"[train] {args.exp}: best dev open-set F1 {summary['best_f1']:.4f} at epoch {summary['best_epoch']}")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ def test_quick_benchmark_prints_its_ratios(tmp_path):
     text = proc.stdout
     assert text.startswith("device: ") and "commit " in text
     assert "loader/step" in text and "utterances/s" in text and "x the floor" in text
-    assert text.count("peak RSS") == 3
+    assert text.count("peak RSS") == 4 and "every feature-fusion distance" in text
     figures = json.loads(out.read_text())
     loader = figures["loader"]["lfcc_resnet18"]
     assert loader["loader_over_step"] == loader["loader_augmented_per_s"] / loader["step_samples_per_s"]
     assert figures["fusion"]["over_floor"] > 0 and figures["score"]["lfcc_resnet18"]["utterances_per_s"] > 0
+    assert figures["fusion_memory"]["dim"] == 1792 and figures["fusion_memory"]["peak_rss_mb"] > 0
 
 
 def test_unknown_system_is_a_one_line_error():

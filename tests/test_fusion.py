@@ -116,29 +116,83 @@ def test_onpe_matches_literal_reference():
     np.testing.assert_allclose(np.abs(np.sum(ours * ref, axis=0)), 1.0, atol=1e-6)  # same columns up to sign
 
 
-def test_batched_manifold_fusion_matches_per_utterance_loop():
+def scipy_utterance_basis(Wi, cfg, include_mean):
+    if include_mean or len(Wi) == 1:
+        return scipy.linalg.orth(Wi.T, rcond=1e-6)[:, :cfg.d] if len(Wi) > 1 else (Wi.T / np.linalg.norm(Wi))
+    if np.allclose(Wi, Wi[0], rtol=0, atol=1e-12):
+        return Wi[:1].T / np.linalg.norm(Wi[0])
+    if len(Wi) >= cfg.k + 2:
+        return onpe(Wi, cfg.d, cfg.k)
+    return scipy.linalg.orth((Wi - Wi.mean(0)).T, rcond=1e-6)[:, :cfg.d]  # the kit's rank tolerance
+
+
+def awkward_windows(rng, counts, D, class_basis):
+    """Window sets that exercise every path: random, repeated (rank 1), nearly parallel (the SVD
+    route), and lying inside a class subspace (angles 0)."""
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    windows = rng.standard_normal((offsets[-1], D))
+    for i, n in enumerate(counts):
+        rows = slice(offsets[i], offsets[i + 1])
+        kind = i % 4
+        if kind == 1:
+            windows[rows] = windows[offsets[i]]
+        elif kind == 2 and n > 1:
+            windows[rows] = windows[offsets[i]] + 1e-5 * rng.standard_normal((n, D))
+        elif kind == 3:
+            windows[rows] = rng.standard_normal((n, class_basis.shape[1])) @ class_basis.T
+    return windows, offsets
+
+
+@pytest.mark.parametrize("block_bytes", [64 << 20, 3000])  # one block, and a block per few utterances
+def test_batched_manifold_fusion_matches_scipy_per_utterance(monkeypatch, block_bytes):
+    import fusion.manifold_fusion as mf
+
+    monkeypatch.setattr(mf, "BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(2)
     D, cfg = 48, FeatureFusionConfig(d=4, k=3)
     labels = np.repeat(np.arange(7), 12)
+    labels[labels == 6] = np.r_[6, 6, np.full(10, 5)]  # class 6: two utterances, a 1-d subspace
     train = rng.standard_normal((len(labels), D)) + 3 * np.eye(7, D)[labels]
-    counts = rng.integers(1, 9, size=40)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    windows = rng.standard_normal((offsets[-1], D))
+    counts = rng.integers(1, 9, size=48)
     for include_mean in (True, False):
         classes = class_subspaces(train, labels, cfg, include_mean)
+        windows, offsets = awkward_windows(rng, counts, D, classes[0])
         bases = window_subspaces(windows, offsets, cfg, include_mean)
-        batched = manifold_distances(bases, classes)
+        batched = manifold_distances(bases, windows, offsets, classes)
         for i in range(len(counts)):
-            Wi = windows[offsets[i]:offsets[i + 1]]
-            if include_mean or len(Wi) == 1:
-                U = scipy.linalg.orth(Wi.T)[:, :cfg.d] if len(Wi) > 1 else (Wi.T / np.linalg.norm(Wi))
-            elif len(Wi) >= cfg.k + 2:
-                U = onpe(Wi, cfg.d, cfg.k)
-            else:
-                U = scipy.linalg.orth((Wi - Wi.mean(0)).T)[:, :cfg.d]
+            U = scipy_utterance_basis(windows[offsets[i]:offsets[i + 1]], cfg, include_mean)
             for c in range(7):
                 expected = np.linalg.norm(scipy.linalg.subspace_angles(U, classes[c]))
-                assert batched[i, c] == pytest.approx(expected, abs=1e-6)
+                assert batched[i, c] == pytest.approx(expected, abs=1e-6), (include_mean, i, c)
+
+
+def test_fusion_reads_window_exports_in_blocks_with_the_same_distances(tmp_path, monkeypatch):
+    """Window embeddings read from the members' .npy exports block by block (aligned by position)
+    give the distances of the same windows held in memory."""
+    import fusion.manifold_fusion as mf
+    from core.stage_files import NpyRows
+    from fusion.members import align_windows
+
+    rng = np.random.default_rng(3)
+    counts_a = rng.integers(1, 6, size=30)
+    counts_b = np.maximum(counts_a - rng.integers(0, 2, size=30), 1)  # member b: a window fewer at times
+    members = {}
+    for name, counts, D in (("a", counts_a, 12), ("b", counts_b, 20)):
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        np.save(tmp_path / f"{name}.npy", rng.standard_normal((offsets[-1], D)).astype(np.float32))
+        members[name] = type("Export", (), {"window_embeddings": NpyRows(tmp_path / f"{name}.npy"),
+                                            "window_offsets": offsets})()
+    rows, offsets = align_windows(members)
+    in_memory = {s: np.load(tmp_path / f"{s}.npy")[r.index] for s, r in rows.items()}
+    cfg = FeatureFusionConfig(d=3, k=3)
+    classes = {c: orthonormal_columns(rng.standard_normal((32, 3))) for c in range(7)}
+    expected_source = mf.WindowSource(in_memory, offsets, True)
+    expected = manifold_distances(window_subspaces(expected_source, offsets, cfg, True), expected_source, offsets, classes)
+    monkeypatch.setattr(mf, "BLOCK_BYTES", 2000)
+    streamed_source = mf.WindowSource(rows, offsets, True)
+    streamed = manifold_distances(window_subspaces(streamed_source, offsets, cfg, True), streamed_source, offsets,
+                                  classes)
+    np.testing.assert_allclose(streamed, expected, atol=1e-12)
 
 
 def test_distance_scores_eq_2_to_4():

@@ -39,8 +39,16 @@ class System(nn.Module):
         """Parameter groups for the optimiser. Default: every trainable parameter at `lr`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
+    def may_skip_parameters(self) -> bool:
+        """Whether a training step can leave a trainable parameter out of its loss (a loss term that
+        only some batches have, a dropped layer). Several processes (DDP) then search for such
+        parameters in every step, at a cost; without the search such a step stops them. Default: no."""
+        return False
+
     def wrap_training_data(self, dataset: Dataset, cache_dir: Path, device: torch.device) -> Dataset:
-        """The dataset training iterates. Default: the augmented crops unchanged."""
+        """The dataset training iterates. Its keys are (epoch, index) pairs (systems/common/sampling.py:
+        loader workers never see an `epoch` attribute set after they start), so an item must depend
+        on (seed, epoch, index) alone. Default: the augmented crops unchanged."""
         return dataset
 
 

@@ -20,6 +20,8 @@ from core.errors import fail
 from data_prep.augment import AugmentConfig
 
 SECTIONS = ("system", "model", "train", "score", "augment")
+# train keys that change how batches are loaded, not what they hold (see TrainConfig)
+LOADER_KEYS = ("num_workers", "persistent_workers", "pin_memory", "prefetch_factor")
 LR_SCHEDULES = ("constant", "step", "cosine")
 
 
@@ -39,7 +41,15 @@ class TrainConfig:
     step_gamma: float = 0.5
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
+    # train.batch_size is the batch of one optimiser step, whatever the split: its items are cut
+    # into world size × grad_accumulation equal micro-batches, so it must divide by that product
+    grad_accumulation: int = 1
+    # how batches are loaded, never what they hold (tests/test_loader.py: the same bits whatever
+    # these are), so they stay out of the config digest: changing them resumes, it does not retrain
     num_workers: int = 2
+    persistent_workers: bool = False  # keep the workers (and their audio caches) between epochs
+    pin_memory: bool | None = None  # None: on when training on CUDA
+    prefetch_factor: int = 2  # batches each worker loads ahead
     seed: int = 0
     bf16: bool = True  # autocast on GPU only
     deterministic: bool = False  # deterministic kernels, one CPU thread (see engine.torch_threads)
@@ -49,8 +59,10 @@ class TrainConfig:
             fail(f"train.optimizer {self.optimizer!r}: valid are adam, adamw, sgd")
         if self.lr_schedule not in LR_SCHEDULES:
             fail(f"train.lr_schedule {self.lr_schedule!r}: valid are {', '.join(LR_SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            fail("train.epochs and train.batch_size must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accumulation < 1:
+            fail("train.epochs, train.batch_size and train.grad_accumulation must be positive")
+        if self.num_workers < 0 or self.prefetch_factor < 1:
+            fail("train: num_workers >= 0 and prefetch_factor >= 1")
         if self.warmup_epochs < 0 or self.step_epochs < 1 or not 0 < self.step_gamma <= 1 \
                 or not 0 <= self.min_lr_ratio <= 1:
             fail("train: warmup_epochs >= 0, step_epochs >= 1, 0 < step_gamma <= 1, 0 <= min_lr_ratio <= 1")

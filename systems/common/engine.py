@@ -14,9 +14,15 @@ config; scoring reads only that) and `EXP/train_log.csv`.
 What the kit adds to Brain: checkpoints that are complete or invisible (the meta file that makes a
 folder a checkpoint is written last), the torch RNG state as a recoverable (so that a run resumed
 after kill -9 ends with the same weights as one never interrupted), data order and augmentation
-seeded per (seed, epoch, item), the config digest in the checkpoint meta (a changed config trains
-from scratch), and checkpoints read with `torch.load(weights_only=True)` (torch's default, which
-SpeechBrain's loaders use): a checkpoint cannot run code.
+seeded per (seed, epoch, item) (systems/common/sampling.py), the config digest in the checkpoint
+meta (a changed config trains from scratch), and checkpoints read with `torch.load(weights_only=True)`
+(torch's default, which SpeechBrain's loaders use): a checkpoint cannot run code.
+
+Several GPUs (`torchrun --nproc_per_node N -m systems.train ...`, run_track3.sh --ngpu N): every
+process reads its share of each step's train.batch_size items (sampling.py), DDP averages the
+gradients, dev is split between the processes and its logit sums added up, and rank 0 alone writes
+(checkpoints, train_log.csv, progress bars, messages). Brain's own DDP wrapping is not used: it wraps
+the model's forward, which training does not call (see `SystemBrain._wrap_distributed`).
 """
 from __future__ import annotations
 
@@ -36,9 +42,12 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import Checkpointer, mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import ddp_all_reduce, ddp_barrier, run_on_main
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.distributed import ReduceOp
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from core.atomic import remove_stale_temporaries, write_text_atomic
 from core.errors import fail
@@ -47,7 +56,8 @@ from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
 from core.stamps import STAMP_NAME, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
-from systems.common.config import SystemConfig
+from systems.common.config import SystemConfig, TrainConfig
+from systems.common.distributed import World, join, leave, process_device, world_from_env
 from systems.common.inference import (
     META_FILE,
     best_checkpoint,
@@ -57,6 +67,7 @@ from systems.common.inference import (
     window_hop,
     window_length,
 )
+from systems.common.sampling import EpochBatches, item_key, shard
 from systems.common.windows import SplitWindows, random_crop
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "dev_f1", "dev_acc", "lr", "seconds")
@@ -102,9 +113,10 @@ def seed_everything(seed: int) -> None:
 
 
 class TrainCrops(Dataset):
-    """Random `n`-sample crops of the prepared training audio, augmented; seeded per (epoch, item).
-    With the augmenter's codec cache, the crop is cut from the clean audio or from one of its
-    cached codec variants (the same length, so the crop draw is the same)."""
+    """Random `n`-sample crops of the prepared training audio, augmented; seeded per (epoch, item),
+    keyed by (epoch, index) pairs or bare indices at `epoch` (sampling.item_key). With the
+    augmenter's codec cache, the crop is cut from the clean audio or from one of its cached codec
+    variants (the same length, so the crop draw is the same)."""
 
     def __init__(self, split: PreparedSplit, n: int, augmenter: MusanAugmenter | None, seed: int):
         self.split, self.n, self.augmenter, self.seed = split, n, augmenter, seed
@@ -113,8 +125,9 @@ class TrainCrops(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+    def __getitem__(self, key):
+        epoch, i = item_key(key, self.epoch)
+        rng = np.random.default_rng([self.seed, epoch, i])
         condition = "clean"
         if self.augmenter is not None:
             audio, coded = self.augmenter.source(self.split, i, rng)
@@ -125,14 +138,15 @@ class TrainCrops(Dataset):
                 domain_index(condition))
 
 
-def build_augmenter(cfg: SystemConfig, train_split: PreparedSplit) -> MusanAugmenter | None:
+def build_augmenter(cfg: SystemConfig, train_split: PreparedSplit, quiet: bool = False) -> MusanAugmenter | None:
     """The training augmenter, with the split's codec cache when it was built with the config's
-    K and codecs (else codec round trips run on the fly, with a warning); None when nothing is on."""
+    K and codecs (else codec round trips run on the fly, with a warning unless `quiet`); None when
+    nothing is on."""
     a = cfg.augment
     if not (a.musan or a.p_codec or a.p_reverb or a.p_bandpass or a.p_eq or a.p_clipping):
         return None
     cache = CodecVariants.open_matching(train_split, a.codec_variants, a.codecs) if a.p_codec > 0 else None
-    if a.p_codec > 0 and cache is None:
+    if a.p_codec > 0 and cache is None and not quiet:
         print(f"[train] warning: no codec cache in {train_split.folder / CODEC_FOLDER} made with codec_variants "
               f"{a.codec_variants} and codecs {','.join(a.codecs)}: coding on the fly, 20–90 ms per coded sample "
               f"(data_prep.prepare --codec_variants {a.codec_variants} --codecs {','.join(a.codecs)} builds it)")
@@ -156,6 +170,19 @@ def lr_factor(cfg: SystemConfig, steps_per_epoch: int):
         return 1.0
 
     return factor
+
+
+def train_loader(data: Dataset, batches: EpochBatches, t: TrainConfig, device: torch.device) -> DataLoader:
+    """The training DataLoader. Persistence and prefetching exist only with workers (torch refuses
+    them without), so with num_workers 0 they are left out, not an error."""
+    options = {"num_workers": t.num_workers,
+               "pin_memory": t.pin_memory if t.pin_memory is not None else device.type == "cuda"}
+    if t.num_workers > 0:
+        options.update(persistent_workers=t.persistent_workers, prefetch_factor=t.prefetch_factor)
+    # the workers' base seed is drawn from this generator, not from the global one that dropout
+    # draws from, so the model's random stream does not depend on how often workers start
+    generator = torch.Generator().manual_seed(t.seed)
+    return DataLoader(data, batch_sampler=batches, generator=generator, **options)
 
 
 def make_optimizer(cfg: SystemConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -236,6 +263,15 @@ class AtomicCheckpointer(Checkpointer):
             os.replace(ckpt.path / (Path(META_FILE).stem + ".partial"), ckpt.path / META_FILE)
         return ckpt
 
+    def recover_if_possible(self, *args, **kwargs):
+        # only the loading is this checkpoint's fault (not DDP's set-up, which runs just before it)
+        try:
+            return super().recover_if_possible(*args, **kwargs)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+            latest = self.find_checkpoint()
+            fail(f"{latest.path if latest else self.checkpoints_dir}: cannot resume from this checkpoint "
+                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); delete it to train again")
+
     def remove_incomplete(self) -> list[Path]:
         """Delete folders an interrupted save left behind (no meta file); returns them."""
         gone = []
@@ -245,6 +281,18 @@ class AtomicCheckpointer(Checkpointer):
                     shutil.rmtree(d)
                     gone.append(d)
         return gone
+
+
+class TrainingStep(nn.Module):
+    """The system's training loss as a forward pass. DDP averages the gradients of what runs
+    through its wrapped module's forward, and systems train through `training_loss`, not forward."""
+
+    def __init__(self, system: nn.Module):
+        super().__init__()
+        self.system = system
+
+    def forward(self, wave, label, domain, progress: float):
+        return self.system.training_loss(wave, label, domain, progress)
 
 
 class _StopRequested(Exception):
@@ -257,36 +305,44 @@ class SystemBrain(sb.Brain):
 
     def __init__(self, cfg: SystemConfig, model: nn.Module, train_data: Dataset, dev_windows: SplitWindows,
                  dev_labels: np.ndarray, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
-                 data_digest: str):
+                 data_digest: str, world: World = World()):
         self.cfg, self.train_data, self.dev_windows, self.dev_labels = cfg, train_data, dev_windows, dev_labels
-        self.data_digest = data_digest
+        self.data_digest, self.world, self.train_device = data_digest, world, device
         self.exp_dir, self.stop_after_epochs = exp_dir, stop_after_epochs
         self.epoch_counter = EpochCounter(cfg.train.epochs)
         self.log = TrainLog()
-        self.loader_generator = torch.Generator()
-        # one generator, re-seeded per epoch: it draws the workers' base seed, then the shuffle order
-        self.train_loader = DataLoader(train_data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
-                                       num_workers=cfg.train.num_workers, generator=self.loader_generator)
-        self.steps_per_epoch = len(self.train_loader)
+        t = cfg.train
+        self.batches = EpochBatches(len(train_data), t.batch_size, t.seed, world.rank, world.size, t.grad_accumulation)
+        self.train_loader = train_loader(train_data, self.batches, t, device)
+        self.steps_per_epoch = self.batches.steps  # optimiser steps
+        self.step_module: nn.Module = TrainingStep(model)
         checkpointer = AtomicCheckpointer(exp_dir / "ckpt", recoverables={
             "model": model, "counter": self.epoch_counter, "rng": RNGState(), "log": self.log})
-        precision = "bf16" if cfg.train.bf16 and device.type == "cuda" else "fp32"
+        precision = "bf16" if t.bf16 and device.type == "cuda" else "fp32"
         super().__init__(modules={"model": model}, opt_class=None, checkpointer=checkpointer,
                          run_opts={"device": str(device), "precision": precision, "eval_precision": precision,
-                                   "ckpt_interval_minutes": 0, "noprogressbar": False})
+                                   "ckpt_interval_minutes": 0, "noprogressbar": False,
+                                   "grad_accumulation_factor": t.grad_accumulation})
+        self.train_sampler = self.batches  # Brain calls its set_epoch before every epoch
         self.epochs_run = 0
 
     @property
     def model(self) -> nn.Module:
         return self.modules["model"]
 
-    def on_fit_start(self):
-        try:
-            super().on_fit_start()
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-            latest = self.checkpointer.find_checkpoint()
-            fail(f"{latest.path if latest else self.checkpointer.checkpoints_dir}: cannot resume from this checkpoint "
-                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); delete it to train again")
+    def _wrap_distributed(self):
+        """Brain wraps every module in DDP (and its BatchNorm in SyncBatchNorm, which refuses CPU
+        tensors); here only the training step is wrapped, since DDP averages gradients of what runs
+        through its forward. The model itself stays unwrapped: dev evaluation runs it without DDP's
+        collectives (the processes' dev shares differ in batches), and its checkpoint has no
+        `module.` prefix, so it resumes with any number of processes and scores as before. Each
+        process normalises its own micro-batch (plain BatchNorm, running statistics from rank 0)."""
+        if not self.world.parallel:
+            return
+        devices = [self.train_device] if self.train_device.type == "cuda" else None
+        self.step_module = DistributedDataParallel(self.step_module, device_ids=devices,
+                                                   find_unused_parameters=self.model.may_skip_parameters())
+        self.modules["train_step"] = self.step_module  # where Brain's no_sync finds it for accumulation
 
     def init_optimizers(self):
         self.optimizer = make_optimizer(self.cfg, self.model)
@@ -298,19 +354,27 @@ class SystemBrain(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.epoch_start = time.time()
-            self.train_data.epoch = epoch
-            # the shuffle order and worker seeds of epoch e depend on (seed, e) only
-            self.loader_generator.manual_seed(self.cfg.train.seed * 100003 + epoch)
             self.correct = self.seen = 0
             self.loss_sum = 0.0
         else:
             self.dev_logit_sum = np.zeros((len(self.dev_windows.index), NUM_KNOWN))
+            if self.world.parallel:
+                # DDP hands every forward rank 0's buffers, but each process then updates its own
+                # BatchNorm statistics from its micro-batch: dev is scored with rank 0's (the
+                # checkpointed model) in every process
+                for buffer in self.model.buffers():
+                    torch.distributed.broadcast(buffer, src=0)
+
+    def optimiser_step_in_epoch(self) -> int:
+        """0-based; Brain's `step` counts micro-batches, grad_accumulation of them per optimiser step."""
+        return (self.step - 1) // self.grad_accumulation_factor
 
     def compute_forward(self, batch, stage):
         if stage == sb.Stage.TRAIN:
             wave, label, domain = (b.to(self.device, non_blocking=True) for b in batch)
-            progress = (self.epoch_counter.current - 1 + (self.step - 1) / self.steps_per_epoch) / self.cfg.train.epochs
-            return self.model.training_loss(wave, label, domain, progress)
+            step = self.optimiser_step_in_epoch()
+            progress = (self.epoch_counter.current - 1 + step / self.steps_per_epoch) / self.cfg.train.epochs
+            return self.step_module(wave, label, domain, progress)
         wave, _ = batch
         return self.model(wave.to(self.device))[0]
 
@@ -321,7 +385,8 @@ class SystemBrain(sb.Brain):
             self.correct += int((logits.argmax(1) == label).sum())
             self.seen += len(label)
             self.loss_sum += float(loss.detach()) * len(label)
-            return loss
+            weight = self.batches.loss_weight(self.optimiser_step_in_epoch(), len(label))
+            return loss if weight == 1 else loss * weight
         _, owners = batch
         np.add.at(self.dev_logit_sum, owners.numpy(), predictions.float().cpu().numpy())
         labels = torch.as_tensor(self.dev_labels[owners.numpy()], device=self.device)
@@ -344,9 +409,19 @@ class SystemBrain(sb.Brain):
         if should_step:
             self.scheduler.step()
 
+    def _sum_over_processes(self, values: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(values, dtype=torch.float64, device=self.train_device)
+        return ddp_all_reduce(t, ReduceOp.SUM).cpu().numpy()
+
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN and self.world.parallel:
+            total = self._sum_over_processes(np.array([self.loss_sum, self.correct, self.seen]))
+            self.loss_sum, self.correct, self.seen = float(total[0]), int(total[1]), int(total[2])
         if stage != sb.Stage.VALID:
             return
+        if self.world.parallel:
+            # each process scored its own share of the dev windows: the sums cover all of dev, once
+            self.dev_logit_sum = self._sum_over_processes(self.dev_logit_sum)
         counts = np.diff(self.dev_windows.offsets)[:, None]
         pred = (self.dev_logit_sum / counts).argmax(1)
         dev_f1 = open_set_scores(self.dev_labels, pred)["f1"]
@@ -356,6 +431,13 @@ class SystemBrain(sb.Brain):
                "dev_acc": round(dev_acc, 4), "lr": self.optimizer.param_groups[0]["lr"],
                "seconds": round(time.time() - self.epoch_start, 1)}
         self.log.rows.append(row)
+        # rank 0 writes; inside run_on_main SpeechBrain's own collectives are off and the others wait
+        run_on_main(self._save_epoch, args=[epoch, dev_f1, row])
+        self.epochs_run += 1
+        if self.stop_after_epochs is not None and self.epochs_run >= self.stop_after_epochs:
+            raise _StopRequested
+
+    def _save_epoch(self, epoch: int, dev_f1: float, row: dict) -> None:
         self.checkpointer.save_and_keep_only(
             meta={"dev_f1": float(dev_f1), "epoch": int(epoch), "config_digest": config_digest(self.cfg),
                   "data_digest": self.data_digest},
@@ -364,19 +446,15 @@ class SystemBrain(sb.Brain):
         best = best_checkpoint(self.exp_dir / "ckpt")
         print(f"[train] epoch {epoch}: loss {row['train_loss']:.4f}, dev F1 {dev_f1:.4f} (best "
               f"{best.meta['dev_f1']:.4f} @ {best.meta['epoch']}), lr {row['lr']:.3g}, {row['seconds']} s")
-        self.epochs_run += 1
-        if self.stop_after_epochs is not None and self.epochs_run >= self.stop_after_epochs:
-            raise _StopRequested
 
 
 def _latest(checkpointer: AtomicCheckpointer):
     return checkpointer.find_checkpoint()  # most recent by SpeechBrain's recency key
 
 
-def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device,
-          stop_after_epochs: int | None = None) -> dict:
-    """Train (or resume) and return a summary. `stop_after_epochs` ends the call early, as an
-    interruption would, leaving a resumable checkpoint."""
+def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str) -> None:
+    """Rank 0, before anything reads the experiment: leftovers of interrupted runs removed, the
+    checkpoints of another config or other data dropped, the resolved config saved."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     for p in remove_stale_temporaries(exp_dir):
         print(f"[train] {p}: temporary file of an interrupted run, removed")
@@ -384,7 +462,6 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     for d in probe.remove_incomplete():
         print(f"[train] {d}: incomplete checkpoint from an interrupted save, removed")
     latest = _latest(probe)
-    inputs = data_digest(cfg, data_dir)
     if latest is not None:
         changed = [what for what, key, now in (("config", "config_digest", config_digest(cfg)),
                                                ("training data", "data_digest", inputs))
@@ -392,26 +469,55 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
         if changed:
             print(f"[train] {exp_dir}: {' and '.join(changed)} changed since the last checkpoint; training from scratch")
             shutil.rmtree(exp_dir / "ckpt")
-            latest = None
     cfg.save(exp_dir / "config.yaml")
+
+
+def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device,
+          stop_after_epochs: int | None = None) -> dict:
+    """Train (or resume) and return a summary. `stop_after_epochs` ends the call early, as an
+    interruption would, leaving a resumable checkpoint. Under torchrun (RANK, LOCAL_RANK and
+    WORLD_SIZE set) this is one of several processes, on cuda:LOCAL_RANK when `device` is CUDA."""
+    world = world_from_env()
+    device = process_device(world, device)
+    created = join(world, device)
+    summary = _train(cfg, data_dir, exp_dir, device, stop_after_epochs, world)
+    leave(created)  # after a barrier: no process ends while rank 0 still writes
+    return summary
+
+
+def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
+           world: World) -> dict:
+    inputs = data_digest(cfg, data_dir)
+    if world.main:
+        _tidy_experiment(cfg, exp_dir, inputs)
+    ddp_barrier()
+    latest = _latest(AtomicCheckpointer(exp_dir / "ckpt"))
     if latest is not None and latest.meta["epoch"] >= cfg.train.epochs:
         best = best_checkpoint(exp_dir / "ckpt")
-        print(f"[train] {exp_dir}: already trained for {latest.meta['epoch']} epochs (best dev F1 "
-              f"{best.meta['dev_f1']:.4f} at epoch {best.meta['epoch']}); nothing to do")
+        if world.main:
+            print(f"[train] {exp_dir}: already trained for {latest.meta['epoch']} epochs (best dev F1 "
+                  f"{best.meta['dev_f1']:.4f} at epoch {best.meta['epoch']}); nothing to do")
         return {"epochs_run": 0, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
-    if latest is not None:
-        print(f"[train] resuming {exp_dir} after epoch {latest.meta['epoch']}")
+    if latest is not None and world.main:
+        print(f"[train] resuming {exp_dir} after epoch {latest.meta['epoch']}"
+              + (f" with {world.size} processes" if world.parallel else ""))
 
     seed_everything(cfg.train.seed)
     model = build_model(cfg).to(device)
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
-    augmenter = build_augmenter(cfg, train_split)
+    augmenter = build_augmenter(cfg, train_split, quiet=not world.main)
     crops = TrainCrops(train_split, window_length(model), augmenter, cfg.train.seed)
-    train_data = model.wrap_training_data(crops, exp_dir / "feature_cache", device)
+    # rank 0 builds the system's training cache, if it has one; the others then find it current
+    train_data = model.wrap_training_data(crops, exp_dir / "feature_cache", device) if world.main else None
+    ddp_barrier()
+    if not world.main:
+        train_data = model.wrap_training_data(crops, exp_dir / "feature_cache", device)
     dev_windows = SplitWindows(dev_split, window_length(model), window_hop(cfg))
     dev_labels = dev_split.labels[dev_windows.index]
-    brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs, inputs)
-    dev_loader = DataLoader(dev_windows, batch_size=cfg.score.batch_size, shuffle=False)
+    brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs, inputs,
+                        world)
+    dev_share = Subset(dev_windows, shard(len(dev_windows), world.rank, world.size)) if world.parallel else dev_windows
+    dev_loader = DataLoader(dev_share, batch_size=cfg.score.batch_size, shuffle=False)
     try:
         brain.fit(brain.epoch_counter, brain.train_loader, dev_loader)
     except _StopRequested:

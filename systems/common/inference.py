@@ -17,7 +17,7 @@ from tqdm import tqdm
 from core.errors import fail
 from core.stamps import options_digest
 from systems import model_class
-from systems.common.config import SystemConfig
+from systems.common.config import LOADER_KEYS, SystemConfig
 from systems.common.windows import SplitWindows
 
 
@@ -64,7 +64,11 @@ def build_model(cfg: SystemConfig) -> nn.Module:
 
 
 def config_digest(cfg: SystemConfig) -> str:
-    return options_digest(cfg.to_dict())
+    """What makes a checkpoint belong to a config: every setting but the loader's (LOADER_KEYS),
+    which change how fast batches come, not which."""
+    options = cfg.to_dict()
+    options["train"] = {k: v for k, v in options["train"].items() if k not in LOADER_KEYS}
+    return options_digest(options)
 
 
 def torch_threads(deterministic: bool = False) -> None:

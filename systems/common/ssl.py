@@ -65,6 +65,9 @@ class SSLFineTune(System):
             self.ssl.gradient_checkpointing_enable()
         self.head = EmbeddingHead(self.ssl.config.hidden_size, embedding_dim, num_classes)
 
+    def may_skip_parameters(self) -> bool:
+        return True  # the encoders drop whole layers at random in training (config.layerdrop)
+
     def optimizer_groups(self, lr: float) -> list[dict]:
         """Layer-wise learning rates: the top transformer layer gets lr, each one below it
         lr·decay more; the CNN encoder and projection get the lowest; the head lr·head_lr_scale."""

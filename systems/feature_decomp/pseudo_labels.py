@@ -33,6 +33,7 @@ from core.errors import fail
 from core.prepared_split import PreparedSplit
 from core.stamps import file_signature, stage_is_current, write_stamp
 from data_prep.codecs import codec_round_trip
+from systems.common.sampling import item_key
 from systems.common.windows import random_crop, repeat_pad
 
 SAMPLE_RATE = 16000
@@ -116,8 +117,9 @@ class PseudoLabelCrops(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+    def __getitem__(self, key):
+        epoch, i = item_key(key, self.epoch)  # (epoch, index) from the engine's sampler
+        rng = np.random.default_rng([self.seed, epoch, i])
         compression, speed = 0, SPEED_FACTORS.index(1.0)
         x = None
         if rng.random() < self.transform_prob:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir
 from core.stamps import file_signature, stage_is_current, write_stamp
+from systems.common.sampling import item_key
 
 
 def frontend_digest(model) -> str:
@@ -79,7 +80,8 @@ class CachedFeatures(Dataset):
     def __len__(self) -> int:
         return self.feats.shape[1]
 
-    def __getitem__(self, i: int):
-        c = (self.epoch - 1) % self.feats.shape[0]
+    def __getitem__(self, key):
+        epoch, i = item_key(key, self.epoch)  # (epoch, index) from the engine's sampler
+        c = (epoch - 1) % self.feats.shape[0]
         return (torch.from_numpy(np.asarray(self.feats[c, i], dtype=np.float32)), int(self.labels[c, i]),
                 int(self.domains[c, i]))

@@ -135,6 +135,9 @@ class W2VASDG(System):
                                            nn.Linear(embedding_dim, len(DOMAINS)))
         self.adv_weight, self.triplet_weight, self.triplet_margin = adv_weight, triplet_weight, triplet_margin
 
+    def may_skip_parameters(self) -> bool:
+        return True  # the domain discriminator has no loss term in a batch without a real utterance
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.frontend.eval()  # frozen: dropout and normalisation statistics stay in inference mode
