@@ -96,8 +96,8 @@ class NpyRows:
         try:
             # a memory map reads only the header here; its pages are never touched
             mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            shape, fortran, dtype = mapped.shape, mapped.dtype.hasobject or (
-                mapped.flags.f_contiguous and not mapped.flags.c_contiguous), mapped.dtype
+            shape, dtype = mapped.shape, mapped.dtype
+            fortran = mapped.flags.f_contiguous and not mapped.flags.c_contiguous
             self.data_offset = int(mapped.offset)
             del mapped
             size = self.path.stat().st_size

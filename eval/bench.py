@@ -13,8 +13,9 @@ Sections (each runs in a child process, so that its peak RSS is its own):
            members) against its FLOP floor: the GEMM work it cannot avoid (window Gram matrices,
            projections of the windows onto the class bases, the small coefficient products)
            divided by the GEMM rate this machine reaches in the same run
-  fusion_memory  peak RSS of feature fusion at the real split sizes (22,400 / 8,400 / 79,490) and
-           1792-d members (3 × 256 + 1024), window embeddings read from disk as the stage does
+  fusion_memory  peak RSS of feature fusion (train- and dev-statistics distances) at the real
+           split sizes (22,400 / 8,400 / 79,490) and 1792-d members (3 × 256 + 1024), window
+           embeddings read from disk as the stage does
 Synthetic inputs (the augmentation benchmark's speech-like signals, a small synthetic MUSAN folder) keep it self-contained;
 `--quick` shrinks every size so that the whole run takes under a minute on 2 CPU cores.
 """
@@ -242,6 +243,8 @@ FUSION_MEMORY_WIDTHS = {"m0": 256, "m1": 256, "m2": 256, "ssl": 1024}
 def write_fusion_exports(exp: Path, sizes: dict[str, int]) -> dict[str, int]:
     """Synthetic score exports of four members (FUSION_MEMORY_WIDTHS) in the score stage's format;
     the window counts per split."""
+    from core.scores import write_scores
+
     rng = np.random.default_rng(4)
     widths = FUSION_MEMORY_WIDTHS
     offsets = {}
@@ -250,26 +253,23 @@ def write_fusion_exports(exp: Path, sizes: dict[str, int]) -> dict[str, int]:
         labels = np.arange(n) % 7 if split != "test" else np.full(n, -1)
         for k, (name, w) in enumerate(widths.items()):
             folder = exp / name / "scores" / split
-            folder.mkdir(parents=True, exist_ok=True)
             centres = rng.standard_normal((7, w)).astype(np.float32)
-            np.save(folder / "embeddings.npy", centres[np.arange(n) % 7] + rng.standard_normal((n, w)).astype(np.float32))
-            with open(folder / "logits.tsv", "w") as fh:
-                fh.write("utt_id\tlabel\t" + "\t".join(map(str, range(7))) + "\n")
-                fh.writelines(f"u{i}\t{labels[i]}\t" + "\t".join(["0"] * 7) + "\n" for i in range(n))
-            (folder / "ids.txt").write_text("".join(f"u{i}\n" for i in range(n)))
+            embeddings = centres[np.arange(n) % 7] + rng.standard_normal((n, w)).astype(np.float32)
+            write_scores(folder, [f"u{i}" for i in range(n)], labels, np.zeros((n, 7)), embeddings)
             if split != "train":
+                # block by block: the writer never holds a split's windows, as the score stage doesn't
                 write_npy_in_blocks(folder / "window_embeddings.npy", int(offsets[split][-1]), w, seed=10 * k + len(split))
                 np.save(folder / "window_offsets.npy", offsets[split])
     return {s: int(o[-1]) for s, o in offsets.items()}
 
 
 def section_fusion_memory(args: dict) -> dict:
-    """Peak memory of feature fusion (all four distance variants) at the real split sizes with
-    members 3 × 256 + 1024 (1792-d): window embeddings exported to disk as the score stage does,
-    then the fusion stage's readers and FeatureDistances."""
-    from core.scores import SystemScores
+    """Peak memory of feature fusion at the real split sizes with members 3 × 256 + 1024 (1792-d):
+    window embeddings exported to disk as the score stage does, then the fusion stage's reader and
+    the distances of `feature` / `feature_softmax` (train statistics) and `feature_devstats` (dev
+    statistics, out of fold)."""
     from fusion.manifold_fusion import FeatureDistances, FeatureFusionConfig
-    from fusion.members import SplitScores, align_windows
+    from fusion.members import load_members
 
     widths = FUSION_MEMORY_WIDTHS
     sizes = {"train": args["memory_train"], "dev": args["memory_dev"], "test": args["memory_test"]}
@@ -282,15 +282,7 @@ def section_fusion_memory(args: dict) -> dict:
     windows_per_split = json.loads(proc.stdout.strip().splitlines()[-1])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    data = {}
-    for split in sizes:
-        per = {s: SystemScores(exp / s / "scores" / split) for s in widths}
-        windows, offs = align_windows(per)
-        ref = per["m0"]
-        data[split] = SplitScores(ids=ref.ids, labels=ref.labels, logits={s: per[s].logits for s in widths},
-                                  embeddings={s: per[s].embeddings for s in widths}, window_embeddings=windows,
-                                  window_offsets=offs)
-    fd = FeatureDistances(data, FeatureFusionConfig(class_stats_from="train"))
+    fd = FeatureDistances(load_members(exp, list(widths)), FeatureFusionConfig(class_stats_from="train"))
     for stats_from, include_mean in (("train", True), ("dev", True)):
         fd.distances(stats_from, include_mean)
     seconds = time.perf_counter() - t0

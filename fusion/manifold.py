@@ -11,7 +11,7 @@ projections onto the class bases (one streamed GEMM) and small r × r eigenprobl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -225,7 +225,7 @@ def subspace_distances(subspaces: UtteranceSubspaces, projections: np.ndarray | 
     return out
 
 
-def stream_blocks(n_rows: int, offsets: np.ndarray, max_rows: int) -> Iterator[tuple[int, int]]:
+def stream_blocks(offsets: np.ndarray, max_rows: int) -> Iterator[tuple[int, int]]:
     """Consecutive utterance ranges [u0, u1) whose windows number at most `max_rows` (or one utterance)."""
     u0, n = 0, len(offsets) - 1
     while u0 < n:
@@ -234,5 +234,3 @@ def stream_blocks(n_rows: int, offsets: np.ndarray, max_rows: int) -> Iterator[t
         yield u0, u1
         u0 = u1
 
-
-WindowBlock = Callable[[int, int], np.ndarray]

@@ -116,11 +116,13 @@ class WindowSource:
         """The fused float64 rows (of `rows` of the raw block, all by default)."""
         return concat_embeddings(raw if rows is None else {s: r[rows] for s, r in raw.items()}, self.normalise)
 
-    def block(self, start: int, stop: int) -> np.ndarray:
-        return self.fuse(self.raw(start, stop))
+    @classmethod
+    def of(cls, windows, offsets: np.ndarray) -> "WindowSource":
+        """`windows` as a source: a WindowSource as it is, an (M, D) array as one unnormalised member."""
+        return windows if isinstance(windows, cls) else cls({"w": windows}, offsets, False)
 
     def utterance_blocks(self):
-        return stream_blocks(int(self.offsets[-1]), self.offsets, max(1, BLOCK_BYTES // (8 * self.width)))
+        return stream_blocks(self.offsets, max(1, BLOCK_BYTES // (8 * self.width)))
 
 
 def _block_subspaces(X: np.ndarray, rows: np.ndarray, index: np.ndarray, cfg: FeatureFusionConfig,
@@ -213,8 +215,7 @@ def scan_windows(source: WindowSource, cfg: FeatureFusionConfig, include_mean: b
 def window_subspaces(windows, offsets: np.ndarray, cfg: FeatureFusionConfig, include_mean: bool
                      ) -> UtteranceSubspaces:
     """One basis per utterance from its window embeddings (an (M, D) array, or a WindowSource)."""
-    source = windows if isinstance(windows, WindowSource) else WindowSource({"w": windows}, offsets, False)
-    return scan_windows(source, cfg, include_mean, None)[0]
+    return scan_windows(WindowSource.of(windows, offsets), cfg, include_mean, None)[0]
 
 
 def manifold_distances(subspaces: UtteranceSubspaces, windows, offsets: np.ndarray, classes: dict[int, np.ndarray]
@@ -222,8 +223,8 @@ def manifold_distances(subspaces: UtteranceSubspaces, windows, offsets: np.ndarr
     """(N, C) geodesic distances of the utterance bases to the class bases (one pass over `windows`)."""
     class_list = [classes[c] for c in sorted(classes)]
     basis, _ = class_columns([class_list])
-    source = windows if isinstance(windows, WindowSource) else WindowSource({"w": windows}, offsets, False)
-    return subspace_distances(subspaces, scan_windows(source, FeatureFusionConfig(), None, basis)[1], [class_list])[0]
+    projections = scan_windows(WindowSource.of(windows, offsets), FeatureFusionConfig(), None, basis)[1]
+    return subspace_distances(subspaces, projections, [class_list])[0]
 
 
 def distance_scores(dist: np.ndarray, kind: str, temperature: float = 0.1) -> np.ndarray:
