@@ -158,7 +158,7 @@ def section_score(args: dict) -> dict:
 
     from core.prepared_split import PreparedSplit
     from systems.common.config import load_config
-    from systems.common.inference import build_model, score_windows, window_hop, window_length
+    from systems.common.inference import build_model, inference_bf16, score_windows, window_hop, window_length
     from systems.common.windows import SplitWindows
 
     rng = np.random.default_rng(1)
@@ -176,15 +176,18 @@ def section_score(args: dict) -> dict:
         model = build_model(cfg).to(device)
         windows = SplitWindows(split, window_length(model), window_hop(cfg))
         t0 = time.perf_counter()
-        score_windows(model, windows, device, cfg.score.batch_size, cfg.train.bf16)
+        score_windows(model, windows, device, cfg.score.batch_size, cfg.train.bf16,
+                      num_workers=cfg.train.num_workers)
         seconds = time.perf_counter() - t0
         out[system] = {"utterances_per_s": len(split) / seconds, "windows": len(windows),
-                       "utterances": len(split), "seconds": seconds}
+                       "utterances": len(split), "seconds": seconds,
+                       "bf16": inference_bf16(device, cfg.train.bf16)}
     return out
 
 
-def gemm_rate(size: int = 1536, repeats: int = 3) -> float:
-    """float64 GEMM FLOP/s this machine reaches now (the best of a few)."""
+def gemm_rate(size: int = 1536, repeats: int = 12) -> float:
+    """float64 GEMM FLOP/s this machine reaches now: the best of several, since one product can
+    land on a slow moment (clock changes, a neighbour's burst) and a low rate flatters the ratio."""
     a = np.random.default_rng(0).standard_normal((size, size))
     a @ a
     best = 0.0
@@ -205,7 +208,7 @@ def section_fusion(args: dict) -> dict:
     """The `feature` method's test-split work: window subspaces and their distances to 7 class
     subspaces of dimension 10, members 3 × 256-d (768-d), L2-normalised and fused as in the stage."""
     from fusion.manifold import class_columns, orthonormal_columns, subspace_distances
-    from fusion.manifold_fusion import FeatureFusionConfig, WindowSource, scan_windows
+    from fusion.manifold_fusion import FUSION_THREADS, FeatureFusionConfig, WindowSource, scan_windows
 
     rng = np.random.default_rng(2)
     n_utt, d, widths = args["fusion_utterances"], 10, (256, 256, 256)
@@ -216,16 +219,27 @@ def section_fusion(args: dict) -> dict:
     basis, _ = class_columns([classes])
     t0 = time.perf_counter()
     subspaces, projections = scan_windows(WindowSource(members, offsets, True), FeatureFusionConfig(d=d), True, basis)
-    subspace_distances(subspaces, projections, [classes])
+    subspace_distances(subspaces, projections, [classes], FUSION_THREADS)
     seconds = time.perf_counter() - t0
     rank = np.minimum(counts, d).astype(np.float64)
     # the GEMM work no method avoids: window Gram matrices, projections of every window onto the
     # 7 × d class directions, and the small (r × n)·(n × 7d) products
     flops = float(np.sum(2 * counts ** 2 * dim + 2 * counts * dim * 7 * d + 2 * rank * counts * 7 * d))
     rate = gemm_rate()
+    # the floor's largest term alone: every window's projection onto the class directions, as one
+    # BLAS call per stream block on already fused contiguous float64 rows (what a skinny GEMM of
+    # this shape reaches here, memory traffic included)
+    source, projection_seconds = WindowSource(members, offsets, True), 0.0
+    for u0, u1 in source.utterance_blocks():
+        X = source.fuse(source.raw(int(offsets[u0]), int(offsets[u1])))
+        t1 = time.perf_counter()
+        X @ basis
+        projection_seconds += time.perf_counter() - t1
+    floor = flops / rate
     return {"utterances": n_utt, "windows": int(offsets[-1]), "dim": dim, "seconds": seconds,
-            "gflop": flops / 1e9, "gemm_gflop_per_s": rate / 1e9, "floor_seconds": flops / rate,
-            "over_floor": seconds / (flops / rate)}
+            "gflop": flops / 1e9, "gemm_gflop_per_s": rate / 1e9, "floor_seconds": floor,
+            "over_floor": seconds / floor, "projection_gemm_seconds": projection_seconds,
+            "projection_gemm_over_floor": projection_seconds / floor}
 
 
 def write_npy_in_blocks(path: Path, rows: int, width: int, seed: int, block: int = 65536) -> None:
@@ -362,7 +376,7 @@ def main() -> None:
                 for s in systems:
                     f = r[s]
                     print(f"score    {s:14s} {f['utterances_per_s']:7.1f} utterances/s "
-                          f"({f['utterances']} utterances, {f['windows']} windows)")
+                          f"({f['utterances']} utterances, {f['windows']} windows, {'bf16' if f['bf16'] else 'fp32'})")
             elif name == "fusion_memory":
                 print(f"fusion   {r['dim']}-d, train/dev/test {r['sizes']['train']}/{r['sizes']['dev']}/"
                       f"{r['sizes']['test']} ({r['window_gb_on_disk']:.2f} GB of window embeddings on disk): "
@@ -370,7 +384,8 @@ def main() -> None:
             else:
                 print(f"fusion   {r['utterances']} utterances x {r['dim']}-d: {r['seconds']:.2f} s, FLOP floor "
                       f"{r['floor_seconds']:.2f} s ({r['gflop']:.1f} GFLOP at {r['gemm_gflop_per_s']:.1f} GFLOP/s): "
-                      f"{r['over_floor']:.2f}x the floor")
+                      f"{r['over_floor']:.2f}x the floor; its projection GEMM alone "
+                      f"{r['projection_gemm_seconds']:.2f} s ({r['projection_gemm_over_floor']:.2f}x)")
             print(f"peak RSS {name:6s} {r['peak_rss_mb']:.0f} MB")
     results["seconds"] = time.perf_counter() - t_all
     print(f"total {results['seconds']:.1f} s")

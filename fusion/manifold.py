@@ -10,10 +10,12 @@ projections onto the class bases (one streamed GEMM) and small r × r eigenprobl
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from core.errors import fail
 
@@ -207,21 +209,28 @@ def grouped_distances(M: np.ndarray, widths: list[int]) -> np.ndarray:
 
 
 def subspace_distances(subspaces: UtteranceSubspaces, projections: np.ndarray | None,
-                       class_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
+                       class_sets: list[list[np.ndarray]], threads: int = 1) -> list[np.ndarray]:
     """Per class set, (N, C) geodesic distances of every utterance basis to each class basis, from
-    `projections` = W·[all class bases] (the split's window rows times class_columns(class_sets))."""
+    `projections` = W·[all class bases] (the split's window rows times class_columns(class_sets)).
+    Chunks of DISTANCE_CHUNK utterances run on `threads` threads (numpy's batched eigvalsh and
+    matmul release the GIL; each chunk writes its own rows)."""
     S_all, slices = class_columns(class_sets)
     out = [np.empty((subspaces.n, len(classes))) for classes in class_sets]
-    for g in subspaces.groups:
-        for start in range(0, len(g.index), DISTANCE_CHUNK):
-            part = slice(start, start + DISTANCE_CHUNK)
-            if g.explicit is not None:
-                products = g.explicit[part] @ S_all  # (G, r, total)
-            else:
-                products = g.coef[part] @ projections[g.rows[part]]  # (G, r, m) @ (G, m, total)
-            for k, per in enumerate(slices):
-                M = products[:, :, per[0].start:per[-1].stop]
-                out[k][g.index[part]] = grouped_distances(M, [sl.stop - sl.start for sl in per])
+
+    def one_chunk(g: SubspaceGroup, part: slice) -> None:
+        if g.explicit is not None:
+            products = g.explicit[part] @ S_all  # (G, r, total)
+        else:
+            products = g.coef[part] @ projections[g.rows[part]]  # (G, r, m) @ (G, m, total)
+        for k, per in enumerate(slices):
+            M = products[:, :, per[0].start:per[-1].stop]
+            out[k][g.index[part]] = grouped_distances(M, [sl.stop - sl.start for sl in per])
+
+    chunks = [(g, slice(start, start + DISTANCE_CHUNK)) for g in subspaces.groups
+              for start in range(0, len(g.index), DISTANCE_CHUNK)]
+    with threadpool_limits(1), ThreadPoolExecutor(max(1, threads)) as pool:
+        for done in [pool.submit(one_chunk, g, part) for g, part in chunks]:
+            done.result()
     return out
 
 

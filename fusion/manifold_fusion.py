@@ -34,7 +34,7 @@ from fusion.members import SplitScores, WindowRows
 # window rows are streamed in blocks of about this many bytes of float64 (64 MB: the GEMM runs at
 # full rate, and a 1792-d fusion of 79,490 test utterances stays far below 2 GB)
 BLOCK_BYTES = 64 << 20
-# blocks processed at a time, each with one BLAS thread
+# blocks (and distance chunks) processed at a time, each with one BLAS thread
 FUSION_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -224,7 +224,7 @@ def manifold_distances(subspaces: UtteranceSubspaces, windows, offsets: np.ndarr
     class_list = [classes[c] for c in sorted(classes)]
     basis, _ = class_columns([class_list])
     projections = scan_windows(WindowSource.of(windows, offsets), FeatureFusionConfig(), None, basis)[1]
-    return subspace_distances(subspaces, projections, [class_list])[0]
+    return subspace_distances(subspaces, projections, [class_list], FUSION_THREADS)[0]
 
 
 def distance_scores(dist: np.ndarray, kind: str, temperature: float = 0.1) -> np.ndarray:
@@ -264,7 +264,7 @@ class FeatureDistances:
                                               None if key in self._subspaces else include_mean, basis)
         if subspaces is not None:
             self._subspaces[key] = subspaces
-        return subspace_distances(self._subspaces[key], projections, class_sets)
+        return subspace_distances(self._subspaces[key], projections, class_sets, FUSION_THREADS)
 
     def distances(self, stats_from: str, include_mean: bool) -> dict[str, np.ndarray]:
         key = (stats_from, include_mean)

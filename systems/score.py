@@ -14,6 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from core.errors import fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
@@ -23,6 +25,7 @@ from systems.common.inference import (
     best_checkpoint,
     build_model,
     config_digest,
+    inference_bf16,
     load_model_state,
     pick_device,
     score_windows,
@@ -37,9 +40,12 @@ from systems.common.windows import SplitWindows
 WINDOW_SPLITS = ("dev", "test")
 
 
-def split_options(split_name: str, data_dir: Path, ckpt_sig: dict, cfg) -> dict:
+def split_options(split_name: str, data_dir: Path, ckpt_sig: dict, cfg, device: torch.device) -> dict:
+    """What a split's scores depend on: checkpoint, data, score settings and the precision the
+    device scores in (bf16 or fp32: scores move by bf16's rounding)."""
     return {"checkpoint": ckpt_sig, "manifest": file_signature(data_dir / split_name / "manifest.tsv"),
-            "windows": split_name in WINDOW_SPLITS, "score": cfg.to_dict()["score"], "version": 2}
+            "windows": split_name in WINDOW_SPLITS, "score": cfg.to_dict()["score"],
+            "bf16": inference_bf16(device, cfg.train.bf16), "version": 3}
 
 
 def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, device, options: dict) -> None:
@@ -47,7 +53,7 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
     windows = SplitWindows(split, window_length(model), window_hop(cfg))
     t0 = time.time()
     win_logits, win_emb = score_windows(model, windows, device, cfg.score.batch_size, cfg.train.bf16,
-                                        desc=f"score {split_name}")
+                                        desc=f"score {split_name}", num_workers=cfg.train.num_workers)
     seconds = time.time() - t0
     logits, emb = utterance_means(win_logits, windows.offsets), utterance_means(win_emb, windows.offsets)
     keep_windows = split_name in WINDOW_SPLITS
@@ -76,11 +82,12 @@ def main() -> None:
     params = best.paramfiles["model"]
     data = Path(args.data)
     sig = file_signature(params)
+    device = pick_device(args.device)
     todo = {}
     for split_name in [s for s in args.splits.split(",") if s]:
         if not (data / split_name / "manifest.tsv").is_file():
             fail(f"{data / split_name}: not prepared; run the prepare stage")
-        options = split_options(split_name, data, sig, cfg)
+        options = split_options(split_name, data, sig, cfg, device)
         if stage_is_current(exp / "scores" / split_name, options):
             print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
         else:
@@ -88,7 +95,6 @@ def main() -> None:
     if not todo:
         return  # nothing to score: the model is never loaded
     torch_threads(cfg.train.deterministic)
-    device = pick_device(args.device)
     model = build_model(cfg).to(device)
     model.load_state_dict(load_model_state(params, device))
     print(f"[score] {exp}: checkpoint of epoch {best.meta['epoch']} (dev F1 {best.meta['dev_f1']:.4f})")

@@ -20,7 +20,7 @@ TINY_MODEL = {"model.blocks": [1, 1, 1, 1], "model.channels": [8, 16, 16, 32]}
 def export(cfg, data, target):
     torch.manual_seed(0)
     model = build_model(cfg)
-    score_split(model, cfg, "dev", data, target, torch.device("cpu"), split_options("dev", data, {}, cfg))
+    score_split(model, cfg, "dev", data, target, torch.device("cpu"), split_options("dev", data, {}, cfg, torch.device("cpu")))
     return SystemScores(target), model
 
 

@@ -51,7 +51,7 @@ class TrainConfig:
     pin_memory: bool | None = None  # None: on when training on CUDA
     prefetch_factor: int = 2  # batches each worker loads ahead
     seed: int = 0
-    bf16: bool = True  # autocast on GPU only
+    bf16: bool = True  # autocast: training on GPU; scoring on GPU and on CPUs with native bf16
     deterministic: bool = False  # deterministic kernels, one CPU thread (see engine.torch_threads)
 
     def __post_init__(self):

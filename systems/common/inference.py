@@ -21,20 +21,46 @@ from systems.common.config import LOADER_KEYS, SystemConfig
 from systems.common.windows import SplitWindows
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), as oneDNN sees it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def inference_bf16(device: torch.device, bf16: bool) -> bool:
+    """Whether scoring runs under bf16 autocast: on CUDA, and on a CPU with native bf16, where
+    oneDNN's bf16 kernels run the kit's systems 1.5–2.4× faster than fp32 (eval.bench); a CPU
+    without it would emulate bf16, slower than fp32, so it stays fp32."""
+    return bf16 and (device.type == "cuda" or (device.type == "cpu" and native_cpu_bf16()))
+
+
 def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=inference_bf16(device, enabled))
+
+
+def prepare_for_inference(model: nn.Module) -> nn.Module:
+    """Eval mode, and 2-d convolution weights in channels-last order (the same values), the layout
+    oneDNN and cuDNN convolve fastest; 1-d models are left as they are."""
+    model.eval()
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 @torch.no_grad()
 def score_windows(model: nn.Module, windows: SplitWindows, device: torch.device, batch_size: int, bf16: bool,
-                  desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and embeddings of every window, batched; rows in `windows` order."""
-    model.eval()
+                  desc: str | None = None, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and embeddings of every window, batched; rows in `windows` order. `num_workers`
+    loader processes read and cut the windows while the model computes."""
+    prepare_for_inference(model)
     logits, embs = [], []
-    loader = DataLoader(windows, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
     for wave, _ in tqdm(loader, desc=desc, unit="batch", disable=desc is None, mininterval=2.0):
         with autocast(device, bf16):
-            lo, em = model(wave.to(device))
+            lo, em = model(wave.to(device, non_blocking=True))
         logits.append(lo.float().cpu().numpy())
         embs.append(em.float().cpu().numpy())
     return np.concatenate(logits), np.concatenate(embs)
