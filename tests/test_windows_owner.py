@@ -12,15 +12,13 @@ from systems.common.inference import build_model, window_hop, window_length
 from systems.common.windows import SplitWindows, window_starts
 from systems.score import score_split, split_options
 
-from .conftest import ROOT
-
-TINY_MODEL = {"model.blocks": [1, 1, 1, 1], "model.channels": [8, 16, 16, 32]}
+from .conftest import ROOT, TINY_LFCC_RESNET18
 
 
 def export(cfg, data, target):
     torch.manual_seed(0)
-    model = build_model(cfg)
-    score_split(model, cfg, "dev", data, target, torch.device("cpu"), split_options("dev", data, {}, cfg, torch.device("cpu")))
+    model, cpu = build_model(cfg), torch.device("cpu")
+    score_split(model, cfg, "dev", data, target, cpu, split_options("dev", data, {}, cfg, cpu))
     return SystemScores(target), model
 
 
@@ -30,7 +28,8 @@ def test_window_length_and_hop_follow_the_config(tiny_prepared, tmp_path):
     exported = {}
     for frames, hop_s in ((400, 1.0), (200, 0.5)):
         cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml",
-                          dict(TINY_MODEL, **{"model.segment_frames": frames, "score.window_hop_seconds": hop_s}))
+                          dict(TINY_LFCC_RESNET18, **{"model.segment_frames": frames,
+                                                      "score.window_hop_seconds": hop_s}))
         scores, model = export(cfg, tiny_prepared, tmp_path / f"f{frames}")
         win, hop = window_length(model), window_hop(cfg)
         assert win == (frames - 1) * 160 and hop == int(hop_s * 16000)
@@ -45,9 +44,9 @@ def test_window_length_and_hop_follow_the_config(tiny_prepared, tmp_path):
 
 
 def test_fusion_aligns_members_with_different_windows(tiny_prepared, tmp_path):
-    long = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml", TINY_MODEL)
+    long = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml", TINY_LFCC_RESNET18)
     short = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml",
-                        dict(TINY_MODEL, **{"model.segment_frames": 150, "score.window_hop_seconds": 0.5}))
+                        dict(TINY_LFCC_RESNET18, **{"model.segment_frames": 150, "score.window_hop_seconds": 0.5}))
     exp = tmp_path / "exp"
     for name, cfg in (("a", long), ("b", short)):
         for split in ("train", "dev", "test"):
