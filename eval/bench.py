@@ -177,7 +177,7 @@ def section_score(args: dict) -> dict:
         windows = SplitWindows(split, window_length(model), window_hop(cfg))
         t0 = time.perf_counter()
         score_windows(model, windows, device, cfg.score.batch_size, cfg.train.bf16,
-                      num_workers=cfg.train.num_workers)
+                      num_workers=cfg.train.num_workers, pin_memory=cfg.train.pin_memory)
         seconds = time.perf_counter() - t0
         out[system] = {"utterances_per_s": len(split) / seconds, "windows": len(windows),
                        "utterances": len(split), "seconds": seconds,

@@ -152,7 +152,7 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
         model.load_state_dict(load_model_state(best.paramfiles["model"], device))
         windows = SplitWindows(split, model.input_samples, window_hop(cfg))
         win_logits, win_emb = score_windows(model, windows, device, bs, cfg.train.bf16, desc=f"score {system}",
-                                            num_workers=cfg.train.num_workers)
+                                            num_workers=cfg.train.num_workers, pin_memory=cfg.train.pin_memory)
     return SystemOutputs(utterance_means(win_logits, windows.offsets), utterance_means(win_emb, windows.offsets),
                          win_emb, windows.offsets)
 

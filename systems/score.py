@@ -53,7 +53,8 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
     windows = SplitWindows(split, window_length(model), window_hop(cfg))
     t0 = time.time()
     win_logits, win_emb = score_windows(model, windows, device, cfg.score.batch_size, cfg.train.bf16,
-                                        desc=f"score {split_name}", num_workers=cfg.train.num_workers)
+                                        desc=f"score {split_name}", num_workers=cfg.train.num_workers,
+                                        pin_memory=cfg.train.pin_memory)
     seconds = time.time() - t0
     logits, emb = utterance_means(win_logits, windows.offsets), utterance_means(win_emb, windows.offsets)
     keep_windows = split_name in WINDOW_SPLITS

@@ -51,13 +51,15 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def score_windows(model: nn.Module, windows: SplitWindows, device: torch.device, batch_size: int, bf16: bool,
-                  desc: str | None = None, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  desc: str | None = None, num_workers: int = 0, pin_memory: bool | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and embeddings of every window, batched; rows in `windows` order. `num_workers`
-    loader processes read and cut the windows while the model computes."""
+    loader processes read and cut the windows while the model computes; `pin_memory` as in
+    train.pin_memory (None: on when scoring on CUDA)."""
     prepare_for_inference(model)
     logits, embs = [], []
     loader = DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda" if pin_memory is None else pin_memory)
     for wave, _ in tqdm(loader, desc=desc, unit="batch", disable=desc is None, mininterval=2.0):
         with autocast(device, bf16):
             lo, em = model(wave.to(device, non_blocking=True))
