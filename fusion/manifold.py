@@ -234,6 +234,12 @@ def subspace_distances(subspaces: UtteranceSubspaces, projections: np.ndarray | 
     return out
 
 
+def project(X: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """X @ basis for many rows X (m, D) and few columns basis (D, k), computed as (basisᵀ·Xᵀ)ᵀ:
+    OpenBLAS runs the product with the long dimension last 1.3× faster at this shape (eval.bench)."""
+    return (basis.T @ X.T).T
+
+
 def stream_blocks(offsets: np.ndarray, max_rows: int) -> Iterator[tuple[int, int]]:
     """Consecutive utterance ranges [u0, u1) whose windows number at most `max_rows` (or one utterance)."""
     u0, n = 0, len(offsets) - 1

@@ -25,6 +25,7 @@ from fusion.manifold import (
     class_columns,
     onpe,
     orthonormal_columns,
+    project,
     span_coefficients,
     stream_blocks,
     subspace_distances,
@@ -188,7 +189,7 @@ def scan_windows(source: WindowSource, cfg: FeatureFusionConfig, include_mean: b
         r0, r1 = int(offsets[u0]), int(offsets[u1])
         raw = source.raw(r0, r1)
         if include_mean is None:
-            projections[r0:r1] = source.fuse(raw) @ class_basis
+            projections[r0:r1] = project(source.fuse(raw), class_basis)
             return []
         groups = []
         counts = np.diff(offsets[u0:u1 + 1])
@@ -197,7 +198,7 @@ def scan_windows(source: WindowSource, cfg: FeatureFusionConfig, include_mean: b
             rows = offsets[idx][:, None] + np.arange(n)
             X = source.fuse(raw, (rows - r0).ravel())
             if projections is not None:
-                projections[rows.ravel()] = X @ class_basis
+                projections[rows.ravel()] = project(X, class_basis)
             groups += _block_subspaces(X.reshape(len(idx), n, -1), rows, idx, cfg, include_mean)
         return groups
 
