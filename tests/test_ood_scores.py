@@ -279,3 +279,31 @@ def test_scorers_run_through_the_fusion_stage_and_predict(tmp_path, rule, system
         for kind in ("knn", "mahalanobis"):
             s_ = np.load(exp / "fusion" / f"{kind}__{s}" / "test_scores.npy").max(1)
             assert s_[-10:].max() < np.median(s_[:-10]), kind
+
+
+def test_an_optional_scorer_that_fails_on_a_left_out_class_is_skipped(tmp_path, capsys):
+    """Leave-one-out refits every scorer without each fake class in turn. Here the embeddings leave
+    the 9-d subspace of the other classes only for class 6: ViM with a 10-d principal space fits on
+    all classes but has no residual without class 6, so its row is left out with a message instead
+    of the fusion stage failing; with the quantile rule (no folds) the same data give the row."""
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((16, 7))
+    exp = tmp_path / "exp"
+    for split, n_per in (("train", 12), ("dev", 6), ("test", 4)):
+        labels = np.repeat(np.arange(7), n_per)
+        emb = np.zeros((len(labels), 16))
+        emb[:, :9] = rng.standard_normal((len(labels), 9)) + 4 * np.eye(7, 9)[labels]
+        emb[labels == 6, 9:] = rng.standard_normal((int(np.sum(labels == 6)), 7))
+        logits = emb @ weight  # a linear last layer: ViM fits it on the embedding itself
+        ids = [f"{split}_{i:03d}" for i in range(len(labels))]
+        windows = split != "train"
+        write_scores(exp / "a" / "scores" / split, ids, labels if split != "test" else np.full(len(ids), NO_LABEL),
+                     logits, emb, emb if windows else None, np.arange(len(ids) + 1) if windows else None)
+    for rule, expect_vim in (("quantile", True), ("leave-one-out", False)):
+        cfg = FusionConfig()
+        cfg.threshold.rule = rule
+        cfg.ood.vim_dim = 10
+        summary = run_fusion(exp, ["a"], cfg)
+        assert ("vim:a" in summary["methods"]) == expect_vim, rule
+        assert "softmax:a" in summary["methods"] and "knn:a" in summary["methods"]
+    assert "[fuse] vim:a skipped: " in capsys.readouterr().out
