@@ -69,6 +69,12 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)
 
 
+def resolved_pin_memory(setting: bool | None, device) -> bool:
+    """train.pin_memory for a loader feeding `device` (a torch.device): None pins on CUDA only,
+    where page-locked host memory makes the copies to the GPU asynchronous."""
+    return device.type == "cuda" if setting is None else setting
+
+
 @dataclass
 class ScoreConfig:
     """How the score stage cuts utterances: windows of the model's input length (`model`), every

@@ -56,7 +56,7 @@ from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
 from core.stamps import STAMP_NAME, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
-from systems.common.config import SystemConfig, TrainConfig
+from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
 from systems.common.distributed import World, join, leave, process_device, world_from_env
 from systems.common.inference import (
     META_FILE,
@@ -176,7 +176,7 @@ def train_loader(data: Dataset, batches: EpochBatches, t: TrainConfig, device: t
     """The training DataLoader. Persistence and prefetching exist only with workers (torch refuses
     them without), so with num_workers 0 they are left out, not an error."""
     options = {"num_workers": t.num_workers,
-               "pin_memory": t.pin_memory if t.pin_memory is not None else device.type == "cuda"}
+               "pin_memory": resolved_pin_memory(t.pin_memory, device)}
     if t.num_workers > 0:
         options.update(persistent_workers=t.persistent_workers, prefetch_factor=t.prefetch_factor)
     # the workers' base seed is drawn from this generator, not from the global one that dropout

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from core.errors import fail
 from core.stamps import options_digest
 from systems import model_class
-from systems.common.config import LOADER_KEYS, SystemConfig
+from systems.common.config import LOADER_KEYS, SystemConfig, resolved_pin_memory
 from systems.common.windows import SplitWindows
 
 
@@ -59,7 +59,7 @@ def score_windows(model: nn.Module, windows: SplitWindows, device: torch.device,
     prepare_for_inference(model)
     logits, embs = [], []
     loader = DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda" if pin_memory is None else pin_memory)
+                        pin_memory=resolved_pin_memory(pin_memory, device))
     for wave, _ in tqdm(loader, desc=desc, unit="batch", disable=desc is None, mininterval=2.0):
         with autocast(device, bf16):
             lo, em = model(wave.to(device, non_blocking=True))
