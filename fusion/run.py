@@ -27,7 +27,7 @@ from fusion.calibrate import Threshold
 from fusion.config import FusionConfig, load_fusion_config
 from fusion.manifold_fusion import concat_embeddings
 from fusion.members import load_members
-from fusion.scorers import SPLITS, FusionContext, Scorer, build_scorers
+from fusion.scorers import SPLITS, FusionContext, Scorer, build_scorers, skip_optional
 
 
 def write_method(out: Path, scorer: Scorer, ids: dict[str, list[str]], preds: dict[str, np.ndarray],
@@ -72,9 +72,9 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
             except KitError as err:
                 # leave-one-out refits each scorer without one class: a comparison variant that
                 # fits on all classes can still fail on a fold (ViM: no residual left without it)
-                if not scorer.optional or scorer.name == cfg.submit_method:
+                if scorer.name == cfg.submit_method:
                     raise
-                print(f"[fuse] {scorer.name} skipped: {err}")
+                skip_optional(scorer, err)
                 continue
             preds = {s: scorer.decide(s, th) for s in SPLITS}
             info = {"method": scorer.name, "description": scorer.description, "rule": cfg.threshold.rule,

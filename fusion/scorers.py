@@ -430,9 +430,15 @@ def build_scorers(ctx: FusionContext) -> list[Scorer]:
             try:
                 scorer.fit()
             except KitError as err:
-                if not scorer.optional:
-                    raise
-                print(f"[fuse] {scorer.name} skipped: {err}")
+                skip_optional(scorer, err)
                 continue
             out.append(scorer)
     return out
+
+
+def skip_optional(scorer: Scorer, err: KitError) -> None:
+    """Leave out an optional variant the data cannot support, with a message; any other scorer's
+    error stands."""
+    if not scorer.optional:
+        raise err
+    print(f"[fuse] {scorer.name} skipped: {err}")
