@@ -54,6 +54,20 @@ def test_demo_and_paper_share_keys(path):
            {k: set(v) if isinstance(v, dict) else None for k, v in b.items()}
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "systems").glob("*/conf/demo_long.yaml")),
+                         ids=lambda p: p.parent.parent.name)
+def test_demo_long_is_demo_with_a_longer_schedule(path):
+    """demo_long.yaml is a full copy of demo.yaml (configs do not inherit): only the schedule may
+    differ, so a change to demo.yaml's model, augmentation or scoring must reach both."""
+    long, demo = load_config(path).to_dict(), load_config(path.with_name("demo.yaml")).to_dict()
+    schedule = {"epochs", "lr_schedule", "warmup_epochs"}
+    for section in (long.keys() | demo.keys()) - {"train"}:
+        assert long.get(section) == demo.get(section), section
+    assert {k: v for k, v in long["train"].items() if k not in schedule} == \
+           {k: v for k, v in demo["train"].items() if k not in schedule}
+    assert long["train"]["epochs"] > demo["train"]["epochs"]
+
+
 @pytest.mark.parametrize("mutation, message", [
     ({"train": {"epoch": 3}}, "unknown key"),
     ({"model": {"layers": 3}}, "unknown model key"),
