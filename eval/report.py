@@ -465,7 +465,8 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
         print(f"[evaluate] WARNING: {s} has a randomly initialised SSL front-end; its results are NOT meaningful")
     text = [f"# Results: {', '.join(summary['systems'])}", "", *warning,
             f"Threshold rule: **{summary['rule']}** (chosen on dev only). Submitted method: "
-            f"**{summary['submit_method']}**." + ("" if key else " No test answer key: test columns are absent."), "",
+            f"**{summary['submit_method']}** ({summary.get('submit_choice', 'configured')})."
+            + ("" if key else " No test answer key: test columns are absent."), "",
             "Dev holds known classes only, so dev F1 measures closed-set accuracy under each τ; the test "
             "split adds the unknown class (7).", "", table, ""]
     if key is not None:

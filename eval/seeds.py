@@ -2,8 +2,10 @@
 
     python -m eval.seeds --exp exp --seeds 1,2,3
 
-Reads `EXP/seed_N/report/results.json` (one evaluate stage per seed) and writes
-`EXP/report/README.md`, `results_over_seeds.json` and a figure of each method's test F1 per seed.
+Reads `EXP/seed_N/report/results.json` and `conditions.json` (one evaluate stage per seed) and writes
+`EXP/report/README.md`, `results_over_seeds.json`, `conditions_over_seeds.json` and a figure of each
+method's test F1 per seed. Its first row, `submitted`, is what each seed submitted (with
+`submit_method: auto` the seeds may choose different methods).
 A single run on the demo moves by several points of F1 with the seed alone, so methods are ranked
 here by the mean, with the spread beside it; std is the sample standard deviation (n − 1).
 """
@@ -39,9 +41,32 @@ def read_seed_results(exp: Path, seeds: list[int]) -> dict[int, list[dict]]:
     return runs
 
 
+# the row of what each seed submitted (with `submit_method: auto` the seeds may submit different methods)
+SUBMITTED = "submitted"
+
+
+def mean_std(values: list) -> dict | None:
+    """{mean, std (n − 1), values} of numbers; None when any value is not a number."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "values": [float(x) for x in v]}
+
+
+def summary_row(name: str, per_seed: list[dict], seeds: list[int], columns) -> dict:
+    row = {"method": name, "seeds": seeds}
+    for col, _ in columns:
+        stats = mean_std([r.get(col) for r in per_seed])
+        if stats is not None:
+            row[col] = stats
+    return row
+
+
 def aggregate(runs: dict[int, list[dict]]) -> list[dict]:
-    """One row per method present in every seed: {column: (mean, std, values)}, in the first seed's
-    method order; a method missing from some seed is left out (its name is printed)."""
+    """First the `submitted` row (each seed's submitted method), then one row per method present
+    in every seed: {column: (mean, std, values)}, in the first seed's method order; a method missing
+    from some seed is left out (its name is printed)."""
     seeds = list(runs)
     by_seed = {s: {r["method"]: r for r in rows} for s, rows in runs.items()}
     order = [r["method"] for r in runs[seeds[0]]]
@@ -49,25 +74,62 @@ def aggregate(runs: dict[int, list[dict]]) -> list[dict]:
     for m in sorted(set().union(*by_seed.values()) - set(common)):
         print(f"[seeds] {m}: not in every seed's results, left out of the summary")
     rows = []
+    submitted = {s: [r for r in runs[s] if r.get("submitted")] for s in seeds}
+    if all(len(v) == 1 for v in submitted.values()):
+        row = summary_row(SUBMITTED, [submitted[s][0] for s in seeds], seeds, COLUMNS)
+        row.update(submitted=True, methods=[submitted[s][0]["method"] for s in seeds])
+        rows.append(row)
     for m in common:
-        row = {"method": m, "submitted": bool(by_seed[seeds[0]][m].get("submitted")), "seeds": seeds}
-        for col, _ in COLUMNS:
-            values = [by_seed[s][m].get(col) for s in seeds]
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                v = np.asarray(values, dtype=np.float64)
-                row[col] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                            "values": [float(x) for x in v]}
+        row = summary_row(m, [by_seed[s][m] for s in seeds], seeds, COLUMNS)
+        row.update(submitted=False, submitted_in=[s for s in seeds if by_seed[s][m].get("submitted")])
         rows.append(row)
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    shown = [(c, h) for c, h in COLUMNS if any(c in r for r in rows)]
-    lines = ["| method | " + " | ".join(h for _, h in shown) + " |", "|---|" + "---|" * len(shown)]
+# the per-condition figures of the submitted method (EXP/seed_N/report/conditions.json)
+CONDITION_COLUMNS = (("closed_set_accuracy", "closed-set accuracy"), ("known_accuracy", "known-class accuracy"),
+                     ("unknown_recall", "unknown recall"), ("open_set_f1", "open-set F1"))
+
+
+def aggregate_conditions(exp: Path, seeds: list[int]) -> list[dict] | None:
+    """The submitted method's per-condition rows as mean ± std over the seeds, for the conditions
+    of every seed; None when a seed has no conditions.json (no condition list was given)."""
+    runs = {}
+    for seed in seeds:
+        path = exp / f"seed_{seed}" / "report" / "conditions.json"
+        if not path.is_file():
+            return None
+        try:
+            rows = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            fail(f"{path}: not valid JSON ({err}); re-run the evaluate stage for seed {seed}")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "condition" in r for r in rows):
+            fail(f"{path}: not a conditions list of this kit; re-run the evaluate stage for seed {seed}")
+        runs[seed] = {r["condition"]: r for r in rows}
+    order = [c for c in runs[seeds[0]] if all(c in runs[s] for s in seeds)]
+    out = []
+    for c in order:
+        row = summary_row(c, [runs[s][c] for s in seeds], seeds, CONDITION_COLUMNS)
+        row["condition"] = row.pop("method")
+        row["n"] = runs[seeds[0]][c].get("n")
+        out.append(row)
+    return out
+
+
+def row_name(r: dict) -> str:
+    if r["method"] == SUBMITTED and r.get("submitted"):
+        return f"**submitted** ({', '.join(r['methods'])})"
+    if r.get("submitted_in"):
+        return f"{r['method']} (submitted in seed {', '.join(map(str, r['submitted_in']))})"
+    return r["method"]
+
+
+def table(rows: list[dict], columns=COLUMNS, key: str = "method", head: str = "method", name=row_name) -> str:
+    shown = [(c, h) for c, h in columns if any(c in r for r in rows)]
+    lines = [f"| {head} | " + " | ".join(h for _, h in shown) + " |", "|---|" + "---|" * len(shown)]
     for r in rows:
-        name = f"**{r['method']}** (submitted)" if r["submitted"] else r["method"]
         cells = [f"{r[c]['mean']:.4f} ± {r[c]['std']:.4f}" if c in r else "–" for c, _ in shown]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name(r) if name else r[key]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -108,6 +170,13 @@ def write_summary(exp: Path, seeds: list[int]) -> list[dict]:
             table(rows), ""]
     if has_fig:
         text += [f"## {column.replace('_', ' ')} per seed", "", "![per seed](per_seed.png)", ""]
+    conditions = aggregate_conditions(exp, seeds)
+    if conditions:
+        text += ["## The submitted method per condition (test)", "",
+                 "Closed-set accuracy: the class decision before the unknown rule, on the known-class "
+                 "utterances; an utterance counts in each part of its condition.", "",
+                 table(conditions, CONDITION_COLUMNS, "condition", "condition", None), ""]
+        write_text_atomic(out / "conditions_over_seeds.json", json.dumps(conditions, indent=2) + "\n")
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")
     return rows

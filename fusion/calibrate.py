@@ -80,3 +80,16 @@ def choose_tau(method, dev_labels: np.ndarray, rule: str, q: float = 0.05,
     else:
         raise ValueError(f"unknown threshold rule {rule!r}")
     return Threshold(tau, rule, grid, curve)
+
+
+def dev_f1_at_tau(threshold: Threshold | None, rule: str, dev_labels: np.ndarray,
+                  dev_pred: np.ndarray) -> float | None:
+    """The dev F1 of a method at its chosen τ, on the rule's own dev criterion: the mean open-set F1
+    of the pseudo-unknown folds for leave-one-out, the open-set F1 of its dev decisions otherwise.
+    None where leave-one-out has no curve of the method (label fusion: only its members have τ)."""
+    if rule != "leave-one-out":
+        return float(open_set_scores(dev_labels, dev_pred)["f1"])
+    if threshold is None or not len(threshold.curve_tau):
+        return None
+    return float(threshold.curve_f1[np.flatnonzero(threshold.curve_tau == threshold.tau)[0]])
+

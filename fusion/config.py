@@ -49,9 +49,13 @@ class OpenMaxConfig:
     tail: int = 20
 
 
+# submit_method: AUTO_SUBMIT = the fused method with the best dev F1 at its τ (fusion/run.py, fusion.yaml)
+AUTO_SUBMIT = "auto"
+
+
 @dataclass
 class FusionConfig:
-    submit_method: str = "feature"
+    submit_method: str = AUTO_SUBMIT
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
@@ -78,7 +82,7 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
     unknown = sorted(set(raw) - set(sections) - {"submit_method"}, key=str)
     if unknown:
         fail(f"{path}: unknown key(s) {unknown}; valid: {['submit_method', *sections]}")
-    submit_method = raw.get("submit_method", "feature")
+    submit_method = raw.get("submit_method", AUTO_SUBMIT)
     if not isinstance(submit_method, str):
         fail(f"{path}: submit_method must be a method name, not {submit_method!r}")
     built = {}

@@ -4,7 +4,9 @@
 
 The methods are the scorers of fusion/scorers.py (per system: softmax:<sys>, openmax:<sys> and the
 post-hoc unknown scores maxlogit, energy, knn, nsd, mahalanobis, vim:<sys>; with two or more
-members: score, score_aug, feature and its variants, label). Writes
+members: score, score_aug, two_stage, feature and its variants, label). `submit_method: auto` submits
+the method over all members whose scores are class shares (score, score_aug, feature and its
+variants) with the best dev F1 at its τ (the threshold rule's own dev criterion). Writes
 `EXP/fusion/<method>/{tau.json,dev_pred.txt,test_pred.txt,dev_scores.npy,test_scores.npy,curve.tsv}`
 (":" in a name becomes "__"), `EXP/fusion/summary.json`, the dev key and ids, and the fused embeddings.
 """
@@ -23,8 +25,8 @@ from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.label_files import label_lines
 from core.labels import KNOWN_CLASSES, UNKNOWN
 from core.stamps import file_signature, stage_is_current, write_stamp
-from fusion.calibrate import Threshold
-from fusion.config import FusionConfig, load_fusion_config
+from fusion.calibrate import Threshold, dev_f1_at_tau
+from fusion.config import AUTO_SUBMIT, FusionConfig, load_fusion_config
 from fusion.manifold_fusion import concat_embeddings
 from fusion.members import load_members
 from fusion.scorers import SPLITS, FusionContext, Scorer, build_scorers, skip_optional
@@ -46,6 +48,16 @@ def write_method(out: Path, scorer: Scorer, ids: dict[str, list[str]], preds: di
     write_text_atomic(folder / "tau.json", json.dumps(info, indent=2) + "\n")
 
 
+def choose_submission(methods: dict[str, dict], candidates: list[str]) -> str:
+    """The candidate with the best dev F1 at its τ; a tie goes to the first in registry order."""
+    scored = [(methods[c]["dev_f1_at_tau"], -i, c) for i, c in enumerate(candidates)
+              if c in methods and methods[c]["dev_f1_at_tau"] is not None]
+    if not scored:
+        fail(f"submit_method {AUTO_SUBMIT}: no fused method has a dev F1 at its τ (candidates {candidates}); "
+             "name the method to submit in the fusion config")
+    return max(scored)[2]
+
+
 def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
     data = load_members(exp, systems)
     dev_labels = data["dev"].labels
@@ -56,14 +68,21 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
              "the score stage")
     scorers = build_scorers(FusionContext(data, systems, cfg))
     names = [s.name for s in scorers]
-    if cfg.submit_method not in names:
+    auto = cfg.submit_method == AUTO_SUBMIT
+    if auto and len(systems) > 1:
+        # methods over all members (a scorer of one member carries its `system`) that give class shares
+        candidates = [s.name for s in scorers if getattr(s, "system", None) is None and s.class_shares]
+    elif cfg.submit_method not in names:
         if len(systems) > 1:
-            fail(f"submit_method {cfg.submit_method!r} is not available with systems {systems}; choose from {names}")
+            fail(f"submit_method {cfg.submit_method!r} is not available with systems {systems}; choose from "
+                 f"{[AUTO_SUBMIT, *names]}")
         # a single system cannot be fused: submit its own thresholded softmax
         print(f"[fuse] one system: submitting softmax:{systems[0]} instead of {cfg.submit_method}")
         cfg = dataclasses.replace(cfg, submit_method=f"softmax:{systems[0]}")
+        auto = False
     ids = {s: data[s].ids for s in SPLITS}
-    summary = {"systems": systems, "rule": cfg.threshold.rule, "submit_method": cfg.submit_method, "methods": {}}
+    summary = {"systems": systems, "rule": cfg.threshold.rule, "submit_method": cfg.submit_method,
+               "submit_choice": "configured", "methods": {}}
     with atomic_dir(exp / "fusion") as out:
         for scorer in scorers:
             t0 = time.time()
@@ -82,11 +101,19 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
                     "q": cfg.threshold.q if cfg.threshold.rule == "quantile" else None,
                     "unknown_column": scorer.unknown_column, **scorer.info(),
                     "dev_rejected": float(np.mean(preds["dev"] == UNKNOWN)),
-                    "test_rejected": float(np.mean(preds["test"] == UNKNOWN)), "seconds": round(time.time() - t0, 2)}
+                    "test_rejected": float(np.mean(preds["test"] == UNKNOWN)),
+                    "dev_f1_at_tau": dev_f1_at_tau(th, cfg.threshold.rule, dev_labels, preds["dev"]),
+                    "seconds": round(time.time() - t0, 2)}
             write_method(out, scorer, ids, preds, th, info)
             summary["methods"][scorer.name] = info
             tau = f"tau {th.tau:8.4f} ({th.rule})" if th is not None else scorer.description
             print(f"[fuse] {scorer.name:22s} {tau}; test rejected {info['test_rejected']:.1%}")
+        if auto:
+            cfg = dataclasses.replace(cfg, submit_method=choose_submission(summary["methods"], candidates))
+            summary.update(submit_method=cfg.submit_method, submit_choice=f"{AUTO_SUBMIT}: best dev F1 at τ of "
+                           f"{[c for c in candidates if c in summary['methods']]}")
+            print(f"[fuse] submit_method auto: {cfg.submit_method} (dev F1 at τ "
+                  f"{summary['methods'][cfg.submit_method]['dev_f1_at_tau']:.4f})")
         if len(systems) >= 2:
             for s in SPLITS:
                 fused = concat_embeddings(data[s].embeddings, cfg.feature.normalise_members)
@@ -120,7 +147,7 @@ def main() -> None:
         return
     summary = run_fusion(exp, systems, cfg)
     write_stamp(exp / "fusion", options)
-    print(f"[fuse] {exp / 'fusion'}: submission method {summary['submit_method']}")
+    print(f"[fuse] {exp / 'fusion'}: submission method {summary['submit_method']} ({summary['submit_choice']})")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ class Scorer:
     # what the score columns are, for the report's real-vs-fake score: "probability" (shares of the
     # classes, summing to 1 with any unknown column) or "shifted_logits" (UnknownScoreScorer)
     score_kind = "probability"
+    # every row of scores() is the known classes' shares, summing to 1: what `predict` reports as p_c
+    # and what `submit_method: auto` may submit (not OpenMax, the logit scores, two_stage's gate column)
+    class_shares = False
     optional = False  # a comparison variant: skipped with a message when the data cannot support it
 
     def __init__(self, ctx: FusionContext):
@@ -117,6 +120,7 @@ class SystemScorer(Scorer):
 
 class MaxSoftmax(SystemScorer):
     """Max softmax against τ (the organisers' S06 for lfcc_resnet18)."""
+    class_shares = True
 
     def __init__(self, ctx: FusionContext, system: str):
         super().__init__(ctx, system)
@@ -273,6 +277,7 @@ class ViM(UnknownScoreScorer):
 class ScoreFusion(Scorer):
     """Mean of the members' softmax (seed 004 §3.5.2), plain."""
     name, description, augment = "score", "mean softmax", False
+    class_shares = True
 
     def scores(self, split, held_out=None):
         sc = self.ctx.cfg.score
@@ -330,6 +335,7 @@ class FeatureFusion(Scorer):
     """Manifold fusion (seed 004 §3.5.3) in its four reported variants: statistics from the
     configured split or the other one, with or without the class mean direction, eq. 2–4
     normalisation or a temperature softmax."""
+    class_shares = True
 
     def __init__(self, ctx: FusionContext, name: str, stats_from: str, include_mean: bool, kind: str,
                  optional: bool):

@@ -14,9 +14,11 @@ the submitted method). Output, a TSV on stdout or `--out`, one row per input fil
   utt_id  path  label  p_0 … p_6  unknown_score  method  error
 
 `label` is 0 (real), 1–6 (a known algorithm) or 7 (unknown); `p_c` are the method's per-class
-scores (softmax probabilities, or eq. 2–4 scores for feature fusion; they sum to 1 except for
-OpenMax, whose unknown share is the unknown score); `unknown_score` = 1 − max p (OpenMax: its
-unknown probability): the label is 7 when max p < τ, i.e. unknown_score > 1 − τ. A file that
+scores: shares summing to 1 for the methods that give them (max softmax, score fusion, feature
+fusion's eq. 2–4 or softmax, and so every method `submit_method: auto` submits); OpenMax's unknown
+share is the unknown score; the post-hoc unknown scores and two_stage give their own score columns.
+`unknown_score` = 1 − max p (OpenMax: its unknown probability): the label is 7 when max p < τ,
+i.e. unknown_score > 1 − τ. A file that
 cannot be read gets label 7, empty scores and the reason in `error`; nothing is dropped, and the
 command exits 1 at the end when any file failed. Progress goes to stderr.
 """

@@ -192,7 +192,7 @@ def test_report_has_score_columns_and_the_condition_table(tmp_path):
     table = condition_table(exp / "fusion", prepared, key, tmp_path / "meta.tsv", summary)
     assert "| closed-set accuracy |" in conditions_markdown(table)
     pred = {ln.split()[0][:-4]: int(ln.split()[1])
-            for ln in (exp / "fusion" / "feature" / "test_pred.txt").read_text().splitlines()}
+            for ln in (exp / "fusion" / summary["submit_method"].replace(":", "__") / "test_pred.txt").read_text().splitlines()}
     music = [u for u in key if conditions[u] == "noise:music:10"]
     row = next(r for r in table if r["condition"] == "music")
     assert row["n"] == len(music)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -46,13 +47,14 @@ def test_predict_folder_and_file_equal_the_submission(tiny_recipe, tiny_corpus, 
     for w in wavs:
         shutil.copy(w, folder / w.name)
     rows = rows_of(predict("--exp", str(work / "exp"), str(folder)).stdout)
+    submit_method = json.loads((work / "exp" / "fusion" / "summary.json").read_text())["submit_method"]
     assert [r["utt_id"] for r in rows] == [w.stem for w in wavs]
     assert {r["utt_id"]: int(r["label"]) for r in rows} == {w.stem: submitted[w.stem] for w in wavs}
     for r in rows:
         probs = [float(r[f"p_{c}"]) for c in range(7)]
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)
         assert float(r["unknown_score"]) == pytest.approx(1 - max(probs), abs=1e-5)
-        assert r["method"] == "feature" and r["error"] == ""
+        assert r["method"] == submit_method and r["error"] == ""
     one = rows_of(predict("--exp", str(work / "exp"), str(wavs[0])).stdout)
     assert len(one) == 1 and int(one[0]["label"]) == submitted[wavs[0].stem]
 

@@ -29,7 +29,8 @@ def test_mean_and_sample_std_per_method(tmp_path):
             *([{"method": "only_in_seed_1", "submitted": False, "dev_f1": 0.5}] if seed == 1 else []),
         ])
     rows = {r["method"]: r for r in write_summary(tmp_path, [1, 2, 3])}
-    assert set(rows) == {"feature", "score"}  # a method missing from a seed is left out
+    assert set(rows) == {"submitted", "feature", "score"}  # a method missing from a seed is left out
+    assert rows["submitted"]["test_f1"] == rows["feature"]["test_f1"]
     assert rows["feature"]["test_f1"]["mean"] == pytest.approx(statistics.mean(f1.values()))
     assert rows["feature"]["test_f1"]["std"] == pytest.approx(statistics.stdev(f1.values()))
     assert rows["score"]["test_f1"]["std"] == pytest.approx(statistics.stdev(v / 2 for v in f1.values()))
@@ -37,6 +38,33 @@ def test_mean_and_sample_std_per_method(tmp_path):
     text = (tmp_path / "report" / "README.md").read_text()
     assert f"{statistics.mean(f1.values()):.4f} ± {statistics.stdev(f1.values()):.4f}" in text
     assert (tmp_path / "report" / "per_seed.png").stat().st_size > 1000
+
+
+def test_the_submitted_row_follows_each_seeds_choice_and_conditions_are_averaged(tmp_path):
+    """With `submit_method: auto` each seed may submit another method: the `submitted` row takes each
+    seed's submitted figures; the per-condition tables of the seeds are averaged beside it."""
+    chosen = {1: "score", 2: "two_stage", 3: "score"}
+    f1 = {1: {"score": 0.80, "two_stage": 0.78}, 2: {"score": 0.82, "two_stage": 0.85},
+          3: {"score": 0.79, "two_stage": 0.70}}
+    closed = {1: 0.90, 2: 0.93, 3: 0.91}
+    for seed in chosen:
+        write_results(tmp_path, seed, [{"method": m, "submitted": m == chosen[seed], "test_f1": f1[seed][m]}
+                                       for m in ("score", "two_stage")])
+        (tmp_path / f"seed_{seed}" / "report" / "conditions.json").write_text(json.dumps([
+            {"condition": "all", "n": 10, "closed_set_accuracy": closed[seed], "open_set_f1": f1[seed][chosen[seed]]},
+            {"condition": "noise", "n": 4, "closed_set_accuracy": closed[seed] - 0.1, "open_set_f1": None}]))
+    rows = write_summary(tmp_path, [1, 2, 3])
+    assert rows[0]["method"] == "submitted" and rows[0]["methods"] == ["score", "two_stage", "score"]
+    assert rows[0]["test_f1"]["values"] == pytest.approx([0.80, 0.85, 0.79])
+    by_name = {r["method"]: r for r in rows[1:]}
+    assert by_name["score"]["submitted_in"] == [1, 3] and by_name["two_stage"]["submitted_in"] == [2]
+    conditions = json.loads((tmp_path / "report" / "conditions_over_seeds.json").read_text())
+    assert [c["condition"] for c in conditions] == ["all", "noise"]
+    assert conditions[1]["closed_set_accuracy"]["mean"] == pytest.approx(statistics.mean(closed.values()) - 0.1)
+    assert conditions[0]["closed_set_accuracy"]["std"] == pytest.approx(statistics.stdev(closed.values()))
+    assert "open_set_f1" not in conditions[1]  # not a number in every seed
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "**submitted** (score, two_stage, score)" in text and "## The submitted method per condition" in text
 
 
 @pytest.mark.parametrize("damage, message", [
