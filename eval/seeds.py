@@ -25,18 +25,26 @@ COLUMNS = (("dev_f1", "dev F1"), ("test_precision", "test P"), ("test_recall", "
            ("test_fpr95", "FPR95"), ("test_eer", "real/fake EER"), ("tau", "τ"))
 
 
+def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str) -> list[dict] | None:
+    """EXP/seed_N/report/<name>: a JSON list of objects that all have `key`; None when absent."""
+    path = exp / f"seed_{seed}" / "report" / name
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        fail(f"{path}: not valid JSON ({err}); re-run the evaluate stage for seed {seed}")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and key in r for r in rows):
+        fail(f"{path}: not a {what} list of this kit; re-run the evaluate stage for seed {seed}")
+    return rows
+
+
 def read_seed_results(exp: Path, seeds: list[int]) -> dict[int, list[dict]]:
     runs = {}
     for seed in seeds:
-        path = exp / f"seed_{seed}" / "report" / "results.json"
-        if not path.is_file():
-            fail(f"{path}: missing; run the evaluate stage for seed {seed}")
-        try:
-            rows = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            fail(f"{path}: not valid JSON ({err}); re-run the evaluate stage for seed {seed}")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
-            fail(f"{path}: not a results list of this kit; re-run the evaluate stage for seed {seed}")
+        rows = read_seed_rows(exp, seed, "results.json", "method", "results")
+        if rows is None:
+            fail(f"{exp / f'seed_{seed}' / 'report' / 'results.json'}: missing; run the evaluate stage for seed {seed}")
         runs[seed] = rows
     return runs
 
@@ -96,15 +104,9 @@ def aggregate_conditions(exp: Path, seeds: list[int]) -> list[dict] | None:
     of every seed; None when a seed has no conditions.json (no condition list was given)."""
     runs = {}
     for seed in seeds:
-        path = exp / f"seed_{seed}" / "report" / "conditions.json"
-        if not path.is_file():
+        rows = read_seed_rows(exp, seed, "conditions.json", "condition", "conditions")
+        if rows is None:
             return None
-        try:
-            rows = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            fail(f"{path}: not valid JSON ({err}); re-run the evaluate stage for seed {seed}")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and "condition" in r for r in rows):
-            fail(f"{path}: not a conditions list of this kit; re-run the evaluate stage for seed {seed}")
         runs[seed] = {r["condition"]: r for r in rows}
     order = [c for c in runs[seeds[0]] if all(c in runs[s] for s in seeds)]
     out = []

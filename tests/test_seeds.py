@@ -83,6 +83,18 @@ def test_bad_seed_results_are_one_line_errors(tmp_path, damage, message):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr
 
 
+@pytest.mark.parametrize("damage, message", [("[1, 2", "not valid JSON"), ('[{"n": 3}]', "not a conditions list")])
+def test_a_bad_conditions_file_is_a_one_line_error(tmp_path, damage, message):
+    for seed in (1, 2):
+        write_results(tmp_path, seed, [{"method": "feature", "submitted": True, "test_f1": 0.5}])
+        (tmp_path / f"seed_{seed}" / "report" / "conditions.json").write_text(
+            damage if seed == 2 else '[{"condition": "all", "closed_set_accuracy": 0.9}]')
+    proc = subprocess.run([sys.executable, "-m", "eval.seeds", "--exp", str(tmp_path), "--seeds", "1,2"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "seed_2/report/conditions.json" in proc.stderr and message in proc.stderr
+
+
 @pytest.mark.parametrize("seeds", ["1,x", "1,,2", "2,2"])
 def test_recipe_refuses_a_bad_seed_list(seeds):
     proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--seeds", seeds, "--stage", "9"],
