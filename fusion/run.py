@@ -138,7 +138,7 @@ def main() -> None:
     if not systems or len(set(systems)) != len(systems):
         fail(f"--systems {args.systems!r}: give one or more distinct system names, comma-separated")
     cfg = load_fusion_config(args.config)
-    options = {"systems": systems, "config": dataclasses.asdict(cfg), "version": 2,
+    options = {"systems": systems, "config": dataclasses.asdict(cfg), "version": 3,
                "scores": {s: [file_signature(exp / s / "scores" / sp / name)
                               for sp in ("train", "dev", "test") for name in ("logits.tsv", "embeddings.npy", "window_embeddings.npy", "window_offsets.npy")
                               if (exp / s / "scores" / sp / name).is_file()] for s in systems}}
