@@ -62,13 +62,10 @@ def mean_std(values: list) -> dict | None:
             "values": [float(x) for x in v]}
 
 
-def summary_row(name: str, per_seed: list[dict], seeds: list[int], columns) -> dict:
-    row = {"method": name, "seeds": seeds}
-    for col, _ in columns:
-        stats = mean_std([r.get(col) for r in per_seed])
-        if stats is not None:
-            row[col] = stats
-    return row
+def column_stats(per_seed: list[dict], columns) -> dict:
+    """{column: mean_std} for the columns that are numbers in every seed's row."""
+    stats = {col: mean_std([r.get(col) for r in per_seed]) for col, _ in columns}
+    return {col: v for col, v in stats.items() if v is not None}
 
 
 def aggregate(runs: dict[int, list[dict]]) -> list[dict]:
@@ -84,13 +81,13 @@ def aggregate(runs: dict[int, list[dict]]) -> list[dict]:
     rows = []
     submitted = {s: [r for r in runs[s] if r.get("submitted")] for s in seeds}
     if all(len(v) == 1 for v in submitted.values()):
-        row = summary_row(SUBMITTED, [submitted[s][0] for s in seeds], seeds, COLUMNS)
-        row.update(submitted=True, methods=[submitted[s][0]["method"] for s in seeds])
-        rows.append(row)
+        rows.append({"method": SUBMITTED, "seeds": seeds, "submitted": True,
+                     "methods": [submitted[s][0]["method"] for s in seeds],
+                     **column_stats([submitted[s][0] for s in seeds], COLUMNS)})
     for m in common:
-        row = summary_row(m, [by_seed[s][m] for s in seeds], seeds, COLUMNS)
-        row.update(submitted=False, submitted_in=[s for s in seeds if by_seed[s][m].get("submitted")])
-        rows.append(row)
+        rows.append({"method": m, "seeds": seeds, "submitted": False,
+                     "submitted_in": [s for s in seeds if by_seed[s][m].get("submitted")],
+                     **column_stats([by_seed[s][m] for s in seeds], COLUMNS)})
     return rows
 
 
@@ -109,13 +106,8 @@ def aggregate_conditions(exp: Path, seeds: list[int]) -> list[dict] | None:
             return None
         runs[seed] = {r["condition"]: r for r in rows}
     order = [c for c in runs[seeds[0]] if all(c in runs[s] for s in seeds)]
-    out = []
-    for c in order:
-        row = summary_row(c, [runs[s][c] for s in seeds], seeds, CONDITION_COLUMNS)
-        row["condition"] = row.pop("method")
-        row["n"] = runs[seeds[0]][c].get("n")
-        out.append(row)
-    return out
+    return [{"condition": c, "seeds": seeds, "n": runs[seeds[0]][c].get("n"),
+             **column_stats([runs[s][c] for s in seeds], CONDITION_COLUMNS)} for c in order]
 
 
 def row_name(r: dict) -> str:
@@ -126,12 +118,12 @@ def row_name(r: dict) -> str:
     return r["method"]
 
 
-def table(rows: list[dict], columns=COLUMNS, key: str = "method", head: str = "method", name=row_name) -> str:
+def table(rows: list[dict], columns=COLUMNS, head: str = "method", name=row_name) -> str:
     shown = [(c, h) for c, h in columns if any(c in r for r in rows)]
     lines = [f"| {head} | " + " | ".join(h for _, h in shown) + " |", "|---|" + "---|" * len(shown)]
     for r in rows:
         cells = [f"{r[c]['mean']:.4f} ± {r[c]['std']:.4f}" if c in r else "–" for c, _ in shown]
-        lines.append(f"| {name(r) if name else r[key]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name(r)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -177,7 +169,7 @@ def write_summary(exp: Path, seeds: list[int]) -> list[dict]:
         text += ["## The submitted method per condition (test)", "",
                  "Closed-set accuracy: the class decision before the unknown rule, on the known-class "
                  "utterances; an utterance counts in each part of its condition.", "",
-                 table(conditions, CONDITION_COLUMNS, "condition", "condition", None), ""]
+                 table(conditions, CONDITION_COLUMNS, "condition", lambda r: r["condition"]), ""]
         write_text_atomic(out / "conditions_over_seeds.json", json.dumps(conditions, indent=2) + "\n")
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")
