@@ -52,6 +52,27 @@ class System(nn.Module):
         return dataset
 
 
+def overrides_training_loss(system: System) -> bool:
+    return type(system).training_loss is not System.training_loss
+
+
+def regmixup_loss(system: System, wave: torch.Tensor, labels: torch.Tensor,
+                  alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RegMixup (Pinto et al., NeurIPS 2022, eq. 3 with η = 1): the batch's cross-entropy plus the
+    mixup cross-entropy of its mixed copy λx + (1 − λ)x_π, with one λ ~ Beta(α, α) per batch and π
+    a random pairing of the batch. Mixing the waveforms superposes two utterances, the audio form
+    of mixing images. Both halves go through one forward pass, as in the authors' code, so that
+    BatchNorm normalises them together. Returns (loss, the clean half's logits)."""
+    lam = float(torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample())
+    pairing = torch.randperm(len(wave), device=wave.device)
+    logits, _ = system(torch.cat([wave, lam * wave + (1 - lam) * wave[pairing]]))
+    logits = logits.float()
+    clean, mixed = logits[: len(wave)], logits[len(wave):]
+    loss = (F.cross_entropy(clean, labels) + lam * F.cross_entropy(mixed, labels)
+            + (1 - lam) * F.cross_entropy(mixed, labels[pairing]))
+    return loss, clean
+
+
 class EmbeddingHead(nn.Module):
     """pooled features → Linear → 256-d embedding; ReLU → Linear → 7 logits (two FC layers, seed 004)."""
 

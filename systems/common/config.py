@@ -41,6 +41,11 @@ class TrainConfig:
     step_gamma: float = 0.5
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
+    # RegMixup (Pinto et al., NeurIPS 2022; REFD's fake classifier): every batch is also trained on
+    # its mixup copy, λ ~ Beta(α, α) per batch; 0 turns it off. The paper's α is 10–20 (mixes near
+    # 50/50); a step costs two forward/backward passes. Only systems trained by the default
+    # cross-entropy loss take it (the others' losses have their own extra terms)
+    regmixup_alpha: float = 0.0
     # train.batch_size is the batch of one optimiser step, whatever the split: its items are cut
     # into world size × grad_accumulation equal micro-batches, so it must divide by that product
     grad_accumulation: int = 1
@@ -61,6 +66,8 @@ class TrainConfig:
             fail(f"train.lr_schedule {self.lr_schedule!r}: valid are {', '.join(LR_SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.grad_accumulation < 1:
             fail("train.epochs, train.batch_size and train.grad_accumulation must be positive")
+        if self.regmixup_alpha < 0:
+            fail(f"train.regmixup_alpha {self.regmixup_alpha}: must be >= 0 (0 turns RegMixup off)")
         if self.num_workers < 0 or self.prefetch_factor < 1:
             fail("train: num_workers >= 0 and prefetch_factor >= 1")
         if self.warmup_epochs < 0 or self.step_epochs < 1 or not 0 < self.step_gamma <= 1 \
