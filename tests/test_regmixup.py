@@ -70,7 +70,7 @@ def test_loss_is_the_regmixup_objective_of_the_mix_made():
         y, classes = labels.numpy(), list(range(NUM_CLASSES))
         expected = (log_loss(y, p_clean, labels=classes) + lam * log_loss(y, p_mixed, labels=classes)
                     + (1 - lam) * log_loss(y[pairing], p_mixed, labels=classes))
-        assert float(loss) == pytest.approx(expected, rel=1e-5)
+        assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
         assert torch.allclose(clean_logits, (wave @ model.weight).float())
 
 
