@@ -25,10 +25,14 @@ COLUMNS = (("dev_f1", "dev F1"), ("test_precision", "test P"), ("test_recall", "
            ("test_fpr95", "FPR95"), ("test_eer", "real/fake EER"), ("tau", "τ"))
 
 
-def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str) -> list[dict] | None:
-    """EXP/seed_N/report/<name>: a JSON list of objects that all have `key`; None when absent."""
+def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str,
+                   required: bool = False) -> list[dict] | None:
+    """EXP/seed_N/report/<name>: a JSON list of objects that all have `key`; None when absent
+    (an error when `required`)."""
     path = exp / f"seed_{seed}" / "report" / name
     if not path.is_file():
+        if required:
+            fail(f"{path}: missing; run the evaluate stage for seed {seed}")
         return None
     try:
         rows = json.loads(path.read_text())
@@ -40,13 +44,7 @@ def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str) -> list
 
 
 def read_seed_results(exp: Path, seeds: list[int]) -> dict[int, list[dict]]:
-    runs = {}
-    for seed in seeds:
-        rows = read_seed_rows(exp, seed, "results.json", "method", "results")
-        if rows is None:
-            fail(f"{exp / f'seed_{seed}' / 'report' / 'results.json'}: missing; run the evaluate stage for seed {seed}")
-        runs[seed] = rows
-    return runs
+    return {seed: read_seed_rows(exp, seed, "results.json", "method", "results", required=True) for seed in seeds}
 
 
 # the row of what each seed submitted (with `submit_method: auto` the seeds may submit different methods)
