@@ -1,4 +1,4 @@
-"""Post-hoc unknown-class scores of one member: max logit, energy, kNN, NSD, Mahalanobis, ViM.
+"""Post-hoc unknown-class scores of one member: max logit, energy, GEN, kNN, NSD, Mahalanobis, ViM.
 
 Each gives one score per utterance, higher = more like the known classes (the kit's convention,
 fusion/calibrate.py); the class decision stays the argmax of the member's logits. `held_out`
@@ -20,6 +20,7 @@ import numpy as np
 
 from core.errors import fail
 from core.labels import kept_classes
+from fusion.logit_fusion import softmax
 
 # 2^22 float32 similarities (16 MB) per chunk of test rows × training rows
 CHUNK_ELEMENTS = 1 << 22  # 79,490 × 22,400 exact kNN: ~1.5 min on 2 busy CPU cores (4,000 test rows: 4.6 s)
@@ -30,12 +31,20 @@ class OODConfig:
     # Sun et al. 2022 use k = 50 for CIFAR-10's 50,000 training images; 10 for the demo's few hundred
     knn_k: int = 10
     vim_dim: int | None = None  # principal dimension D; None: half the embedding size
+    # GEN (Liu et al. 2023): the paper's γ = 0.1; its M = 100 is for ImageNet's 1,000 classes, and
+    # with 7 (or 6) classes every probability is informative, so None keeps all kept classes
+    gen_gamma: float = 0.1
+    gen_top: int | None = None
 
     def __post_init__(self):
         if self.knn_k < 1:
             fail(f"ood.knn_k {self.knn_k} must be at least 1")
         if self.vim_dim is not None and self.vim_dim < 1:
             fail(f"ood.vim_dim {self.vim_dim} must be at least 1 (or null: half the embedding size)")
+        if not 0.0 < self.gen_gamma <= 1.0:
+            fail(f"ood.gen_gamma {self.gen_gamma} must lie in (0, 1]")
+        if self.gen_top is not None and self.gen_top < 1:
+            fail(f"ood.gen_top {self.gen_top} must be at least 1 (or null: all kept classes)")
 
 
 def kept_logits(logits: np.ndarray, held_out: int | None) -> np.ndarray:
@@ -73,6 +82,18 @@ def max_logit(logits: np.ndarray) -> np.ndarray:
 def energy(logits: np.ndarray) -> np.ndarray:
     """Liu et al. 2020, temperature 1: the negative free energy, log Σ exp(logit)."""
     return logsumexp(np.asarray(logits, dtype=np.float64))
+
+
+def gen(logits: np.ndarray, gamma: float, top: int | None = None) -> np.ndarray:
+    """Liu et al. 2023 (GEN): −Σ p^γ (1 − p)^γ over the `top` largest softmax probabilities
+    (None, or more than the classes: all of them), the negative generalized entropy. A confident
+    softmax has one p near 1 and the rest near 0, both of which make p^γ (1 − p)^γ small."""
+    p = softmax(np.asarray(logits, dtype=np.float64))
+    n_classes = p.shape[1]
+    top = n_classes if top is None else min(top, n_classes)
+    largest = np.sort(p, axis=1)[:, n_classes - top:]
+    # an underflowed p = 0 (or a saturated p = 1) contributes 0: numpy's 0.0 ** γ is 0 for γ > 0
+    return -(largest ** gamma * (1.0 - largest) ** gamma).sum(axis=1)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
     python -m fusion.run --exp exp --systems a,b,c [--config fusion/conf/fusion.yaml]
 
 The methods are the scorers of fusion/scorers.py (per system: softmax:<sys>, openmax:<sys> and the
-post-hoc unknown scores maxlogit, energy, knn, nsd, mahalanobis, vim:<sys>; with two or more
+post-hoc unknown scores maxlogit, energy, gen, knn, nsd, mahalanobis, vim:<sys>; with two or more
 members: score, score_aug, two_stage, feature and its variants, label). `submit_method: auto` submits
 the method over all members whose scores are class shares (score, score_aug, feature and its
 variants) with the best dev F1 at its τ (the threshold rule's own dev criterion). Writes

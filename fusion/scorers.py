@@ -4,7 +4,7 @@ A scorer is fitted on the train/dev exports (`fit`), gives per-utterance scores 
 known classes for a split (`scores(split, held_out)`; higher = more "known"; OpenMax appends an
 unknown column), picks τ on dev with the configured rule (`choose_threshold`) and turns scores into
 labels 0–7 (`decide`). Label fusion overrides the last two: it has member thresholds, not one τ.
-The post-hoc unknown scores of one member (max logit, energy, kNN, NSD, Mahalanobis, ViM; maths in
+The post-hoc unknown scores of one member (max logit, energy, GEN, kNN, NSD, Mahalanobis, ViM; maths in
 fusion/ood_scores.py) are `UnknownScoreScorer`s: one known-ness score per utterance and the
 member's argmax class, through the same score matrix.
 
@@ -33,6 +33,7 @@ from fusion.ood_scores import (
     fit_class_gaussian,
     fit_classifier_input,
     fit_vim,
+    gen,
     kept_logits,
     kept_rows,
     knn_cosine,
@@ -193,6 +194,20 @@ class Energy(UnknownScoreScorer):
 
     def known_score(self, split, held_out):
         return energy(kept_logits(self.logits(split), held_out))
+
+
+class GEN(UnknownScoreScorer):
+    kind = "gen"
+
+    def fit(self):
+        oc = self.ctx.cfg.ood
+        top = "all kept classes" if oc.gen_top is None else f"top {oc.gen_top} (at most the kept classes)"
+        self.label = f"GEN (−generalized entropy of the softmax, gamma {oc.gen_gamma:g}, {top})"
+        self.description = f"{self.system}, {self.label}"
+
+    def known_score(self, split, held_out):
+        oc = self.ctx.cfg.ood
+        return gen(kept_logits(self.logits(split), held_out), oc.gen_gamma, oc.gen_top)
 
 
 class KNN(UnknownScoreScorer):
@@ -405,6 +420,7 @@ REGISTRY: dict[str, type[Scorer]] = {
     "openmax": OpenMax,
     "maxlogit": MaxLogit,
     "energy": Energy,
+    "gen": GEN,
     "knn": KNN,
     "nsd": NSD,
     "mahalanobis": Mahalanobis,

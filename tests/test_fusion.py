@@ -8,7 +8,7 @@ import scipy.linalg
 from fusion.calibrate import choose_tau, decide_labels
 from fusion.config import FusionConfig
 from fusion.logit_fusion import augmented_softmax, label_fusion, score_fusion, softmax
-from fusion.manifold import geodesic_distance, onpe, orthonormal_columns
+from fusion.manifold import geodesic_distance, nearest_columns, onpe, orthonormal_columns, principal_axes
 from fusion.manifold_fusion import (
     FeatureFusionConfig,
     class_subspaces,
@@ -108,12 +108,41 @@ def test_onpe_orthonormal_recovers_patch_and_ignores_row_order():
     assert geodesic_distance(B, B2) < 1e-6
 
 
-def test_onpe_matches_literal_reference():
+@pytest.mark.parametrize("n, D", [(60, 30), (25, 80)])  # PCA through ZᵀZ, and through ZZᵀ
+def test_onpe_matches_literal_reference(n, D):
     rng = np.random.default_rng(1)
-    Z, _ = noisy_patch(rng, n=60, D=30, dim=3, noise=0.3)
+    Z, _ = noisy_patch(rng, n=n, D=D, dim=3, noise=0.3)
     ours, ref = onpe(Z, 3), literal_onpe(Z, 3)
     assert geodesic_distance(ours, orthonormal_columns(ref)) < 1e-6
     np.testing.assert_allclose(np.abs(np.sum(ours * ref, axis=0)), 1.0, atol=1e-6)  # same columns up to sign
+
+
+@pytest.mark.parametrize("n, D, spread", [(300, 40, 10.0), (30, 200, 10.0), (300, 40, 1e8), (30, 200, 1e8)])
+def test_principal_axes_against_lapack_svd(n, D, spread):
+    """Both Gram sides, and singular values spanning 10⁸ (beyond GRAM_TRUST: the SVD route)."""
+    rng = np.random.default_rng(n + D)
+    rank = min(n, D) // 2
+    scales = np.geomspace(spread, 1.0, rank)
+    Zc = (rng.standard_normal((n, rank)) * scales) @ random_basis(rng, D, rank).T
+    Zc -= Zc.mean(axis=0)
+    _, s, vt = np.linalg.svd(Zc, full_matrices=False)
+    total, var, axes = principal_axes(Zc, 12)
+    assert total == pytest.approx(np.sum(s ** 2), rel=1e-12)
+    np.testing.assert_allclose(var, s[:12] ** 2, rtol=1e-9)
+    # each axis is the SVD's up to sign: |cos| = 1
+    np.testing.assert_allclose(np.abs(np.sum(axes * vt[:12].T, axis=0)), 1.0, atol=1e-9)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(12), atol=1e-9)
+
+
+def test_nearest_columns_equals_stable_argsort():
+    """Random rows, and small integer rows full of ties (at the k-th place too)."""
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(2, 40))
+        k = int(rng.integers(1, n + 1))
+        dist = rng.integers(0, 4, (n, n)).astype(float) if trial % 2 else rng.standard_normal((n, n))
+        np.fill_diagonal(dist, np.inf)
+        np.testing.assert_array_equal(nearest_columns(dist, k), np.argsort(dist, axis=1, kind="stable")[:, :k])
 
 
 def scipy_utterance_basis(Wi, cfg, include_mean):

@@ -3,6 +3,7 @@ cases, their leave-one-class-out behaviour, and the scorers through the fusion s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ from fusion.scorers import FusionContext, build_scorers
 
 from .conftest import ROOT
 
-NEW_KINDS = ("maxlogit", "energy", "knn", "nsd", "mahalanobis", "vim")
+NEW_KINDS = ("maxlogit", "energy", "gen", "knn", "nsd", "mahalanobis", "vim")
+# GEN's authors' score on fixed logits; fixtures/gen_reference/README.md says how it was produced
+GEN_REFERENCE = Path(__file__).parent / "fixtures" / "gen_reference" / "gen_reference.npz"
 
 
 # ----------------------------------------------------------------------------- the score matrix
@@ -49,6 +52,40 @@ def test_max_logit_and_energy_hand_worked_and_against_scipy():
     rng = np.random.default_rng(0)
     big = rng.standard_normal((50, 7)) * 300  # overflows a naive exp
     np.testing.assert_allclose(ood.energy(big), scipy.special.logsumexp(big, axis=1), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- GEN
+
+def test_gen_hand_worked():
+    logits = np.log([[2.0, 1.0, 1.0]])  # p = (1/2, 1/4, 1/4)
+    # γ = 1: Σ p(1 − p) = 1/4 + 3/16 + 3/16 = 5/8; the top one alone: 1/4; the top two: 7/16
+    assert ood.gen(logits, 1.0)[0] == pytest.approx(-5 / 8)
+    assert ood.gen(logits, 1.0, top=1)[0] == pytest.approx(-1 / 4)
+    assert ood.gen(logits, 1.0, top=2)[0] == pytest.approx(-7 / 16)
+    # γ = 0.5: √(1/2 · 1/2) + 2 √(1/4 · 3/4) = 1/2 + √3/2
+    assert ood.gen(logits, 0.5)[0] == pytest.approx(-(0.5 + np.sqrt(3.0) / 2))
+    # the default γ = 0.1: (1/4)^0.1 + 2 (3/16)^0.1; a top above the 3 classes keeps all 3
+    expected = -(0.25 ** 0.1 + 2 * 0.1875 ** 0.1)
+    assert ood.gen(logits, 0.1)[0] == pytest.approx(expected, rel=1e-12)
+    assert ood.gen(logits, 0.1, top=10)[0] == pytest.approx(expected, rel=1e-12)
+    # higher = more like the known classes: a confident softmax above a flat one
+    confident, flat = ood.gen(np.array([[8.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), 0.1)
+    assert flat == pytest.approx(-3 * (1 / 3) ** 0.1 * (2 / 3) ** 0.1)
+    assert confident > flat
+    # saturated rows: the exp never overflows, and p = 1 or an underflowed p = 0 adds 0 (the first
+    # row's score is the two (e^-600)^0.1 = e^-60 terms, about −2e-26)
+    saturated = ood.gen(np.array([[300.0, -300.0, -300.0], [-1000.0, 1000.0, 0.0]]), 0.1)
+    assert np.all(np.isfinite(saturated)) and np.all(saturated <= 0) and saturated[0] > -1e-25
+
+
+def test_gen_equals_the_authors_code():
+    with np.load(GEN_REFERENCE) as ref:
+        logits, gammas, tops, expected = ref["logits"], ref["gamma"], ref["top"], ref["scores"]
+    assert logits.shape == (45, 7) and list(tops) == [7, 3] and expected.shape == (2, 45)
+    for gamma, top, scores in zip(gammas, tops, expected):
+        np.testing.assert_allclose(ood.gen(logits, float(gamma), int(top)), scores, rtol=0, atol=1e-10)
+    # the (γ 0.5, M 3) case tells the top 3 from all 7
+    assert np.abs(ood.gen(logits, 0.5, None) - expected[1]).max() > 0.1
 
 
 # ----------------------------------------------------------------------------- kNN
@@ -180,6 +217,14 @@ def scorer(data, kind, cfg=None):
     return found[f"{kind}:a"]
 
 
+def gen_terms(p: np.ndarray, gamma: float) -> np.ndarray:
+    """p^γ (1 − p)^γ entry by entry, written out as a loop."""
+    out = np.empty_like(p)
+    for i, j in np.ndindex(p.shape):
+        out[i, j] = p[i, j] ** gamma * (1.0 - p[i, j]) ** gamma
+    return out
+
+
 def test_held_out_class_is_dropped_everywhere():
     data = fake_data(np.random.default_rng(3))
     c = 2
@@ -191,6 +236,7 @@ def test_held_out_class_is_dropped_everywhere():
     oracle = {
         "maxlogit": dev_logits[:, kept].max(1),
         "energy": scipy.special.logsumexp(dev_logits[:, kept], axis=1),
+        "gen": -np.sum(gen_terms(scipy.special.softmax(dev_logits[:, kept], axis=1), 0.1), axis=1),
         "knn": 1.0 - NearestNeighbors(n_neighbors=10, metric="cosine").fit(tr_emb).kneighbors(dev_emb)[0][:, 9],
         "mahalanobis": sklearn_mahalanobis(tr_emb, tr_labels, kept, dev_emb),
     }
@@ -200,6 +246,11 @@ def test_held_out_class_is_dropped_everywhere():
         assert s.shape == (len(dev_emb), 6), kind
         np.testing.assert_allclose(s.max(1), expected, rtol=1e-5, atol=1e-5, err_msg=kind)
         np.testing.assert_array_equal(s.argmax(1), dev_logits[:, kept].argmax(1), err_msg=kind)
+    # GEN reads both of its settings; a top M of 7 is capped to the 6 kept classes
+    cfg = FusionConfig()
+    cfg.ood.gen_gamma, cfg.ood.gen_top = 0.5, 7
+    expected = -np.sum(gen_terms(scipy.special.softmax(dev_logits[:, kept], axis=1), 0.5), axis=1)
+    np.testing.assert_allclose(scorer(data, "gen", cfg).scores("dev", c).max(1), expected, rtol=1e-12)
     # NSD and ViM: class c's training utterances and logit column no longer matter at all
     before = {k: scorer(data, k).scores("dev", c) for k in ("nsd", "vim")}
     train.embeddings["a"][~keep] = 100.0
@@ -225,12 +276,20 @@ def test_decision_is_argmax_unless_below_tau():
 def test_ood_config_is_strict(tmp_path):
     cfg = load_fusion_config(ROOT / "fusion" / "conf" / "fusion.yaml")
     assert cfg.ood.knn_k == 10 and cfg.ood.vim_dim is None
+    assert cfg.ood.gen_gamma == 0.1 and cfg.ood.gen_top is None
+    path = tmp_path / "f.yaml"
     for bad, says in (({"knn_k": 0}, "knn_k"), ({"knn": 5}, "unknown key"), ({"knn_k": "ten"}, "knn_k"),
-                      ({"vim_dim": 0}, "vim_dim")):
-        path = tmp_path / "f.yaml"
+                      ({"vim_dim": 0}, "vim_dim"), ({"gen_gamma": 0}, "gen_gamma"),
+                      ({"gen_gamma": 1.5}, "gen_gamma"), ({"gen_gamma": "low"}, "gen_gamma"),
+                      ({"gen_top": 0}, "gen_top"), ({"gen_top": 2.5}, "gen_top")):
         path.write_text(yaml.safe_dump({"ood": bad}))
-        with pytest.raises(KitError, match=says):
+        with pytest.raises(KitError, match=says) as err:
             load_fusion_config(path)
+        assert "\n" not in str(err.value), bad
+    # the edges of the valid ranges
+    path.write_text(yaml.safe_dump({"ood": {"gen_gamma": 1, "gen_top": 1}}))
+    edges = load_fusion_config(path).ood
+    assert edges.gen_gamma == 1 and edges.gen_top == 1
 
 
 # ----------------------------------------------------------------------------- the fusion stage and predict
