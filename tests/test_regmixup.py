@@ -1,5 +1,6 @@
 """RegMixup training (train.regmixup_alpha): the loss of the mix it actually made, against
-sklearn's log loss; its λ against scipy's Beta distribution; resume; the systems it refuses."""
+sklearn's log loss; its λ against scipy's Beta distribution; resume. The systems that refuse it:
+test_logitnorm.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,7 @@ from systems.common.base import EMBEDDING_DIM, NUM_CLASSES, System, regmixup_los
 from systems.common.config import load_config
 from systems.common.engine import train
 
-from .conftest import ROOT, TINY_SSL
+from .conftest import ROOT
 from .test_engine import assert_same_weights, latest_weights, tiny_config
 
 BATCH = 6
@@ -97,16 +98,6 @@ def test_regmixup_training_resumes_to_the_uninterrupted_weights(tiny_prepared, t
     train(plain, tiny_prepared, tmp_path / "plain", torch.device("cpu"))
     a, b = latest_weights(tmp_path / "plain")[1], latest_weights(tmp_path / "whole")[1]
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
-
-
-def test_system_with_its_own_loss_refuses_regmixup(tiny_prepared, tiny_corpus, tmp_path):
-    cfg = load_config(ROOT / "systems/w2v_asdg/conf/demo.yaml",
-                      {"model.input_samples": 16000, "model.random_init": dict(TINY_SSL),
-                       "train.regmixup_alpha": 10.0, "train.num_workers": 0,
-                       "augment.musan": str(tiny_corpus / "musan_demo")})
-    with pytest.raises(KitError, match=r"regmixup_alpha 10.0: w2v_asdg trains with its own loss"):
-        train(cfg, tiny_prepared, tmp_path / "exp", torch.device("cpu"))
-    assert not (tmp_path / "exp" / "ckpt").exists() or not any((tmp_path / "exp" / "ckpt").iterdir())
 
 
 def test_negative_alpha_is_a_config_error():

@@ -56,20 +56,42 @@ def overrides_training_loss(system: System) -> bool:
     return type(system).training_loss is not System.training_loss
 
 
+def logitnorm_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cross-entropy of the logits, each row first scaled to norm 1/τ when τ > 0: LogitNorm (Wei et
+    al., ICML 2022), which keeps training from lowering the loss by growing the logits' norm, the
+    cause of confident softmaxes far from the data. Only training sees the scaling: the system's
+    logits, and every score made from them, stay as the network gives them. τ = 0: plain
+    cross-entropy."""
+    logits = logits.float()
+    if tau > 0:
+        # the 1e-7 is the authors' guard against a zero row
+        logits = logits / (torch.linalg.vector_norm(logits, dim=-1, keepdim=True) + 1e-7) / tau
+    return F.cross_entropy(logits, labels)
+
+
+def default_training_loss(system: System, wave: torch.Tensor, labels: torch.Tensor,
+                          logitnorm_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) of the default loss with LogitNorm's τ (0: System.training_loss's cross-entropy)."""
+    logits, _ = system(wave)
+    return logitnorm_cross_entropy(logits, labels, logitnorm_tau), logits
+
+
 def regmixup_loss(system: System, wave: torch.Tensor, labels: torch.Tensor,
-                  alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+                  alpha: float, logitnorm_tau: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """RegMixup (Pinto et al., NeurIPS 2022, eq. 3 with η = 1): the batch's cross-entropy plus the
     mixup cross-entropy of its mixed copy λx + (1 − λ)x_π, with one λ ~ Beta(α, α) per batch and π
     a random pairing of the batch. Mixing the waveforms superposes two utterances, the audio form
     of mixing images. Both halves go through one forward pass, as in the authors' code, so that
-    BatchNorm normalises them together. Returns (loss, the clean half's logits)."""
+    BatchNorm normalises them together. Each cross-entropy is LogitNorm's when `logitnorm_tau` > 0.
+    Returns (loss, the clean half's logits)."""
     lam = float(torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample())
     pairing = torch.randperm(len(wave), device=wave.device)
     logits, _ = system(torch.cat([wave, lam * wave + (1 - lam) * wave[pairing]]))
     logits = logits.float()
     clean, mixed = logits[: len(wave)], logits[len(wave):]
-    loss = (F.cross_entropy(clean, labels) + lam * F.cross_entropy(mixed, labels)
-            + (1 - lam) * F.cross_entropy(mixed, labels[pairing]))
+    tau = logitnorm_tau
+    loss = (logitnorm_cross_entropy(clean, labels, tau) + lam * logitnorm_cross_entropy(mixed, labels, tau)
+            + (1 - lam) * logitnorm_cross_entropy(mixed, labels[pairing], tau))
     return loss, clean
 
 

@@ -46,6 +46,10 @@ class TrainConfig:
     # 50/50); a step costs two forward/backward passes. Only systems trained by the default
     # cross-entropy loss take it (the others' losses have their own extra terms)
     regmixup_alpha: float = 0.0
+    # LogitNorm (Wei et al., ICML 2022): the cross-entropy sees each row of logits scaled to norm
+    # 1/τ, so that confidence cannot come from a growing norm; 0 turns it off. The paper's τ is
+    # 0.04 (CIFAR-10). Training only: scoring reads the logits as they are. Default loss only, as RegMixup
+    logitnorm_tau: float = 0.0
     # train.batch_size is the batch of one optimiser step, whatever the split: its items are cut
     # into world size × grad_accumulation equal micro-batches, so it must divide by that product
     grad_accumulation: int = 1
@@ -68,6 +72,8 @@ class TrainConfig:
             fail("train.epochs, train.batch_size and train.grad_accumulation must be positive")
         if self.regmixup_alpha < 0:
             fail(f"train.regmixup_alpha {self.regmixup_alpha}: must be >= 0 (0 turns RegMixup off)")
+        if self.logitnorm_tau < 0:
+            fail(f"train.logitnorm_tau {self.logitnorm_tau}: must be >= 0 (0 turns LogitNorm off)")
         if self.num_workers < 0 or self.prefetch_factor < 1:
             fail("train: num_workers >= 0 and prefetch_factor >= 1")
         if self.warmup_epochs < 0 or self.step_epochs < 1 or not 0 < self.step_gamma <= 1 \

@@ -56,7 +56,7 @@ from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
 from core.stamps import STAMP_NAME, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
-from systems.common.base import overrides_training_loss, regmixup_loss
+from systems.common.base import default_training_loss, overrides_training_loss, regmixup_loss
 from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
 from systems.common.distributed import World, join, leave, process_device, world_from_env
 from systems.common.inference import (
@@ -288,13 +288,15 @@ class TrainingStep(nn.Module):
     """The system's training loss as a forward pass. DDP averages the gradients of what runs
     through its wrapped module's forward, and systems train through `training_loss`, not forward."""
 
-    def __init__(self, system: nn.Module, regmixup_alpha: float = 0.0):
+    def __init__(self, system: nn.Module, regmixup_alpha: float = 0.0, logitnorm_tau: float = 0.0):
         super().__init__()
-        self.system, self.regmixup_alpha = system, regmixup_alpha
+        self.system, self.regmixup_alpha, self.logitnorm_tau = system, regmixup_alpha, logitnorm_tau
 
     def forward(self, wave, label, domain, progress: float):
         if self.regmixup_alpha > 0:
-            return regmixup_loss(self.system, wave, label, self.regmixup_alpha)
+            return regmixup_loss(self.system, wave, label, self.regmixup_alpha, self.logitnorm_tau)
+        if self.logitnorm_tau > 0:
+            return default_training_loss(self.system, wave, label, self.logitnorm_tau)
         return self.system.training_loss(wave, label, domain, progress)
 
 
@@ -318,7 +320,7 @@ class SystemBrain(sb.Brain):
         self.batches = EpochBatches(len(train_data), t.batch_size, t.seed, world.rank, world.size, t.grad_accumulation)
         self.train_loader = train_loader(train_data, self.batches, t, device)
         self.steps_per_epoch = self.batches.steps  # optimiser steps
-        self.step_module: nn.Module = TrainingStep(model, t.regmixup_alpha)
+        self.step_module: nn.Module = TrainingStep(model, t.regmixup_alpha, t.logitnorm_tau)
         checkpointer = AtomicCheckpointer(exp_dir / "ckpt", recoverables={
             "model": model, "counter": self.epoch_counter, "rng": RNGState(), "log": self.log})
         precision = "bf16" if t.bf16 and device.type == "cuda" else "fp32"
@@ -507,9 +509,11 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
 
     seed_everything(cfg.train.seed)
     model = build_model(cfg).to(device)
-    if cfg.train.regmixup_alpha > 0 and overrides_training_loss(model):
-        fail(f"train.regmixup_alpha {cfg.train.regmixup_alpha}: {cfg.system} trains with its own loss "
-             f"({type(model).__name__}.training_loss); RegMixup applies to the default cross-entropy only")
+    for option, value, method in (("regmixup_alpha", cfg.train.regmixup_alpha, "RegMixup"),
+                                  ("logitnorm_tau", cfg.train.logitnorm_tau, "LogitNorm")):
+        if value > 0 and overrides_training_loss(model):
+            fail(f"train.{option} {value}: {cfg.system} trains with its own loss "
+                 f"({type(model).__name__}.training_loss); {method} applies to the default cross-entropy only")
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
     augmenter = build_augmenter(cfg, train_split, quiet=not world.main)
     crops = TrainCrops(train_split, window_length(model), augmenter, cfg.train.seed)

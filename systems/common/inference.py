@@ -93,7 +93,7 @@ def build_model(cfg: SystemConfig) -> nn.Module:
 
 # training options added after the first release, with the value that means "off": a config that
 # leaves one off hashes as before the option existed, so earlier checkpoints stay current
-ADDED_OFF = {"regmixup_alpha": 0.0}
+ADDED_OFF = {"regmixup_alpha": 0.0, "logitnorm_tau": 0.0}
 
 
 def config_digest(cfg: SystemConfig) -> str:
