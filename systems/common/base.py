@@ -32,8 +32,7 @@ class System(nn.Module):
                       progress: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, logits) of one training batch; `domains` are the augmentation conditions and
         `progress` runs 0 → 1 over training (for schedules inside a loss). Default: cross-entropy."""
-        logits, _ = self(wave)
-        return F.cross_entropy(logits.float(), labels), logits
+        return default_training_loss(self, wave, labels, logitnorm_tau=0.0)
 
     def optimizer_groups(self, lr: float) -> list[dict]:
         """Parameter groups for the optimiser. Default: every trainable parameter at `lr`."""
@@ -71,7 +70,7 @@ def logitnorm_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, tau: flo
 
 def default_training_loss(system: System, wave: torch.Tensor, labels: torch.Tensor,
                           logitnorm_tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, logits) of the default loss with LogitNorm's τ (0: System.training_loss's cross-entropy)."""
+    """(loss, logits) of the default loss: the cross-entropy, LogitNorm's when `logitnorm_tau` > 0."""
     logits, _ = system(wave)
     return logitnorm_cross_entropy(logits, labels, logitnorm_tau), logits
 

@@ -48,7 +48,8 @@ class TrainConfig:
     regmixup_alpha: float = 0.0
     # LogitNorm (Wei et al., ICML 2022): the cross-entropy sees each row of logits scaled to norm
     # 1/τ, so that confidence cannot come from a growing norm; 0 turns it off. The paper's τ is
-    # 0.04 (CIFAR-10). Training only: scoring reads the logits as they are. Default loss only, as RegMixup
+    # 0.04 (CIFAR-10). Training only: scoring reads the logits as they are. Like RegMixup, only
+    # systems trained by the default cross-entropy loss take it
     logitnorm_tau: float = 0.0
     # train.batch_size is the batch of one optimiser step, whatever the split: its items are cut
     # into world size × grad_accumulation equal micro-batches, so it must divide by that product
