@@ -11,6 +11,7 @@ from core.config_types import check_types
 from core.errors import KitError, fail, yaml_error_text
 from fusion.manifold_fusion import FeatureFusionConfig
 from fusion.ood_scores import OODConfig
+from fusion.stacking import StackConfig
 
 RULES = ("quantile", "leave-one-out", "fixed")
 DEFAULT_TIE_BREAK = ("hubert_ft", "wav2vec2_ft", "w2v_asdg", "se_res2net50", "lfcc_resnet18", "rawnet2")
@@ -62,6 +63,7 @@ class FusionConfig:
     feature: FeatureFusionConfig = field(default_factory=FeatureFusionConfig)
     openmax: OpenMaxConfig = field(default_factory=OpenMaxConfig)
     ood: OODConfig = field(default_factory=OODConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
 
 
 def load_fusion_config(path: str | Path) -> FusionConfig:
@@ -78,7 +80,8 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
     if not isinstance(raw, dict):
         fail(f"{path}: a fusion config must be a YAML mapping, not {type(raw).__name__}")
     sections = {"threshold": ThresholdConfig, "score": ScoreConfig, "label": LabelConfig,
-                "feature": FeatureFusionConfig, "openmax": OpenMaxConfig, "ood": OODConfig}
+                "feature": FeatureFusionConfig, "openmax": OpenMaxConfig, "ood": OODConfig,
+                "stack": StackConfig}
     unknown = sorted(set(raw) - set(sections) - {"submit_method"}, key=str)
     if unknown:
         fail(f"{path}: unknown key(s) {unknown}; valid: {['submit_method', *sections]}")

@@ -4,9 +4,9 @@
 
 The methods are the scorers of fusion/scorers.py (per system: softmax:<sys>, openmax:<sys> and the
 post-hoc unknown scores maxlogit, energy, gen, knn, nsd, mahalanobis, vim:<sys>; with two or more
-members: score, score_aug, two_stage, feature and its variants, label). `submit_method: auto` submits
-the method over all members whose scores are class shares (score, score_aug, feature and its
-variants) with the best dev F1 at its τ (the threshold rule's own dev criterion). Writes
+members: score, score_aug, two_stage, feature and its variants, stack, label). `submit_method: auto`
+submits the method over all members whose scores are class shares (score, score_aug, feature and its
+variants, stack) with the best dev F1 at its τ (the threshold rule's own dev criterion). Writes
 `EXP/fusion/<method>/{tau.json,dev_pred.txt,test_pred.txt,dev_scores.npy,test_scores.npy,curve.tsv}`
 (":" in a name becomes "__"), `EXP/fusion/summary.json`, the dev key and ids, and the fused embeddings.
 """

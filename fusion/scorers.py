@@ -22,7 +22,7 @@ from core.labels import kept_classes
 from fusion.calibrate import Threshold, choose_tau, decide_labels
 from fusion.config import FusionConfig
 from fusion.logit_fusion import label_fusion, score_fusion, softmax_scores
-from fusion.manifold_fusion import FeatureDistances, distance_scores
+from fusion.manifold_fusion import FeatureDistances, concat_embeddings, distance_scores
 from fusion.members import SplitScores
 from fusion.ood_scores import (
     FEATURE_MAPS,
@@ -44,6 +44,7 @@ from fusion.ood_scores import (
     vim,
 )
 from fusion.openmax import fit_openmax, openmax_scores
+from fusion.stacking import choose_c, fit_classifier, out_of_fold_proba
 
 SPLITS = ("dev", "test")
 
@@ -383,6 +384,56 @@ class FeatureFusion(Scorer):
         return distance_scores(dist, self.kind, self.ctx.cfg.feature.temperature)
 
 
+class StackedFusion(Scorer):
+    """A logistic regression on the members' L2-normalised embeddings side by side, fitted on dev
+    (fusion/stacking.py): C by leave-one-fake-class-out AUROC on dev, dev scores out-of-fold, test
+    from the fit on all of dev. Leave-one-out τ refits without the class, with the same C."""
+    name = "stack"
+    class_shares = True
+    optional = True  # a small dev may not hold every class in every fold
+
+    def fit(self):
+        self.features = {s: concat_embeddings(self.ctx.data[s].embeddings, True) for s in SPLITS}
+        self.labels = self.ctx.data["dev"].labels
+        self.C: float | None = None
+        self.c_auroc: dict[float, float] = {}
+        self.cache: dict = {}
+
+    def model_c(self) -> float:
+        if self.C is None:
+            self.C, self.c_auroc = choose_c(self.features["dev"], self.labels, self.ctx.cfg.stack)
+        return self.C
+
+    @property
+    def description(self):
+        grid = ", ".join(f"{c:g}: {a:.3f}" for c, a in self.c_auroc.items())
+        chosen = f"C {self.C:g}" if self.C is not None else "C not chosen"
+        return (f"logistic regression on the members' embeddings, fitted on dev, {chosen}"
+                + (f" (leave-one-fake-class-out dev AUROC {grid})" if grid else ""))
+
+    def scores(self, split, held_out=None):
+        if (split, held_out) not in self.cache:
+            cfg, X, y = self.ctx.cfg.stack, self.features["dev"], self.labels
+            if split == "dev":
+                p = out_of_fold_proba(X, y, self.model_c(), cfg, held_out)
+            else:
+                kept = kept_classes(held_out)
+                rows = np.isin(y, kept)
+                p = fit_classifier(X[rows], y[rows], self.model_c(), cfg.max_iter, kept).predict_proba(
+                    self.features[split])
+            self.cache[split, held_out] = p
+        return self.cache[split, held_out]
+
+    def restore_threshold(self, info):
+        # `predict` scores new audio with the C the fusion stage chose, without choosing it again
+        self.C = float(info["stack_C"])
+        return super().restore_threshold(info)
+
+    def info(self):
+        return {**super().info(), "stack_C": self.model_c(),
+                "stack_c_auroc": {f"{c:g}": a for c, a in self.c_auroc.items()}}
+
+
 class LabelFusion(Scorer):
     """Mode of the members' thresholded labels; the tie-break member decides when all disagree
     (seed 004 §3.5.1). Each member's τ comes from its own max-softmax scorer and the same rule."""
@@ -429,6 +480,7 @@ REGISTRY: dict[str, type[Scorer]] = {
     "score_aug": AugmentedScoreFusion,
     "two_stage": TwoStage,
     "feature": FeatureFusion,
+    "stack": StackedFusion,
     "label": LabelFusion,
 }
 
