@@ -44,7 +44,7 @@ from fusion.ood_scores import (
     vim,
 )
 from fusion.openmax import fit_openmax, openmax_scores
-from fusion.stacking import choose_c, fit_classifier, out_of_fold_proba
+from fusion.stacking import choose_c, fit_kept, out_of_fold_proba
 
 SPLITS = ("dev", "test")
 
@@ -417,10 +417,7 @@ class StackedFusion(Scorer):
             if split == "dev":
                 p = out_of_fold_proba(X, y, self.model_c(), cfg, held_out)
             else:
-                kept = kept_classes(held_out)
-                rows = np.isin(y, kept)
-                p = fit_classifier(X[rows], y[rows], self.model_c(), cfg.max_iter, kept).predict_proba(
-                    self.features[split])
+                p = fit_kept(X, y, self.model_c(), cfg, held_out).predict_proba(self.features[split])
             self.cache[split, held_out] = p
         return self.cache[split, held_out]
 

@@ -59,6 +59,15 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, C: float, max_iter: int,
         return LogisticRegression(C=C, max_iter=max_iter).fit(X, y)
 
 
+def fit_kept(X: np.ndarray, y: np.ndarray, C: float, cfg: StackConfig, held_out: int | None,
+             rows: np.ndarray | None = None) -> LogisticRegression:
+    """The logistic regression of the dev rows (all, or the `rows` mask) of the classes kept when
+    `held_out` is left out."""
+    kept = kept_classes(held_out)
+    fit_rows = np.isin(y, kept) if rows is None else rows & np.isin(y, kept)
+    return fit_classifier(X[fit_rows], y[fit_rows], C, cfg.max_iter, kept)
+
+
 def leave_class_out_auroc(X: np.ndarray, y: np.ndarray, C: float, cfg: StackConfig) -> float:
     """Mean AUROC, over the select folds and the fake classes, of the max probability of a classifier
     fitted without the fold and without the class, on the fold's utterances (the class unknown)."""
@@ -70,8 +79,7 @@ def leave_class_out_auroc(X: np.ndarray, y: np.ndarray, C: float, cfg: StackConf
             unknown = y[held] == c
             if not unknown.any() or unknown.all():
                 continue
-            fit_rows = ~held & (y != c)
-            model = fit_classifier(X[fit_rows], y[fit_rows], C, cfg.max_iter, kept_classes(c))
+            model = fit_kept(X, y, C, cfg, c, rows=~held)
             values.append(auroc(model.predict_proba(X[held]).max(axis=1), ~unknown))
     if not values:
         fail("stack: no fake class of dev falls in more than one fold; the dev split is too small to choose C")
@@ -89,11 +97,9 @@ def out_of_fold_proba(X: np.ndarray, y: np.ndarray, C: float, cfg: StackConfig,
                       held_out: int | None) -> np.ndarray:
     """(N, kept) class probabilities of every dev row from a classifier fitted on the other folds'
     rows of the kept classes (rows of `held_out` are scored, never fitted)."""
-    kept = kept_classes(held_out)
     folds = stratified_folds(y, cfg.folds)
-    out = np.empty((len(y), len(kept)))
+    out = np.empty((len(y), len(kept_classes(held_out))))
     for f in np.unique(folds):
         held = folds == f
-        fit_rows = ~held & np.isin(y, kept)
-        out[held] = fit_classifier(X[fit_rows], y[fit_rows], C, cfg.max_iter, kept).predict_proba(X[held])
+        out[held] = fit_kept(X, y, C, cfg, held_out, rows=~held).predict_proba(X[held])
     return out
