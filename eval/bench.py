@@ -125,10 +125,12 @@ def section_loader(args: dict) -> dict:
             for i in range(args["loader_items"]):
                 crops[i % len(crops)]
             timings[name] = args["loader_items"] / (time.perf_counter() - t0)
+        batch = min(args["batch"], cfg.train.batch_size)
+        workers_rate = loader_workers_rate(TrainCrops(split, n, build_augmenter(cfg, split), seed=2), batch,
+                                           args["loader_workers"], args["loader_items"], args["device"])
         device = torch.device(args["device"])
         model = model.to(device).train()
         opt = make_optimizer(cfg, model)
-        batch = min(args["batch"], cfg.train.batch_size)
         wave = torch.stack([TrainCrops(split, n, None, 0)[i % len(split)][0] for i in range(batch)]).to(device)
         labels = torch.as_tensor(rng.integers(0, 7, batch), device=device)
         domains = torch.zeros(batch, dtype=torch.long, device=device)
@@ -144,16 +146,75 @@ def section_loader(args: dict) -> dict:
         step()  # warm-up: allocator, kernels
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(args["steps"]):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        step_rate = args["steps"] * batch / (time.perf_counter() - t0)
+        with GpuUtilisation(device) as busy:
+            t0 = time.perf_counter()
+            for _ in range(args["steps"]):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            step_seconds = time.perf_counter() - t0
+        step_rate = args["steps"] * batch / step_seconds
         out[system] = {"loader_clean_per_s": timings["clean"], "loader_augmented_per_s": timings["augmented"],
-                       "step_samples_per_s": step_rate, "batch": batch, "crop_samples": n,
-                       "loader_over_step": timings["augmented"] / step_rate}
+                       "step_samples_per_s": step_rate, "step_ms": 1000 * step_seconds / args["steps"],
+                       "batch": batch, "crop_samples": n, "loader_over_step": timings["augmented"] / step_rate,
+                       "bf16": device.type == "cuda" and cfg.train.bf16, "gpu_utilisation": busy.mean,
+                       "loader_workers": args["loader_workers"], "loader_workers_per_s": workers_rate,
+                       "workers_over_step": workers_rate / step_rate if workers_rate else None}
     return out
+
+
+def loader_workers_rate(crops, batch: int, workers: int, items: int, device: str) -> float | None:
+    """Samples/s through a DataLoader with `workers` processes as training builds it (persistent,
+    pinned on CUDA, prefetching), the workers' start and first batch excluded; None for 0 workers."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if workers < 1:
+        return None
+    # distinct (epoch, item) draws, so that no crop repeats however small the synthetic split
+    keys = [(k // len(crops), k % len(crops)) for k in range(batch * (1 + max(2, items * workers // batch)))]
+    loader = DataLoader(crops, batch_size=batch, sampler=keys, num_workers=workers, persistent_workers=True,
+                        pin_memory=device.startswith("cuda"), prefetch_factor=2)
+    batches = iter(loader)
+    next(batches)
+    t0 = time.perf_counter()
+    seen = sum(len(b[0]) for b in batches)
+    return seen / (time.perf_counter() - t0)
+
+
+class GpuUtilisation:
+    """The mean of torch.cuda.utilization() (NVML's busy share of the last sample period) read
+    every 50 ms while the block runs; `mean` stays None on CPU or without NVML."""
+
+    def __init__(self, device):
+        self.device, self.mean, self.samples = device, None, []
+
+    def __enter__(self):
+        import threading
+
+        import torch
+
+        self.stop = threading.Event()
+        self.thread = None
+        if self.device.type == "cuda":
+            try:
+                torch.cuda.utilization(self.device)
+            except Exception:  # no NVML binding (pynvml) in this environment: no figure, not an error
+                return self
+
+            def sample():
+                while not self.stop.wait(0.05):
+                    self.samples.append(torch.cuda.utilization(self.device))
+
+            self.thread = threading.Thread(target=sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+            self.mean = float(np.mean(self.samples)) if self.samples else None
 
 
 def section_score(args: dict) -> dict:
@@ -351,12 +412,20 @@ def run_section(name: str, args: dict) -> dict:
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return {"utterances": 16, "loader_items": 16, "musan_seconds": 10.0, "batch": 4, "steps": 1,
-                "score_utterances": 6, "fusion_utterances": 4000, "conf": "demo",
+        return {"utterances": 16, "loader_items": 16, "loader_workers": 1, "musan_seconds": 10.0, "batch": 4,
+                "steps": 1, "score_utterances": 6, "fusion_utterances": 4000, "conf": "demo",
                 "memory_train": 140, "memory_dev": 70, "memory_test": 300}
-    return {"utterances": 128, "loader_items": 128, "musan_seconds": 60.0, "batch": 32, "steps": 3,
-            "score_utterances": 200, "fusion_utterances": 79490, "conf": "demo",
+    return {"utterances": 128, "loader_items": 128, "loader_workers": 4, "musan_seconds": 60.0, "batch": 32,
+            "steps": 3, "score_utterances": 200, "fusion_utterances": 79490, "conf": "demo",
             "memory_train": 22400, "memory_dev": 8400, "memory_test": 79490}
+
+
+SIZE_OPTIONS = {"conf": (str, "system configs (systems/<name>/conf/<conf>.yaml): demo, or paper for the real-size models"),
+                "batch": (int, "training batch of the step timing, at most the config's"),
+                "steps": (int, "timed training steps"),
+                "loader_items": (int, "items each loader figure reads"),
+                "loader_workers": (int, "DataLoader workers of the loader's many-worker figure (0: none)"),
+                "score_utterances": (int, "utterances the score section scores")}
 
 
 def main() -> None:
@@ -366,6 +435,8 @@ def main() -> None:
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None, help="also write every figure to this file")
+    for name, (kind, text) in SIZE_OPTIONS.items():
+        ap.add_argument(f"--{name}", type=kind, default=None, help=f"{text} (default: by --quick)")
     args = ap.parse_args()
     import torch
 
@@ -387,15 +458,21 @@ def main() -> None:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kit_bench_") as work:
         common = dict(sizes(args.quick), work=work, systems=systems, device=device)
+        common.update({k: getattr(args, k) for k in SIZE_OPTIONS if getattr(args, k) is not None})
+        results["sizes"] = {k: common[k] for k in SIZE_OPTIONS}
         for name in sections:
             r = run_section(name, common)
             results[name] = r
             if name == "loader":
                 for s in systems:
                     f = r[s]
+                    workers = (f"; DataLoader with {f['loader_workers']} workers {f['loader_workers_per_s']:.1f} samples/s: "
+                               f"workers/step {f['workers_over_step']:.2f}") if f["loader_workers_per_s"] else ""
+                    busy = f", GPU busy {f['gpu_utilisation']:.0f} %" if f["gpu_utilisation"] is not None else ""
                     print(f"loader   {s:14s} worker {f['loader_augmented_per_s']:7.1f} samples/s augmented "
                           f"({f['loader_clean_per_s']:.1f} clean), step {f['step_samples_per_s']:6.1f} samples/s "
-                          f"(batch {f['batch']}): loader/step {f['loader_over_step']:.2f}")
+                          f"(batch {f['batch']}, {f['step_ms']:.0f} ms, {'bf16' if f['bf16'] else 'fp32'}{busy}): "
+                          f"loader/step {f['loader_over_step']:.2f}{workers}")
             elif name == "score":
                 for s in systems:
                     f = r[s]
