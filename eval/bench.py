@@ -107,7 +107,7 @@ def section_loader(args: dict) -> dict:
     out = {}
     for system in args["systems"]:
         cfg = load_config(ROOT / f"systems/{system}/conf/{args['conf']}.yaml",
-                          {"augment.musan": str(work / "musan"), "augment.p_codec": 0.3})
+                          {"augment.musan": str(work / "musan"), "augment.p_codec": 0.3, **args["overrides"]})
         torch.manual_seed(0)
         model = build_model(cfg)
         n = window_length(model)
@@ -235,7 +235,7 @@ def section_score(args: dict) -> dict:
     device = torch.device(args["device"])
     out = {}
     for system in args["systems"]:
-        cfg = load_config(ROOT / f"systems/{system}/conf/{args['conf']}.yaml")
+        cfg = load_config(ROOT / f"systems/{system}/conf/{args['conf']}.yaml", args["overrides"])
         torch.manual_seed(0)
         model = build_model(cfg).to(device)
         windows = SplitWindows(split, window_length(model), window_hop(cfg))
@@ -435,17 +435,21 @@ def main() -> None:
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None, help="also write every figure to this file")
+    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                    help="overrides of every system config the loader and score sections load")
     for name, (kind, text) in SIZE_OPTIONS.items():
         ap.add_argument(f"--{name}", type=kind, default=None, help=f"{text} (default: by --quick)")
     args = ap.parse_args()
     import torch
 
     from systems import REGISTRY
+    from systems.common.config import parse_overrides
 
     systems = [s for s in args.systems.split(",") if s]
     for s in systems:
         if s not in REGISTRY:
             fail(f"--systems: unknown system {s!r}; valid: {', '.join(sorted(REGISTRY))}")
+    overrides = parse_overrides(args.set)
     sections = [s for s in args.sections.split(",") if s]
     for s in sections:
         if s not in SECTIONS:
@@ -457,9 +461,10 @@ def main() -> None:
           f"{'; quick sizes' if args.quick else ''}")
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kit_bench_") as work:
-        common = dict(sizes(args.quick), work=work, systems=systems, device=device)
+        common = dict(sizes(args.quick), work=work, systems=systems, device=device, overrides=overrides)
         common.update({k: getattr(args, k) for k in SIZE_OPTIONS if getattr(args, k) is not None})
         results["sizes"] = {k: common[k] for k in SIZE_OPTIONS}
+        results["overrides"] = overrides
         for name in sections:
             r = run_section(name, common)
             results[name] = r

@@ -24,6 +24,24 @@ def test_quick_benchmark_prints_its_ratios(tmp_path):
     assert figures["fusion"]["over_floor"] > 0 and figures["fusion"]["eigenproblem_seconds"] > 0
     assert figures["score"]["lfcc_resnet18"]["utterances_per_s"] > 0
     assert figures["fusion_memory"]["dim"] == 1792 and figures["fusion_memory"]["peak_rss_mb"] > 0
+    assert loader["workers_over_step"] == loader["loader_workers_per_s"] / loader["step_samples_per_s"]
+    assert loader["gpu_utilisation"] is None and not loader["bf16"]  # CPU: no NVML figure, fp32 step
+
+
+def test_options_reach_the_sections(tmp_path):
+    """--conf/--batch/--steps/--loader_workers/--set land in the figures: the paper config's
+    LFCC-ResNet18 (a wider network than the demo's) and a config override the loader honours."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "eval.bench", "--quick", "--systems", "lfcc_resnet18",
+                           "--sections", "loader", "--conf", "paper", "--batch", "3", "--steps", "2",
+                           "--loader_workers", "2", "--set", "augment.codecs=[mp3]", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["sizes"]["conf"] == "paper" and figures["overrides"] == {"augment.codecs": ["mp3"]}
+    loader = figures["loader"]["lfcc_resnet18"]
+    assert loader["batch"] == 3 and loader["loader_workers"] == 2 and loader["loader_workers_per_s"] > 0
+    assert "DataLoader with 2 workers" in proc.stdout
 
 
 def test_unknown_system_is_a_one_line_error():

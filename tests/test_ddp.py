@@ -20,6 +20,7 @@ import torch
 
 from core.metrics import open_set_scores
 from core.prepared_split import PreparedSplit
+from eval.ddp_check import final_parameters, max_difference
 from systems.common.config import load_config
 from systems.common.engine import AtomicCheckpointer, train
 from systems.common.inference import (
@@ -48,20 +49,6 @@ def overrides(tiny_corpus, **extra):
     return dict(TINY, **{"augment.musan": str(tiny_corpus / "musan_demo")}, **extra)
 
 
-def parameters(exp) -> dict[str, torch.Tensor]:
-    """The model parameters of the latest checkpoint (not BatchNorm's running statistics, which
-    DDP takes from rank 0 alone)."""
-    ckpt = AtomicCheckpointer(exp / "ckpt").find_checkpoint()
-    state = load_model_state(ckpt.paramfiles["model"])
-    names = {n for n, _ in build_model(load_config(exp / "config.yaml")).named_parameters()}
-    return {n: state[n] for n in names}
-
-
-def max_difference(a, b) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
-
-
 @pytest.fixture(scope="module")
 def two_processes(tiny_prepared, tiny_corpus, tmp_path_factory):
     """One epoch (of two) on two processes: (experiment folder, console output)."""
@@ -83,9 +70,9 @@ def test_two_processes_equal_one_process_accumulating(two_processes, tiny_prepar
     def one_process(name, **extra):
         cfg = load_config(CONFIG, overrides(tiny_corpus, **extra))
         train(cfg, tiny_prepared, tmp_path / name, torch.device("cpu"), stop_after_epochs=1)
-        return parameters(tmp_path / name)
+        return final_parameters(tmp_path / name)
 
-    ddp = parameters(exp)
+    ddp = final_parameters(exp)
     assert max_difference(ddp, one_process("accumulated", **{"train.grad_accumulation": 2})) <= ATOL
     # the comparison can fail: each process reading the whole step (BatchNorm over 8 items, not
     # 4), or the gradients summed rather than averaged (with SGD: the learning rate doubled)
