@@ -3,14 +3,17 @@ processes; each step's items cut into micro-batches that cover it once; loader o
 the config digest."""
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
 
 from core.errors import KitError
 from core.prepared_split import PreparedSplit
+from eval.ddp_check import final_parameters, max_difference
 from systems.common.config import TrainConfig, load_config
-from systems.common.engine import TrainCrops, build_augmenter, train_loader
+from systems.common.engine import TrainCrops, build_augmenter, train, train_loader
 from systems.common.inference import config_digest
 from systems.common.sampling import EpochBatches, shard
 
@@ -146,3 +149,20 @@ def test_loader_options_do_not_change_the_config_digest():
                "train.prefetch_factor": 4}
     assert config_digest(load_config(CONFIG, loading)) == base
     assert config_digest(load_config(CONFIG, {"train.grad_accumulation": 2})) != base
+
+
+def test_training_with_workers_logs_what_training_without_them_logs(tiny_prepared, tiny_corpus, tmp_path):
+    """One epoch of the tiny LFCC-ResNet18 with 0 and with 2 persistent workers (training and dev
+    loaders both): the same train loss, dev F1 and dev accuracy, and the same weights."""
+    def run(name, workers):
+        cfg = load_config(CONFIG, {"augment.musan": str(tiny_corpus / "musan_demo"), "model.blocks": [1, 1, 1, 1],
+                                   "model.channels": [8, 16, 16, 32], "train.epochs": 1, "train.batch_size": 8,
+                                   "train.num_workers": workers, "train.persistent_workers": workers > 0})
+        train(cfg, tiny_prepared, tmp_path / name, torch.device("cpu"))
+        row = next(csv.DictReader(open(tmp_path / name / "train_log.csv")))
+        return {k: row[k] for k in ("train_loss", "dev_f1", "dev_acc")}, final_parameters(tmp_path / name)
+
+    log_plain, weights_plain = run("plain", 0)
+    log_workers, weights_workers = run("workers", 2)
+    assert log_workers == log_plain
+    assert max_difference(weights_workers, weights_plain) == 0

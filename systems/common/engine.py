@@ -173,17 +173,22 @@ def lr_factor(cfg: SystemConfig, steps_per_epoch: int):
     return factor
 
 
-def train_loader(data: Dataset, batches: EpochBatches, t: TrainConfig, device: torch.device) -> DataLoader:
-    """The training DataLoader. Persistence and prefetching exist only with workers (torch refuses
-    them without), so with num_workers 0 they are left out, not an error."""
+def loader_options(t: TrainConfig, device: torch.device) -> dict:
+    """The DataLoader options of train.num_workers and co. Persistence and prefetching exist only
+    with workers (torch refuses them without), so with num_workers 0 they are left out, not an error."""
     options = {"num_workers": t.num_workers,
                "pin_memory": resolved_pin_memory(t.pin_memory, device)}
     if t.num_workers > 0:
         options.update(persistent_workers=t.persistent_workers, prefetch_factor=t.prefetch_factor)
+    return options
+
+
+def train_loader(data: Dataset, batches: EpochBatches, t: TrainConfig, device: torch.device) -> DataLoader:
+    """The training DataLoader."""
     # the workers' base seed is drawn from this generator, not from the global one that dropout
     # draws from, so the model's random stream does not depend on how often workers start
     generator = torch.Generator().manual_seed(t.seed)
-    return DataLoader(data, batch_sampler=batches, generator=generator, **options)
+    return DataLoader(data, batch_sampler=batches, generator=generator, **loader_options(t, device))
 
 
 def make_optimizer(cfg: SystemConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -527,7 +532,9 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs, inputs,
                         world)
     dev_share = Subset(dev_windows, shard(len(dev_windows), world.rank, world.size)) if world.parallel else dev_windows
-    dev_loader = DataLoader(dev_share, batch_size=cfg.score.batch_size, shuffle=False)
+    # dev is read by workers too: on a GPU, main-process reading halved the scoring rate (README)
+    dev_loader = DataLoader(dev_share, batch_size=cfg.score.batch_size, shuffle=False,
+                            **loader_options(cfg.train, device))
     try:
         brain.fit(brain.epoch_counter, brain.train_loader, dev_loader)
     except _StopRequested:
