@@ -19,21 +19,39 @@ def options_digest(options: dict[str, Any]) -> str:
 
 
 def stage_is_current(out_dir: str | os.PathLike, options: dict[str, Any]) -> bool:
-    """True when `out_dir` was completed earlier with exactly these resolved options."""
-    stamp = Path(out_dir) / STAMP_NAME
+    """True when `out_dir` was completed earlier with exactly these resolved options and every
+    output the stamp lists is still there at the size it was written."""
+    out_dir = Path(out_dir)
+    stamp = out_dir / STAMP_NAME
     if not stamp.is_file():
         return False
     try:
         saved = json.loads(stamp.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return isinstance(saved, dict) and saved.get("digest") == options_digest(options)
+    if not isinstance(saved, dict) or saved.get("digest") != options_digest(options):
+        return False
+    for name, size in (saved.get("outputs") or {}).items():
+        path = out_dir / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
 
 
-def write_stamp(out_dir: str | os.PathLike, options: dict[str, Any]) -> None:
-    payload = {"digest": options_digest(options), "options": options}
-    write_text_atomic(Path(out_dir) / STAMP_NAME,
-                      json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+def output_files(out_dir: str | os.PathLike) -> list[str]:
+    """The names of the files directly in `out_dir` (not the stamp): a stage's outputs when it
+    writes them in place."""
+    return sorted(p.name for p in Path(out_dir).iterdir() if p.is_file() and p.name != STAMP_NAME)
+
+
+def write_stamp(out_dir: str | os.PathLike, options: dict[str, Any], outputs: list[str] = ()) -> None:
+    """`outputs`: names of files in `out_dir` the stage wrote; the stage then counts as current
+    only while each is there at this size (a lost or truncated output re-runs it). Sizes, not
+    times: a copied experiment folder stays current."""
+    out_dir = Path(out_dir)
+    payload = {"digest": options_digest(options), "options": options,
+               "outputs": {name: (out_dir / name).stat().st_size for name in outputs}}
+    write_text_atomic(out_dir / STAMP_NAME, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def file_signature(path: str | os.PathLike) -> dict[str, Any]:

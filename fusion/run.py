@@ -24,7 +24,7 @@ from core.atomic import atomic_dir, ensure_dir, save_npy, write_text_atomic
 from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.label_files import label_lines
 from core.labels import KNOWN_CLASSES, UNKNOWN
-from core.stamps import file_signature, stage_is_current, write_stamp
+from core.stamps import file_signature, output_files, stage_is_current, write_stamp
 from fusion.calibrate import Threshold, dev_f1_at_tau
 from fusion.config import AUTO_SUBMIT, FusionConfig, load_fusion_config
 from fusion.manifold_fusion import concat_embeddings
@@ -146,7 +146,7 @@ def main() -> None:
         print(f"[fuse] {exp / 'fusion'}: up to date, skipped")
         return
     summary = run_fusion(exp, systems, cfg)
-    write_stamp(exp / "fusion", options)
+    write_stamp(exp / "fusion", options, outputs=output_files(exp / "fusion"))
     print(f"[fuse] {exp / 'fusion'}: submission method {summary['submit_method']} ({summary['submit_choice']})")
 
 

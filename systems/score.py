@@ -19,7 +19,7 @@ import torch
 from core.errors import fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
-from core.stamps import file_signature, stage_is_current, write_stamp
+from core.stamps import file_signature, output_files, stage_is_current, write_stamp
 from systems.common.config import load_config
 from systems.common.inference import (
     best_checkpoint,
@@ -61,7 +61,7 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
     ids = [split.ids[i] for i in windows.index]
     write_scores(target, ids, split.labels[windows.index], logits, emb,
                  win_emb if keep_windows else None, windows.offsets if keep_windows else None)
-    write_stamp(target, options)
+    write_stamp(target, options, outputs=output_files(target))
     print(f"[score] {target}: {len(ids)} utterances, {len(windows)} windows in {seconds:.1f} s "
           f"({len(ids) / max(seconds, 1e-9):.1f} utterances/s)")
 

@@ -1,0 +1,65 @@
+"""Stage stamps: a stage is current only with the same options and every output it listed still
+there at its size; a copied folder stays current; stamps written before outputs were listed still
+read. The fusion stage re-runs when one of its outputs is gone."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+from core.stamps import STAMP_NAME, options_digest, output_files, stage_is_current, write_stamp
+from fusion import run as fusion_run
+
+from .test_submit_choice import write_noisy_exports
+
+OPTIONS = {"k": 3, "codecs": ["mp3"]}
+
+
+def stage(tmp_path):
+    out = tmp_path / "stage"
+    out.mkdir()
+    (out / "a.npy").write_bytes(b"x" * 100)
+    (out / "b.txt").write_text("hello\n")
+    write_stamp(out, OPTIONS, outputs=output_files(out))
+    return out
+
+
+def test_current_until_an_output_is_lost_or_cut(tmp_path):
+    out = stage(tmp_path)
+    assert output_files(out) == ["a.npy", "b.txt"]  # the stamp is not an output
+    assert stage_is_current(out, OPTIONS) and not stage_is_current(out, {**OPTIONS, "k": 4})
+    (out / "a.npy").write_bytes(b"x" * 99)
+    assert not stage_is_current(out, OPTIONS)
+    (out / "a.npy").write_bytes(b"x" * 100)
+    assert stage_is_current(out, OPTIONS)
+    (out / "b.txt").unlink()
+    assert not stage_is_current(out, OPTIONS)
+
+
+def test_a_copied_folder_stays_current(tmp_path):
+    out = stage(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, copy_function=shutil.copyfile)  # new modification times
+    assert stage_is_current(copy, OPTIONS)
+
+
+def test_a_stamp_without_outputs_checks_the_options_alone(tmp_path):
+    (tmp_path / STAMP_NAME).write_text(json.dumps({"digest": options_digest(OPTIONS), "options": OPTIONS}))
+    assert stage_is_current(tmp_path, OPTIONS)
+
+
+def test_fusion_reruns_when_its_summary_is_gone(tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "exp"
+    write_noisy_exports(exp, ("a",), 0)
+
+    def fuse() -> str:
+        monkeypatch.setattr(sys, "argv", ["fusion.run", "--exp", str(exp), "--systems", "a"])
+        fusion_run.main()
+        return capsys.readouterr().out
+
+    assert "submission method" in fuse()
+    assert "up to date, skipped" in fuse()
+    (exp / "fusion" / "summary.json").unlink()
+    again = fuse()
+    assert "up to date, skipped" not in again and "submission method" in again
+    assert (exp / "fusion" / "summary.json").is_file()
