@@ -116,9 +116,10 @@ def section_loader(args: dict) -> dict:
         if codecs not in cached:  # what the prepare stage builds: the codec round trips, once
             build_codec_cache(split_dir, cfg.augment.codec_variants, tuple(cfg.augment.codecs), seed=0, nj=1)
             cached.add(codecs)
-        for name, augmenter in (("clean", None), ("augmented", build_augmenter(cfg, split))):
-            crops = TrainCrops(split, n, augmenter, seed=0)
-            warm = TrainCrops(split, n, augmenter, seed=1)  # warm-up: imports, JIT, first reads of each bank
+        augmenter = build_augmenter(cfg, split)
+        for name, used in (("clean", None), ("augmented", augmenter)):
+            crops = TrainCrops(split, n, used, seed=0)
+            warm = TrainCrops(split, n, used, seed=1)  # warm-up: imports, JIT, first reads of each bank
             for i in range(min(len(warm), 8)):
                 warm[i]
             t0 = time.perf_counter()
@@ -126,7 +127,7 @@ def section_loader(args: dict) -> dict:
                 crops[i % len(crops)]
             timings[name] = args["loader_items"] / (time.perf_counter() - t0)
         batch = min(args["batch"], cfg.train.batch_size)
-        workers_rate = loader_workers_rate(TrainCrops(split, n, build_augmenter(cfg, split), seed=2), batch,
+        workers_rate = loader_workers_rate(TrainCrops(split, n, augmenter, seed=2), batch, cfg.train,
                                            args["loader_workers"], args["loader_items"], args["device"])
         device = torch.device(args["device"])
         model = model.to(device).train()
@@ -163,18 +164,23 @@ def section_loader(args: dict) -> dict:
     return out
 
 
-def loader_workers_rate(crops, batch: int, workers: int, items: int, device: str) -> float | None:
-    """Samples/s through a DataLoader with `workers` processes as training builds it (persistent,
-    pinned on CUDA, prefetching), the workers' start and first batch excluded; None for 0 workers."""
+def loader_workers_rate(crops, batch: int, train_cfg, workers: int, items: int, device: str) -> float | None:
+    """Samples/s through a DataLoader with `workers` processes and the config's other loader options,
+    built as training builds it (engine.loader_options), the workers' start and first batch
+    excluded; None for 0 workers."""
+    import dataclasses
+
     import torch
     from torch.utils.data import DataLoader
+
+    from systems.common.engine import loader_options
 
     if workers < 1:
         return None
     # distinct (epoch, item) draws, so that no crop repeats however small the synthetic split
     keys = [(k // len(crops), k % len(crops)) for k in range(batch * (1 + max(2, items * workers // batch)))]
-    loader = DataLoader(crops, batch_size=batch, sampler=keys, num_workers=workers, persistent_workers=True,
-                        pin_memory=device.startswith("cuda"), prefetch_factor=2)
+    options = loader_options(dataclasses.replace(train_cfg, num_workers=workers), torch.device(device))
+    loader = DataLoader(crops, batch_size=batch, sampler=keys, **options)
     batches = iter(loader)
     next(batches)
     t0 = time.perf_counter()
@@ -444,6 +450,7 @@ def main() -> None:
 
     from systems import REGISTRY
     from systems.common.config import parse_overrides
+    from systems.common.inference import pick_device
 
     systems = [s for s in args.systems.split(",") if s]
     for s in systems:
@@ -454,7 +461,7 @@ def main() -> None:
     for s in sections:
         if s not in SECTIONS:
             fail(f"--sections: unknown section {s!r}; valid: {', '.join(SECTIONS)}")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(pick_device(args.device))
     results = {"device": device_name(device), "torch": torch.__version__, "commit": commit_id(),
                "quick": args.quick}
     print(f"device: {results['device']} ({device}); torch {results['torch']}; commit {results['commit']}"

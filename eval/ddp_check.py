@@ -132,15 +132,15 @@ def main() -> None:
     from systems.common.config import load_config, parse_overrides
     from systems.common.distributed import launch
     from systems.common.engine import train
-    from systems.common.inference import torch_threads
+    from systems.common.inference import pick_device, torch_threads
     from systems.common.sampling import check_micro_batches
 
     if args.system not in REGISTRY:
         fail(f"--system: unknown system {args.system!r}; valid: {', '.join(sorted(REGISTRY))}")
     if args.nproc < 2:
         fail(f"--nproc {args.nproc}: at least 2")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    device = pick_device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         fail(f"--device {device}: no CUDA device visible")
     check_micro_batches(args.batch, args.nproc, 1)
     config = ROOT / f"systems/{args.system}/conf/{args.conf}.yaml"
@@ -149,7 +149,7 @@ def main() -> None:
         data, musan = write_corpus(work, args.utterances)
         base = check_overrides(musan, args.batch, parse_overrides(args.set))
         cfg = load_config(config, base)  # a wrong --set fails here, before any process starts
-        gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
         transport = ("NCCL" if gpus >= args.nproc else "gloo, sharing cuda:0") if gpus else "gloo"
         print(f"{args.system} ({args.conf}), {args.utterances} utterances, step batch {args.batch}, "
               f"{args.nproc} processes on {device} ({transport}), SGD, fp32, deterministic kernels")
@@ -157,7 +157,7 @@ def main() -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         launch(args.nproc, "eval.ddp_check", [
             "--worker", "--config", str(config), "--data", str(data), "--exp", str(work / "parallel"),
-            "--device", "cuda" if device.startswith("cuda") else "cpu",
+            "--device", device.type,
             "--set", *[f"{k}={v}" for k, v in base.items()]])
         parallel_seconds = time.perf_counter() - t0
         parallel = final_parameters(work / "parallel")
@@ -165,7 +165,7 @@ def main() -> None:
         references = {}
         for name, extra in (("accumulated", {"train.grad_accumulation": args.nproc}), ("whole", {})):
             t0 = time.perf_counter()
-            train(load_config(config, {**base, **extra}), data, work / name, torch.device(device))
+            train(load_config(config, {**base, **extra}), data, work / name, device)
             references[name] = (max_difference(parallel, final_parameters(work / name)), time.perf_counter() - t0)
     same, control = references["accumulated"][0], references["whole"][0]
     print(f"parallel vs accumulated: max |difference| {same:.3g} (tolerance {args.atol:g}); "
