@@ -20,6 +20,27 @@ class AudioReadError(Exception):
     """The file exists but cannot be decoded (or holds no samples)."""
 
 
+def _wav_data_chunk(fh, size: int) -> tuple[str, bytes | None, int, int] | None:
+    """(byte order, the `fmt ` chunk's first 16 bytes or None, offset of the sample bytes, their
+    declared length) of an open RIFF/WAVE file of `size` bytes; None when it is not one or has no
+    `data` chunk."""
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "little" if head[:4] == b"RIFF" else "big"
+    pos, fmt = 12, None
+    while pos + 8 <= size:
+        fh.seek(pos)
+        chunk = fh.read(8)
+        cid, clen = chunk[:4], int.from_bytes(chunk[4:8], order)
+        if cid == b"fmt ":
+            fmt = fh.read(16)
+        if cid == b"data":
+            return order, fmt, pos + 8, clen
+        pos += 8 + clen + (clen & 1)
+    return None
+
+
 def wav_truncation(path: str | Path) -> str | None:
     """Why a RIFF/WAVE file is cut short, or None when it is whole (or not a RIFF/WAVE file).
 
@@ -29,34 +50,41 @@ def wav_truncation(path: str | Path) -> str | None:
     writers (ffmpeg to a pipe) leave when the length is unknown: not truncation.
     """
     try:
+        size = Path(path).stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(12)
-            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-                return None
-            order = "little" if head[:4] == b"RIFF" else "big"
-            size = Path(path).stat().st_size
-            pos, fmt = 12, None
-            while pos + 8 <= size:
-                fh.seek(pos)
-                chunk = fh.read(8)
-                cid, clen = chunk[:4], int.from_bytes(chunk[4:8], order)
-                if cid == b"fmt ":
-                    fmt = fh.read(16)
-                if cid == b"data":
-                    held = size - (pos + 8)
-                    if clen in (0, 0xFFFFFFFF) or held >= clen:
-                        return None
-                    if fmt is not None and len(fmt) >= 16:
-                        rate, align = int.from_bytes(fmt[4:8], order), int.from_bytes(fmt[12:14], order)
-                        if rate and align:
-                            return (f"truncated: the header declares {clen / align / rate:.3f} s ({clen} bytes of "
-                                    f"samples) but the file holds {held / align / rate:.3f} s ({held} bytes); "
-                                    "copy the file again")
-                    return f"truncated: the header declares {clen} bytes of samples but the file holds {held}"
-                pos += 8 + clen + (clen & 1)
+            found = _wav_data_chunk(fh, size)
     except OSError:
         return None  # the decoder reports unreadable files itself
-    return None
+    if found is None:
+        return None
+    order, fmt, start, clen = found
+    held = size - start
+    if clen in (0, 0xFFFFFFFF) or held >= clen:
+        return None
+    if fmt is not None and len(fmt) >= 16:
+        rate, align = int.from_bytes(fmt[4:8], order), int.from_bytes(fmt[12:14], order)
+        if rate and align:
+            return (f"truncated: the header declares {clen / align / rate:.3f} s ({clen} bytes of "
+                    f"samples) but the file holds {held / align / rate:.3f} s ({held} bytes); "
+                    "copy the file again")
+    return f"truncated: the header declares {clen} bytes of samples but the file holds {held}"
+
+
+def pcm16_wav_samples_at(path: str | Path) -> int | None:
+    """Byte offset of the samples of a little-endian 16-bit PCM WAV (MUSAN's format), whose frames
+    can then be read at any offset without a decoder; None for any other file."""
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as fh:
+            found = _wav_data_chunk(fh, size)
+    except OSError:
+        return None
+    if found is None or found[0] != "little" or found[1] is None or len(found[1]) < 16:
+        return None
+    fmt = found[1]
+    tag, bits = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[14:16], "little")
+    # 1: PCM; 0xFFFE (extensible) carries its sub-format elsewhere: left to libsndfile
+    return found[2] if tag == 1 and bits == 16 else None
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

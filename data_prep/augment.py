@@ -19,6 +19,7 @@ augmented dev copy (data_prep/dev_augment.py) keep the test's order.
 """
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ import numpy as np
 
 from core.errors import fail
 
-from .audio_io import AudioReadError, ffmpeg_decode, resample, write_wav
+from .audio_io import AudioReadError, ffmpeg_decode, pcm16_wav_samples_at, resample, write_wav
 from .codecs import CODEC_SPECS, codec_round_trip
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga"}
@@ -38,6 +39,7 @@ CONDITIONS = ("clean", "noise", "music", "babble")
 CODECS = ("mp3", "aac", "opus", "gsm", "g722", "amr-nb")
 # augmentation conditions as domains (W2V-ASDG's discriminator); any codec round trip is "codec"
 DOMAINS = ("clean", "noise", "music", "babble", "codec")
+EFFECTS_ON = ("auto", "loader", "device")
 
 
 def domain_index(condition: str) -> int:
@@ -108,6 +110,10 @@ class AugmentConfig:
     p_bandpass: float = 0.0
     p_eq: float = 0.0
     p_clipping: float = 0.0
+    # where reverberation, noise mixing and the channel effects run: `loader` (CPU workers, as
+    # above), `device` (per batch on the training device, systems/common/device_effects.py; workers
+    # only read), `auto` (device when training on CUDA and the system reads the engine's crops)
+    effects_on: str = "auto"
 
     def __post_init__(self):
         total = self.p_noise + self.p_music + self.p_babble
@@ -116,6 +122,8 @@ class AugmentConfig:
         for name in ("p_codec", "p_reverb", "p_bandpass", "p_eq", "p_clipping"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 fail(f"augment: {name} = {getattr(self, name)}, must lie in [0, 1]")
+        if self.effects_on not in EFFECTS_ON:
+            fail(f"augment: effects_on {self.effects_on!r}; valid: {', '.join(EFFECTS_ON)}")
         self.codecs = tuple(str(c) for c in self.codecs)
         unknown = set(self.codecs) - set(CODECS)
         if unknown or not self.codecs:
@@ -139,15 +147,37 @@ def seed_globals(rng: np.random.Generator) -> None:
 
 
 class ExcerptReader:
-    """Length-n excerpts of audio files at the model rate, read with soundfile's start/frames so
-    that only the excerpt is decoded and resampled: memory stays O(n), whatever the file length.
-    Remembers each file's (frames, rate) only — a few bytes per file."""
+    """Length-n excerpts of audio files at the model rate. Only the excerpt is read (and resampled),
+    so memory stays O(n), whatever the file length. 16-bit PCM WAV (MUSAN's format) is read as raw
+    frames at their offset, a quarter of libsndfile's cost for the same float32 values; other
+    formats go through soundfile's start/frames. Remembers each file's frames, rate, channels and
+    sample offset only: a few bytes per file."""
+
+    OPEN_FILES = 32  # descriptors kept open for raw reads, least recently used closed first
 
     def __init__(self, sample_rate: int):
         self.sr = sample_rate
-        self._info: dict[Path, tuple[int, int]] = {}
+        self._info: dict[Path, tuple[int, int, int, int | None]] = {}
+        self._open: dict[Path, int] = {}  # insertion order is use order
 
-    def info(self, path: Path) -> tuple[int, int]:
+    def _descriptor(self, path: Path) -> int:
+        fd = self._open.pop(path, None)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY)
+            if len(self._open) >= self.OPEN_FILES:
+                os.close(self._open.pop(next(iter(self._open))))
+        self._open[path] = fd
+        return fd
+
+    def __del__(self):
+        for fd in getattr(self, "_open", {}).values():
+            os.close(fd)
+
+    def __getstate__(self):  # descriptors do not cross into DataLoader workers
+        return {**self.__dict__, "_open": {}}
+
+    def info(self, path: Path) -> tuple[int, int, int, int | None]:
+        """(frames, rate, channels, byte offset of 16-bit PCM samples or None)."""
         if path not in self._info:
             import soundfile as sf
 
@@ -155,17 +185,30 @@ class ExcerptReader:
                 i = sf.info(str(path))
             except Exception as err:  # a damaged bank file must name itself
                 fail(f"{path}: cannot read augmentation audio: {' '.join(str(err).split())}")
-            self._info[path] = (int(i.frames), int(i.samplerate))
+            samples_at = pcm16_wav_samples_at(path) if i.format == "WAV" and i.subtype == "PCM_16" else None
+            self._info[path] = (int(i.frames), int(i.samplerate), int(i.channels), samples_at)
         return self._info[path]
 
-    def __call__(self, path: Path, n: int, rng: np.random.Generator) -> np.ndarray:
-        import soundfile as sf
+    def frames(self, path: Path, start: int, count: int) -> np.ndarray:
+        """Frames [start, start + count) as float32, shape (count', channels)."""
+        _, _, channels, samples_at = self.info(path)
+        if samples_at is None:
+            import soundfile as sf
 
-        frames, sr = self.info(path)
+            x, _ = sf.read(str(path), start=start, frames=count, dtype="float32", always_2d=True)
+            return x
+        raw = os.pread(self._descriptor(path), 2 * channels * count, samples_at + 2 * channels * start)
+        ints = np.frombuffer(raw, dtype="<i2", count=len(raw) // (2 * channels) * channels)
+        # libsndfile's int16 -> float32 scaling, 1 / 32768: a power of two, so the values are the same bits
+        return np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32).reshape(-1, channels)
+
+    def __call__(self, path: Path, n: int, rng: np.random.Generator) -> np.ndarray:
+        frames, sr, _, _ = self.info(path)
         need = int(np.ceil(n * sr / self.sr)) + 1
         start = int(rng.integers(0, frames - need + 1)) if frames > need else 0
-        x, _ = sf.read(str(path), start=start, frames=min(need, frames), dtype="float32", always_2d=True)
-        x = resample(x.mean(axis=1), sr, self.sr) if len(x) else np.zeros(1, np.float32)
+        x = self.frames(path, start, min(need, frames))
+        x = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)
+        x = resample(x, sr, self.sr) if len(x) else np.zeros(1, np.float32)
         return fit_length(x, n, rng)
 
 
@@ -186,6 +229,62 @@ def synthetic_rirs(count: int, rt60_s: tuple[float, float], sr: int, seed: int =
         h[0] = 1.0
         rirs.append(h.astype(np.float32))
     return rirs
+
+
+# the channel's linear filters as second-order sections, for effects applied elsewhere than in the
+# loader (augment.effects_on): a band-pass of order <= 4 (BandPassFilter's 24 dB/octave) and the
+# EQ's seven bands; unused rows are the identity section
+CHANNEL_SECTIONS = 11
+IDENTITY_SECTION = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+UNFILTERED = np.tile(np.asarray(IDENTITY_SECTION), (CHANNEL_SECTIONS, 1))
+
+
+def zpk_sections(zeros: np.ndarray, poles: np.ndarray, gain: float) -> np.ndarray:
+    """Second-order sections of a real filter with 2m zeros and 2m poles: conjugate roots paired,
+    real ones two by two, the gain on the first. Every such pairing has the same frequency
+    response, which is all the device path evaluates; scipy's zpk2sos chooses the pairing that
+    keeps time-domain filtering well conditioned, at 8x the cost of the design itself."""
+    def quadratics(roots: np.ndarray) -> list[list[float]]:
+        complex_ = roots[np.abs(roots.imag) > 1e-9]
+        real = np.sort(roots[np.abs(roots.imag) <= 1e-9].real)
+        upper = complex_[complex_.imag > 0]
+        if len(real) % 2 or 2 * len(upper) != len(complex_):
+            fail("augment: a filter whose roots do not pair into real second-order sections")
+        return ([[1.0, -2.0 * r.real, abs(r) ** 2] for r in upper]
+                + [[1.0, -(a + b), a * b] for a, b in zip(real[::2], real[1::2])])
+
+    num, den = quadratics(np.asarray(zeros)), quadratics(np.asarray(poles))
+    if len(num) != len(den):
+        fail("augment: a filter with unequal numbers of zeros and poles")
+    sections = np.array([b + a for b, a in zip(num, den)])
+    sections[0, :3] *= gain
+    return sections
+
+
+def channel_sos(transform, sample_rate: int) -> np.ndarray:
+    """The second-order sections audiomentations' `apply` filters with, for a band-pass filter or
+    seven-band EQ whose parameters `randomize_parameters` has drawn (the same Nyquist clamps)."""
+    from audiomentations import BandPassFilter, SevenBandParametricEQ
+    from scipy.signal import butter
+
+    nyquist = sample_rate // 2
+    if isinstance(transform, BandPassFilter):
+        if transform.zero_phase:
+            fail("augment: a zero-phase band-pass filter has no causal sections")
+        q = transform.parameters
+        low, high = q["center_freq"] - q["bandwidth"] / 2, q["center_freq"] + q["bandwidth"] / 2
+        return zpk_sections(*butter(q["rolloff"] // 6, [low, min(high, nyquist * 0.9999)], btype="bandpass",
+                                    fs=sample_rate, output="zpk"))
+    if isinstance(transform, SevenBandParametricEQ):
+        bands = [transform.low_shelf_filter, *transform.peaking_filters, transform.high_shelf_filter]
+        sections = []
+        for band in bands:
+            q = band.parameters
+            centre = min(q["center_freq"], nyquist * 0.9999)
+            sections.append(band._get_biquad_coefficients_from_input_parameters(
+                centre, q["gain_db"], q["q_factor"], sample_rate))
+        return np.concatenate(sections)
+    fail(f"augment: {type(transform).__name__} is not a linear channel filter")
 
 
 class MusanAugmenter:
@@ -257,13 +356,15 @@ class MusanAugmenter:
         lo, hi = self.cfg.babble_speakers
         k = int(rng.integers(lo, hi + 1))
         picks = rng.choice(len(self.files["speech"]), size=k, replace=len(self.files["speech"]) < k)
-        mix = np.zeros(n, dtype=np.float64)
+        mix = np.zeros(n, dtype=np.float32)
         for i in picks:
             talker = self.read_excerpt(self.files["speech"][i], n, rng)
-            p = power(talker)
+            # float32 throughout: 3–7 talkers at unit power lose nothing audible, and a float64 copy
+            # of each was a third of a babble sample's cost
+            p = float(np.dot(talker, talker)) / n
             if p > 0:
-                mix += talker / np.sqrt(p)  # equal loudness per talker
-        return mix.astype(np.float32)
+                mix += talker * np.float32(1.0 / np.sqrt(p))  # equal loudness per talker
+        return mix
 
     def add(self, x: np.ndarray, condition: str, rng: np.random.Generator) -> np.ndarray:
         if condition == "clean":
@@ -309,6 +410,52 @@ class MusanAugmenter:
             tags.append("codec")
         return np.asarray(y, dtype=np.float32), "+".join(tags) if tags else "clean"
 
+
+    def plan(self, x: np.ndarray, rng: np.random.Generator, coded: str) -> tuple[dict[str, np.ndarray], str]:
+        """The effects `__call__` would apply to `x`, drawn alike, but left for the training
+        device to apply per batch (systems/common/device_effects.py): the loader worker then only
+        reads. `coded` comes from `source` (codec round trips themselves are not deferred). Returns
+        fixed-shape arrays, so that batches collate:
+          rir (-1: none) · additive, the noise / music excerpt or babble mix to add, and snr_db
+          (NaN: none) · sos, the band-pass and EQ sections (identity rows: none) · clip_percentile
+          (-1: none), and the condition tag `__call__` would give."""
+        if coded is None and self.cfg.p_codec > 0:
+            fail("augment: effects off the loader need the codec cache when p_codec > 0")
+        from audiomentations import ClippingDistortion
+
+        n = len(x)
+        tags = ["codec"] if coded else []
+        rir = -1
+        if self.rirs and rng.random() < self.cfg.p_reverb:
+            rir = int(rng.integers(len(self.rirs)))
+            tags.append("reverb")
+        condition = self.choose_condition(rng)
+        additive, snr = np.zeros(n, np.float32), np.nan
+        if condition != "clean":
+            snr = rng.uniform(*self.cfg.snr_db)
+            if condition == "babble":
+                additive = self.babble(n, rng)
+            else:
+                bank = self.files[condition]
+                additive = self.read_excerpt(bank[int(rng.integers(len(bank)))], n, rng)
+            tags.append(condition)
+        sos = UNFILTERED.copy()
+        used, clip = 0, -1.0
+        for p, transform in self.channel:
+            if rng.random() < p:
+                seed_globals(rng)
+                transform.randomize_parameters(x, self.sr)
+                if isinstance(transform, ClippingDistortion):
+                    clip = float(transform.parameters["percentile_threshold"])
+                else:
+                    sections = channel_sos(transform, self.sr)
+                    sos[used:used + len(sections)] = sections
+                    used += len(sections)
+                if "channel" not in tags:
+                    tags.append("channel")
+        return ({"rir": np.int64(rir), "additive": np.asarray(additive, np.float32), "snr_db": np.float32(snr),
+                 "sos": sos, "clip_percentile": np.float32(clip)},
+                "+".join(tags) if tags else "clean")
 
 def codec_roundtrip(x: np.ndarray, sr: int, codec: str, rng: np.random.Generator) -> np.ndarray:
     """Encode with a lossy speech/music codec and decode back to `sr` (ffmpeg; AMR-NB via sox).

@@ -5,9 +5,11 @@
 
 Sections (each runs in a child process, so that its peak RSS is its own):
   loader   training samples/s of one DataLoader worker (each system's augmentation: MUSAN
-           noise/music/babble and codec p = 0.3 from the prepare stage's codec cache) against the training step's samples/s of each system (forward,
-           backward, Adam step at the config's crop length); the ratio says how many workers keep
-           the step fed
+           noise/music/babble and codec p = 0.3 from the prepare stage's codec cache) against the
+           training step's samples/s of each system (forward, backward, Adam step at the config's
+           crop length); the ratio says how many workers keep the step fed. Where training would
+           apply the effects on the device (augment.effects_on, on CUDA), the workers only read
+           and the step includes the effects on its batch
   score    utterances/s of the score stage's path (windows at the model's input length, batched)
   fusion   feature-level fusion of the test split (window subspaces + geodesic distances, 3 × 256-d
            members) against its FLOP floor: the GEMM work it cannot avoid (window Gram matrices,
@@ -91,7 +93,8 @@ def section_loader(args: dict) -> dict:
 
     from data_prep.codec_cache import build_codec_cache
     from systems.common.config import load_config
-    from systems.common.engine import TrainCrops, build_augmenter, make_optimizer
+    from systems.common.device_effects import DeviceEffects
+    from systems.common.engine import TrainCrops, build_augmenter, effects_on_device, make_optimizer
     from systems.common.inference import build_model, window_length
     from core.prepared_split import PreparedSplit
 
@@ -117,9 +120,13 @@ def section_loader(args: dict) -> dict:
             build_codec_cache(split_dir, cfg.augment.codec_variants, tuple(cfg.augment.codecs), seed=0, nj=1)
             cached.add(codecs)
         augmenter = build_augmenter(cfg, split)
+        device = torch.device(args["device"])
+        # augment.effects_on as training resolves it: on a GPU the workers only read and the step
+        # below applies the effects to its batch
+        defer = effects_on_device(cfg, augmenter, device, reads_own_data=False)
         for name, used in (("clean", None), ("augmented", augmenter)):
-            crops = TrainCrops(split, n, used, seed=0)
-            warm = TrainCrops(split, n, used, seed=1)  # warm-up: imports, JIT, first reads of each bank
+            crops = TrainCrops(split, n, used, seed=0, defer_effects=defer)
+            warm = TrainCrops(split, n, used, seed=1, defer_effects=defer)  # warm-up: imports, first reads
             for i in range(min(len(warm), 8)):
                 warm[i]
             t0 = time.perf_counter()
@@ -127,40 +134,55 @@ def section_loader(args: dict) -> dict:
                 crops[i % len(crops)]
             timings[name] = args["loader_items"] / (time.perf_counter() - t0)
         batch = min(args["batch"], cfg.train.batch_size)
-        workers_rate = loader_workers_rate(TrainCrops(split, n, augmenter, seed=2), batch, cfg.train,
-                                           args["loader_workers"], args["loader_items"], args["device"])
-        device = torch.device(args["device"])
+        workers_rate = loader_workers_rate(TrainCrops(split, n, augmenter, seed=2, defer_effects=defer), batch,
+                                           cfg.train, args["loader_workers"], args["loader_items"], args["device"])
         model = model.to(device).train()
         opt = make_optimizer(cfg, model)
-        wave = torch.stack([TrainCrops(split, n, None, 0)[i % len(split)][0] for i in range(batch)]).to(device)
+        items = [TrainCrops(split, n, augmenter, 0, defer_effects=defer)[i % len(split)] for i in range(batch)]
+        wave = torch.stack([item[0] for item in items]).to(device)
         labels = torch.as_tensor(rng.integers(0, 7, batch), device=device)
         domains = torch.zeros(batch, dtype=torch.long, device=device)
+        effects = DeviceEffects(augmenter.rirs, n, device) if defer else None
+        plan = {k: torch.stack([item[3][k] for item in items]).to(device) for k in items[0][3]} if defer else None
 
-        def step():
+        def step(with_effects: bool):
+            x = effects(wave, plan) if with_effects else wave
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                                 enabled=device.type == "cuda" and cfg.train.bf16):
-                loss, _ = model.training_loss(wave, labels, domains, 0.5)
+                loss, _ = model.training_loss(x, labels, domains, 0.5)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        step()  # warm-up: allocator, kernels
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        with GpuUtilisation(device) as busy:
-            t0 = time.perf_counter()
-            for _ in range(args["steps"]):
-                step()
+        def timed_steps(with_effects: bool) -> tuple[float, float | None]:
+            step(with_effects)  # warm-up: allocator, kernels, FFT plans
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            step_seconds = time.perf_counter() - t0
-        step_rate = args["steps"] * batch / step_seconds
+            with GpuUtilisation(device) as busy:
+                t0 = time.perf_counter()
+                for _ in range(args["steps"]):
+                    step(with_effects)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                return (time.perf_counter() - t0) / args["steps"], busy.mean
+
+        step_seconds, busy = timed_steps(defer)
+        step_rate = batch / step_seconds
         out[system] = {"loader_clean_per_s": timings["clean"], "loader_augmented_per_s": timings["augmented"],
-                       "step_samples_per_s": step_rate, "step_ms": 1000 * step_seconds / args["steps"],
+                       "step_samples_per_s": step_rate, "step_ms": 1000 * step_seconds,
                        "batch": batch, "crop_samples": n, "loader_over_step": timings["augmented"] / step_rate,
-                       "bf16": device.type == "cuda" and cfg.train.bf16, "gpu_utilisation": busy.mean,
+                       "effects_on": "device" if defer else "loader",
+                       "bf16": device.type == "cuda" and cfg.train.bf16, "gpu_utilisation": busy,
                        "loader_workers": args["loader_workers"], "loader_workers_per_s": workers_rate,
                        "workers_over_step": workers_rate / step_rate if workers_rate else None}
+        if defer:  # the same, with the effects in the loader workers, for the side-by-side ratio
+            plain_seconds, _ = timed_steps(False)
+            in_loader = loader_workers_rate(TrainCrops(split, n, augmenter, seed=2), batch, cfg.train,
+                                            args["loader_workers"], args["loader_items"], args["device"])
+            out[system].update(step_without_effects_ms=1000 * plain_seconds,
+                               effects_in_loader_workers_per_s=in_loader,
+                               effects_in_loader_workers_over_step=in_loader * plain_seconds / batch
+                               if in_loader else None)
     return out
 
 
@@ -482,9 +504,15 @@ def main() -> None:
                                f"workers/step {f['workers_over_step']:.2f}") if f["loader_workers_per_s"] else ""
                     busy = f", GPU busy {f['gpu_utilisation']:.0f} %" if f["gpu_utilisation"] is not None else ""
                     print(f"loader   {s:14s} worker {f['loader_augmented_per_s']:7.1f} samples/s augmented "
+                          f"(effects on the {f['effects_on']}) "
                           f"({f['loader_clean_per_s']:.1f} clean), step {f['step_samples_per_s']:6.1f} samples/s "
-                          f"(batch {f['batch']}, {f['step_ms']:.0f} ms, {'bf16' if f['bf16'] else 'fp32'}{busy}): "
+                          f"(batch {f['batch']}, {f['step_ms']:.1f} ms, {'bf16' if f['bf16'] else 'fp32'}{busy}): "
                           f"loader/step {f['loader_over_step']:.2f}{workers}")
+                    if f.get("effects_in_loader_workers_per_s"):
+                        print(f"loader   {s:14s} the same with the effects in the {f['loader_workers']} workers: "
+                              f"{f['effects_in_loader_workers_per_s']:.1f} samples/s against the step without them "
+                              f"({f['step_without_effects_ms']:.1f} ms): workers/step "
+                              f"{f['effects_in_loader_workers_over_step']:.2f}")
             elif name == "score":
                 for s in systems:
                     f = r[s]
