@@ -110,9 +110,9 @@ class AugmentConfig:
     p_bandpass: float = 0.0
     p_eq: float = 0.0
     p_clipping: float = 0.0
-    # where reverberation, noise mixing and the channel effects run: `loader` (CPU workers, as
-    # above), `device` (per batch on the training device, systems/common/device_effects.py; workers
-    # only read), `auto` (device when training on CUDA and the system reads the engine's crops)
+    # where the channel effects (band-pass, EQ, clipping: most of a worker's cost) run: `loader`
+    # (CPU workers, as above), `device` (per batch on the training device, systems/common/
+    # device_effects.py), `auto` (device when training on CUDA and the system reads the engine's crops)
     effects_on: str = "auto"
 
     def __post_init__(self):
@@ -231,9 +231,9 @@ def synthetic_rirs(count: int, rt60_s: tuple[float, float], sr: int, seed: int =
     return rirs
 
 
-# the channel's linear filters as second-order sections, for effects applied elsewhere than in the
-# loader (augment.effects_on): a band-pass of order <= 4 (BandPassFilter's 24 dB/octave) and the
-# EQ's seven bands; unused rows are the identity section
+# the channel's linear filters as second-order sections, for a channel applied elsewhere than in
+# the loader (augment.effects_on): a band-pass of order <= 4 (BandPassFilter's 24 dB/octave) and
+# the EQ's seven bands; unused rows are the identity section
 CHANNEL_SECTIONS = 11
 IDENTITY_SECTION = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 UNFILTERED = np.tile(np.asarray(IDENTITY_SECTION), (CHANNEL_SECTIONS, 1))
@@ -297,6 +297,7 @@ class MusanAugmenter:
     """
 
     N_RIRS = 16
+    RIR_SPECTRA = 2 * N_RIRS
 
     def __init__(self, cfg: AugmentConfig, sample_rate: int = 16000, codec_cache=None, quiet: bool = False):
         self.cfg = cfg
@@ -314,6 +315,7 @@ class MusanAugmenter:
                 for kind in ("noise", "music")
             }
         self.rirs = synthetic_rirs(self.N_RIRS, cfg.rt60_s, sample_rate) if cfg.p_reverb > 0 else []
+        self._rir_spectra: dict[tuple[int, int], np.ndarray] = {}  # insertion order is use order
         self.channel = []
         if cfg.p_bandpass or cfg.p_eq or cfg.p_clipping:
             from audiomentations import BandPassFilter, ClippingDistortion, SevenBandParametricEQ
@@ -375,11 +377,28 @@ class MusanAugmenter:
         seed_globals(rng)
         return self.background[condition](samples=x.astype(np.float32), sample_rate=self.sr)
 
-    def reverberate(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        from scipy.signal import oaconvolve
+    def rir_spectrum(self, i: int, nfft: int) -> np.ndarray:
+        """rfft of room response i at FFT length nfft, remembered for the RIR_SPECTRA most recent
+        (i, nfft): training crops have one length, so a worker holds at most N_RIRS spectra
+        (16 × 0.3 MB for 4 s crops); whole dev utterances (dev_augment) vary and cycle through."""
+        from scipy import fft
 
-        h = self.rirs[int(rng.integers(len(self.rirs)))]
-        y = oaconvolve(x, h)[: len(x)]
+        key = (i, nfft)
+        spectrum = self._rir_spectra.pop(key, None)
+        if spectrum is None:
+            spectrum = fft.rfft(self.rirs[i], nfft)
+            if len(self._rir_spectra) >= self.RIR_SPECTRA:
+                self._rir_spectra.pop(next(iter(self._rir_spectra)))
+        self._rir_spectra[key] = spectrum
+        return spectrum
+
+    def reverberate(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from scipy import fft
+
+        i = int(rng.integers(len(self.rirs)))
+        # one FFT pair with the response's spectrum remembered: a third of oaconvolve's time
+        nfft = fft.next_fast_len(len(x) + len(self.rirs[i]) - 1, real=True)
+        y = fft.irfft(fft.rfft(x, nfft) * self.rir_spectrum(i, nfft), nfft)[: len(x)]
         p_in, p_out = power(x), power(y)
         # keep the level the preparation stage normalised to
         return (y * np.sqrt(p_in / p_out) if p_out > 0 else y).astype(np.float32)
@@ -411,40 +430,42 @@ class MusanAugmenter:
         return np.asarray(y, dtype=np.float32), "+".join(tags) if tags else "clean"
 
 
-    def plan(self, x: np.ndarray, rng: np.random.Generator, coded: str) -> tuple[dict[str, np.ndarray], str]:
-        """The effects `__call__` would apply to `x`, drawn alike, but left for the training
-        device to apply per batch (systems/common/device_effects.py): the loader worker then only
-        reads. `coded` comes from `source` (codec round trips themselves are not deferred). Returns
-        fixed-shape arrays, so that batches collate:
-          rir (-1: none) · additive, the noise / music excerpt or babble mix to add, and snr_db
-          (NaN: none) · sos, the band-pass and EQ sections (identity rows: none) · clip_percentile
-          (-1: none), and the condition tag `__call__` would give."""
+    def plan(self, x: np.ndarray, rng: np.random.Generator, coded: str) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+        """`__call__` with the transmission channel left for the training device to apply per batch
+        (augment.effects_on; systems/common/device_effects.py). Reverberation and noise are applied
+        here, since they need the room responses and the noise bank; the band-pass, EQ and clipping,
+        which cost a loader worker most, are drawn as `__call__` draws them and returned as arrays
+        of fixed shape, so that batches collate: `sos` (CHANNEL_SECTIONS second-order sections,
+        identity rows where unused) and `clip_percentile` (-1: none). Every draw is `__call__`'s,
+        except that noise and music excerpts come from the kit's excerpt reader rather than
+        audiomentations' AddBackgroundNoise (the same file, offset and SNR distributions, at a
+        fraction of the cost). `coded` comes from `source`: round trips are never deferred.
+        Returns (audio, channel plan, condition tag)."""
         if coded is None and self.cfg.p_codec > 0:
             fail("augment: effects off the loader need the codec cache when p_codec > 0")
         from audiomentations import ClippingDistortion
 
-        n = len(x)
         tags = ["codec"] if coded else []
-        rir = -1
+        y = x
         if self.rirs and rng.random() < self.cfg.p_reverb:
-            rir = int(rng.integers(len(self.rirs)))
+            y = self.reverberate(y, rng)
             tags.append("reverb")
         condition = self.choose_condition(rng)
-        additive, snr = np.zeros(n, np.float32), np.nan
         if condition != "clean":
             snr = rng.uniform(*self.cfg.snr_db)
             if condition == "babble":
-                additive = self.babble(n, rng)
+                noise = self.babble(len(y), rng)
             else:
                 bank = self.files[condition]
-                additive = self.read_excerpt(bank[int(rng.integers(len(bank)))], n, rng)
+                noise = self.read_excerpt(bank[int(rng.integers(len(bank)))], len(y), rng)
+            y = mix_at_snr(y, noise, snr)
             tags.append(condition)
         sos = UNFILTERED.copy()
         used, clip = 0, -1.0
         for p, transform in self.channel:
             if rng.random() < p:
                 seed_globals(rng)
-                transform.randomize_parameters(x, self.sr)
+                transform.randomize_parameters(y, self.sr)
                 if isinstance(transform, ClippingDistortion):
                     clip = float(transform.parameters["percentile_threshold"])
                 else:
@@ -453,9 +474,9 @@ class MusanAugmenter:
                     used += len(sections)
                 if "channel" not in tags:
                     tags.append("channel")
-        return ({"rir": np.int64(rir), "additive": np.asarray(additive, np.float32), "snr_db": np.float32(snr),
-                 "sos": sos, "clip_percentile": np.float32(clip)},
+        return (np.asarray(y, dtype=np.float32), {"sos": sos, "clip_percentile": np.float32(clip)},
                 "+".join(tags) if tags else "clean")
+
 
 def codec_roundtrip(x: np.ndarray, sr: int, codec: str, rng: np.random.Generator) -> np.ndarray:
     """Encode with a lossy speech/music codec and decode back to `sr` (ffmpeg; AMR-NB via sox).

@@ -8,8 +8,8 @@ Sections (each runs in a child process, so that its peak RSS is its own):
            noise/music/babble and codec p = 0.3 from the prepare stage's codec cache) against the
            training step's samples/s of each system (forward, backward, Adam step at the config's
            crop length); the ratio says how many workers keep the step fed. Where training would
-           apply the effects on the device (augment.effects_on, on CUDA), the workers only read
-           and the step includes the effects on its batch
+           apply the channel effects on the device (augment.effects_on, on CUDA), the step includes
+           them, and the same figures with the effects in the workers are printed beside
   score    utterances/s of the score stage's path (windows at the model's input length, batched)
   fusion   feature-level fusion of the test split (window subspaces + geodesic distances, 3 × 256-d
            members) against its FLOP floor: the GEMM work it cannot avoid (window Gram matrices,
@@ -93,7 +93,7 @@ def section_loader(args: dict) -> dict:
 
     from data_prep.codec_cache import build_codec_cache
     from systems.common.config import load_config
-    from systems.common.device_effects import DeviceEffects
+    from systems.common.device_effects import apply_channel
     from systems.common.engine import TrainCrops, build_augmenter, effects_on_device, make_optimizer
     from systems.common.inference import build_model, window_length
     from core.prepared_split import PreparedSplit
@@ -121,8 +121,8 @@ def section_loader(args: dict) -> dict:
             cached.add(codecs)
         augmenter = build_augmenter(cfg, split)
         device = torch.device(args["device"])
-        # augment.effects_on as training resolves it: on a GPU the workers only read and the step
-        # below applies the effects to its batch
+        # augment.effects_on as training resolves it: on a GPU the step below applies the channel
+        # effects to its batch, and the workers do the rest
         defer = effects_on_device(cfg, augmenter, device, reads_own_data=False)
         for name, used in (("clean", None), ("augmented", augmenter)):
             crops = TrainCrops(split, n, used, seed=0, defer_effects=defer)
@@ -142,11 +142,10 @@ def section_loader(args: dict) -> dict:
         wave = torch.stack([item[0] for item in items]).to(device)
         labels = torch.as_tensor(rng.integers(0, 7, batch), device=device)
         domains = torch.zeros(batch, dtype=torch.long, device=device)
-        effects = DeviceEffects(augmenter.rirs, n, device) if defer else None
-        plan = {k: torch.stack([item[3][k] for item in items]).to(device) for k in items[0][3]} if defer else None
+        plan = {k: torch.stack([item[3][k] for item in items]) for k in items[0][3]} if defer else None
 
         def step(with_effects: bool):
-            x = effects(wave, plan) if with_effects else wave
+            x = apply_channel(wave, plan) if with_effects else wave
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                                 enabled=device.type == "cuda" and cfg.train.bf16):
                 loss, _ = model.training_loss(x, labels, domains, 0.5)
@@ -504,12 +503,12 @@ def main() -> None:
                                f"workers/step {f['workers_over_step']:.2f}") if f["loader_workers_per_s"] else ""
                     busy = f", GPU busy {f['gpu_utilisation']:.0f} %" if f["gpu_utilisation"] is not None else ""
                     print(f"loader   {s:14s} worker {f['loader_augmented_per_s']:7.1f} samples/s augmented "
-                          f"(effects on the {f['effects_on']}) "
+                          f"(channel on the {f['effects_on']}) "
                           f"({f['loader_clean_per_s']:.1f} clean), step {f['step_samples_per_s']:6.1f} samples/s "
                           f"(batch {f['batch']}, {f['step_ms']:.1f} ms, {'bf16' if f['bf16'] else 'fp32'}{busy}): "
                           f"loader/step {f['loader_over_step']:.2f}{workers}")
                     if f.get("effects_in_loader_workers_per_s"):
-                        print(f"loader   {s:14s} the same with the effects in the {f['loader_workers']} workers: "
+                        print(f"loader   {s:14s} the same with the channel in the {f['loader_workers']} workers: "
                               f"{f['effects_in_loader_workers_per_s']:.1f} samples/s against the step without them "
                               f"({f['step_without_effects_ms']:.1f} ms): workers/step "
                               f"{f['effects_in_loader_workers_over_step']:.2f}")

@@ -243,3 +243,18 @@ def os_link(src: Path, dst: Path) -> None:
     import os
 
     os.link(src, dst)
+
+
+def test_reverberation_is_the_linear_convolution_cut_to_the_input():
+    """The remembered-spectrum FFT against scipy's oaconvolve in float64 (the oracle), the level
+    scaled back to the input's, for two crop lengths (two FFT sizes sharing the cache)."""
+    from scipy.signal import oaconvolve
+
+    aug = MusanAugmenter(AugmentConfig(p_noise=0, p_music=0, p_babble=0, p_reverb=1.0))
+    for n, seed in ((2 * SR, 0), (3 * SR + 17, 1), (2 * SR, 2)):
+        x = speech_like(n, seed)
+        y = aug.reverberate(x, np.random.default_rng(seed))
+        h = aug.rirs[int(np.random.default_rng(seed).integers(len(aug.rirs)))]
+        want = oaconvolve(x.astype(np.float64), h.astype(np.float64))[:n]
+        want *= np.sqrt(power(x) / power(want))
+        assert y.shape == x.shape and np.max(np.abs(y - want)) <= 1e-5 * np.max(np.abs(want))

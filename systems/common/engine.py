@@ -58,7 +58,7 @@ from core.stamps import STAMP_NAME, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.base import default_training_loss, overrides_training_loss, regmixup_loss
 from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
-from systems.common.device_effects import DeviceEffects
+from systems.common.device_effects import apply_channel
 from systems.common.distributed import World, join, leave, process_device, world_from_env
 from systems.common.inference import (
     META_FILE,
@@ -119,8 +119,8 @@ class TrainCrops(Dataset):
     keyed by (epoch, index) pairs or bare indices at `epoch` (sampling.item_key). With the
     augmenter's codec cache, the crop is cut from the clean audio or from one of its cached codec
     variants (the same length, so the crop draw is the same). With `defer_effects`, an item also
-    carries the augmenter's drawn effects (`MusanAugmenter.plan`) for the training device to apply
-    (device_effects.py), and its wave is the crop before them."""
+    carries the augmenter's drawn channel (`MusanAugmenter.plan`) for the training device to apply
+    (device_effects.py), and its wave is the crop before the channel."""
 
     def __init__(self, split: PreparedSplit, n: int, augmenter: MusanAugmenter | None, seed: int,
                  defer_effects: bool = False):
@@ -139,9 +139,10 @@ class TrainCrops(Dataset):
             audio, coded = self.augmenter.source(self.split, i, rng)
             x = random_crop(audio, self.n, rng)
             if self.defer_effects:
-                plan, condition = self.augmenter.plan(x, rng, coded)
+                x, plan, condition = self.augmenter.plan(x, rng, coded)
                 return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i]),
-                        domain_index(condition), {k: torch.as_tensor(v) for k, v in plan.items()})
+                        domain_index(condition),
+                        {k: torch.from_numpy(np.asarray(v)) for k, v in plan.items()})
             x, condition = self.augmenter(x, rng, coded=coded)
         else:
             x = random_crop(self.split.audio(i), self.n, rng)
@@ -151,9 +152,10 @@ class TrainCrops(Dataset):
 
 def effects_on_device(cfg: SystemConfig, augmenter: MusanAugmenter | None, device: torch.device,
                       reads_own_data: bool) -> bool:
-    """Whether augment.effects_on puts the augmentation's effects on the training device: `device`
-    (an error where it cannot), `auto` on CUDA where it can, `loader` never. It cannot when codec
-    round trips run on the fly (no codec cache) or when the system reads its own training data."""
+    """Whether augment.effects_on puts the augmentation's channel effects (band-pass, EQ, clipping)
+    on the training device: `device` (an error where it cannot), `auto` on CUDA where it can,
+    `loader` never. It cannot when codec round trips run on the fly (they come after the channel;
+    no codec cache) or when the system reads its own training data."""
     mode = cfg.augment.effects_on
     if augmenter is None or mode == "loader":
         return False
@@ -343,8 +345,8 @@ class SystemBrain(sb.Brain):
 
     def __init__(self, cfg: SystemConfig, model: nn.Module, train_data: Dataset, dev_windows: SplitWindows,
                  dev_labels: np.ndarray, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
-                 data_digest: str, world: World = World(), device_effects: DeviceEffects | None = None):
-        self.device_effects = device_effects
+                 data_digest: str, world: World = World(), channel_on_device: bool = False):
+        self.channel_on_device = channel_on_device
         self.cfg, self.train_data, self.dev_windows, self.dev_labels = cfg, train_data, dev_windows, dev_labels
         self.data_digest, self.world, self.train_device = data_digest, world, device
         self.exp_dir, self.stop_after_epochs = exp_dir, stop_after_epochs
@@ -411,8 +413,8 @@ class SystemBrain(sb.Brain):
     def compute_forward(self, batch, stage):
         if stage == sb.Stage.TRAIN:
             wave, label, domain = (b.to(self.device, non_blocking=True) for b in batch[:3])
-            if self.device_effects is not None:
-                wave = self.device_effects(wave, {k: v.to(self.device, non_blocking=True) for k, v in batch[3].items()})
+            if self.channel_on_device:
+                wave = apply_channel(wave, batch[3])
             step = self.optimiser_step_in_epoch()
             progress = (self.epoch_counter.current - 1 + step / self.steps_per_epoch) / self.cfg.train.epochs
             return self.step_module(wave, label, domain, progress)
@@ -558,16 +560,15 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     ddp_barrier()
     if not world.main:
         train_data = model.wrap_training_data(crops, exp_dir / "feature_cache", device)
-    device_effects = None
-    if effects_on_device(cfg, augmenter, device, reads_own_data=train_data is not crops):
+    channel_on_device = effects_on_device(cfg, augmenter, device, reads_own_data=train_data is not crops)
+    if channel_on_device:
         crops.defer_effects = True
-        device_effects = DeviceEffects(augmenter.rirs, crops.n, device)
         if world.main:
-            print(f"[train] augmentation effects on {device} per batch; loader workers read only")
+            print(f"[train] augmentation: band-pass, EQ and clipping on {device} per batch, the rest in the loader")
     dev_windows = SplitWindows(dev_split, window_length(model), window_hop(cfg))
     dev_labels = dev_split.labels[dev_windows.index]
     brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs, inputs,
-                        world, device_effects)
+                        world, channel_on_device)
     dev_share = Subset(dev_windows, shard(len(dev_windows), world.rank, world.size)) if world.parallel else dev_windows
     # dev is read by workers too: on a GPU, main-process reading halved the scoring rate (README)
     dev_loader = DataLoader(dev_share, batch_size=cfg.score.batch_size, shuffle=False,
