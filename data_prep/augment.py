@@ -12,6 +12,9 @@ Order of the effects on one training sample (`MusanAugmenter.__call__`):
   codec variant from the prepared cache (data_prep/codec_cache.py) instead of the clean audio
   -> reverberation -> noise / music / babble -> band-pass, EQ, clipping (the transmission channel)
   -> codec round trip on the fly (only when no cache is given)
+With augment.effects_on resolving to `device` (training on CUDA), `MusanAugmenter.plan` stops
+before the channel and returns its drawn filters and clipping for the training device to apply to
+the batch (systems/common/device_effects.py).
 The ADD test conditions, like the demo's test set, code the *noisy* signal (noise, then codec). The
 cache codes the clean utterance once per variant, so its samples get noise after the codec; that
 is the price of ≤ 5 ms per sample instead of 20–90 ms per round trip. The on-the-fly path and the
@@ -368,14 +371,34 @@ class MusanAugmenter:
                 mix += talker * np.float32(1.0 / np.sqrt(p))  # equal loudness per talker
         return mix
 
-    def add(self, x: np.ndarray, condition: str, rng: np.random.Generator) -> np.ndarray:
+    def add(self, x: np.ndarray, condition: str, rng: np.random.Generator, kit_reader: bool = False) -> np.ndarray:
+        """x with the condition's noise. `kit_reader`: noise and music excerpts through
+        `read_excerpt` and `mix_at_snr`, as babble, instead of audiomentations' AddBackgroundNoise
+        (the same distributions at a fraction of the cost; `plan`)."""
         if condition == "clean":
             return x
-        if condition == "babble":
+        if condition == "babble" or kit_reader:
             snr = rng.uniform(*self.cfg.snr_db)
-            return mix_at_snr(x, self.babble(len(x), rng), snr)
+            if condition == "babble":
+                return mix_at_snr(x, self.babble(len(x), rng), snr)
+            bank = self.files[condition]
+            return mix_at_snr(x, self.read_excerpt(bank[int(rng.integers(len(bank)))], len(x), rng), snr)
         seed_globals(rng)
         return self.background[condition](samples=x.astype(np.float32), sample_rate=self.sr)
+
+    def room_and_noise(self, x: np.ndarray, rng: np.random.Generator, coded: str | None,
+                       kit_reader: bool = False) -> tuple[np.ndarray, list[str]]:
+        """The first effects of a sample, reverberation then noise, and their condition tags."""
+        tags = ["codec"] if coded else []
+        y = x
+        if self.rirs and rng.random() < self.cfg.p_reverb:
+            y = self.reverberate(y, rng)
+            tags.append("reverb")
+        condition = self.choose_condition(rng)
+        y = self.add(y, condition, rng, kit_reader)
+        if condition != "clean":
+            tags.append(condition)
+        return y, tags
 
     def rir_spectrum(self, i: int, nfft: int) -> np.ndarray:
         """rfft of room response i at FFT length nfft, remembered for the RIR_SPECTRA most recent
@@ -406,15 +429,7 @@ class MusanAugmenter:
     def __call__(self, x: np.ndarray, rng: np.random.Generator, coded: str | None = None) -> tuple[np.ndarray, str]:
         """`coded`: the codec `source` applied ("" for none); None when the caller did not use
         `source`, in which case the codec (if drawn) is applied here, on the fly, after the noise."""
-        tags = ["codec"] if coded else []
-        y = x
-        if self.rirs and rng.random() < self.cfg.p_reverb:
-            y = self.reverberate(y, rng)
-            tags.append("reverb")
-        condition = self.choose_condition(rng)
-        y = self.add(y, condition, rng)
-        if condition != "clean":
-            tags.append(condition)
+        y, tags = self.room_and_noise(x, rng, coded)
         if self.channel:
             for p, transform in self.channel:
                 if rng.random() < p:
@@ -445,21 +460,7 @@ class MusanAugmenter:
             fail("augment: effects off the loader need the codec cache when p_codec > 0")
         from audiomentations import ClippingDistortion
 
-        tags = ["codec"] if coded else []
-        y = x
-        if self.rirs and rng.random() < self.cfg.p_reverb:
-            y = self.reverberate(y, rng)
-            tags.append("reverb")
-        condition = self.choose_condition(rng)
-        if condition != "clean":
-            snr = rng.uniform(*self.cfg.snr_db)
-            if condition == "babble":
-                noise = self.babble(len(y), rng)
-            else:
-                bank = self.files[condition]
-                noise = self.read_excerpt(bank[int(rng.integers(len(bank)))], len(y), rng)
-            y = mix_at_snr(y, noise, snr)
-            tags.append(condition)
+        y, tags = self.room_and_noise(x, rng, coded, kit_reader=True)
         sos = UNFILTERED.copy()
         used, clip = 0, -1.0
         for p, transform in self.channel:

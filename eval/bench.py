@@ -163,7 +163,8 @@ def section_loader(args: dict) -> dict:
                     step(with_effects)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                return (time.perf_counter() - t0) / args["steps"], busy.mean
+                seconds = (time.perf_counter() - t0) / args["steps"]
+            return seconds, busy.mean  # the mean exists once the block has closed
 
         step_seconds, busy = timed_steps(defer)
         step_rate = batch / step_seconds
