@@ -174,7 +174,8 @@ def section_loader(args: dict) -> dict:
                        "effects_on": "device" if defer else "loader",
                        "bf16": device.type == "cuda" and cfg.train.bf16, "gpu_utilisation": busy,
                        "loader_workers": args["loader_workers"], "loader_workers_per_s": workers_rate,
-                       "workers_over_step": workers_rate / step_rate if workers_rate else None}
+                       "workers_over_step": workers_rate / step_rate if workers_rate else None,
+                       "shared_collate_per_s": shared_collate_rate([item[0] for item in items], args["loader_items"])}
         if defer:  # the same, with the effects in the loader workers, for the side-by-side ratio
             plain_seconds, _ = timed_steps(False)
             in_loader = loader_workers_rate(TrainCrops(split, n, augmenter, seed=2), batch, cfg.train,
@@ -184,6 +185,21 @@ def section_loader(args: dict) -> dict:
                                effects_in_loader_workers_over_step=in_loader * plain_seconds / batch
                                if in_loader else None)
     return out
+
+
+def shared_collate_rate(crops: list, items: int) -> float:
+    """Items/s of stacking crops into a batch in fresh shared memory, as a DataLoader worker
+    collates every batch it hands over: each batch faults in new pages (32 MB for 128 4 s crops),
+    a cost per item no augmentation saving removes."""
+    import torch
+
+    batches = max(3, items // len(crops))
+    storage = crops[0]._typed_storage()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        out = crops[0].new(storage._new_shared(len(crops) * crops[0].numel(), device="cpu"))
+        torch.stack(crops, out=out.view(len(crops), -1))
+    return batches * len(crops) / (time.perf_counter() - t0)
 
 
 def loader_workers_rate(crops, batch: int, train_cfg, workers: int, items: int, device: str) -> float | None:
@@ -508,6 +524,8 @@ def main() -> None:
                           f"({f['loader_clean_per_s']:.1f} clean), step {f['step_samples_per_s']:6.1f} samples/s "
                           f"(batch {f['batch']}, {f['step_ms']:.1f} ms, {'bf16' if f['bf16'] else 'fp32'}{busy}): "
                           f"loader/step {f['loader_over_step']:.2f}{workers}")
+                    print(f"loader   {s:14s} collating a batch into fresh shared memory, as each worker does: "
+                          f"{f['shared_collate_per_s']:.0f} items/s (no worker hands over more at this crop size)")
                     if f.get("effects_in_loader_workers_per_s"):
                         print(f"loader   {s:14s} the same with the channel in the {f['loader_workers']} workers: "
                               f"{f['effects_in_loader_workers_per_s']:.1f} samples/s against the step without them "

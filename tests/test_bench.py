@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 
@@ -42,6 +44,22 @@ def test_options_reach_the_sections(tmp_path):
     loader = figures["loader"]["lfcc_resnet18"]
     assert loader["batch"] == 3 and loader["loader_workers"] == 2 and loader["loader_workers_per_s"] > 0
     assert "DataLoader with 2 workers" in proc.stdout
+
+
+def test_channel_on_the_device_is_timed_beside_the_loader(tmp_path):
+    """augment.effects_on device (what CUDA resolves auto to): the step includes the channel, and
+    the same run times the DataLoader with the channel in the workers against the bare step."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "eval.bench", "--quick", "--systems", "lfcc_resnet18",
+                           "--sections", "loader", "--conf", "paper", "--batch", "4", "--loader_workers", "1",
+                           "--set", "augment.codecs=[mp3]", "augment.effects_on=device", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loader = json.loads(out.read_text())["loader"]["lfcc_resnet18"]
+    assert loader["effects_on"] == "device" and loader["shared_collate_per_s"] > 0
+    assert loader["effects_in_loader_workers_over_step"] == pytest.approx(
+        loader["effects_in_loader_workers_per_s"] * loader["step_without_effects_ms"] / 1000 / loader["batch"])
+    assert "channel on the device" in proc.stdout and "the same with the channel in the 1 workers" in proc.stdout
 
 
 def test_unknown_system_is_a_one_line_error():
