@@ -33,6 +33,17 @@ def test_two_processes_pass_and_the_control_differs():
     assert proc.stdout.rstrip().endswith("OK") and "2 processes on cpu (gloo)" in proc.stdout
 
 
+def test_two_processes_with_the_channel_on_the_device():
+    """The channel applied per micro-batch by each process (what CUDA does by default): still the
+    accumulating process's weights."""
+    proc = run("--utterances", "24", "--batch", "8", "--set", *TINY, "augment.effects_on=device",
+               "augment.p_bandpass=0.5", "augment.p_eq=0.5", "augment.p_clipping=0.5")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    same, control = differences(proc.stdout)
+    assert same <= 1e-5 < 1e-3 < control
+    assert "band-pass, EQ and clipping on cpu per batch" in proc.stdout
+
+
 def test_a_difference_above_the_tolerance_fails():
     """A tolerance below what the whole-batch control needs: the verdict is computed, not printed."""
     proc = run("--utterances", "24", "--batch", "8", "--atol", "1", "--set", *TINY)
