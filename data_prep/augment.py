@@ -5,7 +5,7 @@ Seed 004 §3.1: training and dev data are mixed with MUSAN noise at an SNR drawn
 or babble (3–7 speech files summed); the choice probabilities live in the system config.
 Noise and music go through `audiomentations.AddBackgroundNoise` (it reads only the excerpt it
 needs, through librosa's offset/duration); babble needs several files summed before scaling, which
-audiomentations does not do, so it reads excerpts itself (`read_excerpt`) and uses `mix_at_snr`.
+audiomentations does not do, so it reads excerpts itself (`read_excerpt`) and uses `add_at_snr`.
 Nothing keeps a source file in memory: a worker's memory does not grow with the MUSAN folder.
 
 Order of the effects on one training sample (`MusanAugmenter.__call__`):
@@ -75,6 +75,18 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
         return speech.astype(np.float32, copy=True)
     gain = np.sqrt(p_s / (p_n * 10 ** (snr_db / 10)))
     return (speech + gain * noise).astype(np.float32)
+
+
+def add_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """`mix_at_snr` in float32 throughout (BLAS dots for the powers, no float64 copies): a fifth of
+    its cost on a 4 s crop, within float32 rounding of it. The training augmentation's mixer; the
+    demo corpus keeps `mix_at_snr`, so that its bytes do not change."""
+    speech = np.asarray(speech, dtype=np.float32)
+    noise = np.asarray(noise, dtype=np.float32)
+    p_s, p_n = float(np.dot(speech, speech)), float(np.dot(noise, noise))  # sums: the lengths are equal
+    if p_n <= 0.0 or p_s <= 0.0:
+        return speech.copy()
+    return speech + np.float32(np.sqrt(p_s / (p_n * 10 ** (snr_db / 10)))) * noise
 
 
 def list_audio(folder: str | Path) -> list[Path]:
@@ -373,16 +385,16 @@ class MusanAugmenter:
 
     def add(self, x: np.ndarray, condition: str, rng: np.random.Generator, kit_reader: bool = False) -> np.ndarray:
         """x with the condition's noise. `kit_reader`: noise and music excerpts through
-        `read_excerpt` and `mix_at_snr`, as babble, instead of audiomentations' AddBackgroundNoise
+        `read_excerpt` and `add_at_snr`, as babble, instead of audiomentations' AddBackgroundNoise
         (the same distributions at a fraction of the cost; `plan`)."""
         if condition == "clean":
             return x
         if condition == "babble" or kit_reader:
             snr = rng.uniform(*self.cfg.snr_db)
             if condition == "babble":
-                return mix_at_snr(x, self.babble(len(x), rng), snr)
+                return add_at_snr(x, self.babble(len(x), rng), snr)
             bank = self.files[condition]
-            return mix_at_snr(x, self.read_excerpt(bank[int(rng.integers(len(bank)))], len(x), rng), snr)
+            return add_at_snr(x, self.read_excerpt(bank[int(rng.integers(len(bank)))], len(x), rng), snr)
         seed_globals(rng)
         return self.background[condition](samples=x.astype(np.float32), sample_rate=self.sr)
 

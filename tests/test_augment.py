@@ -38,6 +38,19 @@ def test_mix_at_snr_is_exact():
     assert abs(achieved_snr(s, mix_at_snr(s, n, 12.5)) - 12.5) < 1e-3
 
 
+def test_float32_mixing_is_the_float64_mix():
+    """add_at_snr (training) against mix_at_snr (float64 powers and sum, the demo corpus's): within
+    float32 rounding, and silent noise or speech leaves the speech as it was."""
+    from data_prep.augment import add_at_snr
+
+    s, n = speech_like(4 * 16000, 1), np.random.default_rng(1).standard_normal(4 * 16000).astype(np.float32)
+    for snr in (-5.0, 5.0, 30.0):
+        got, want = add_at_snr(s, n, snr), mix_at_snr(s, n, snr)
+        assert got.dtype == np.float32 and np.max(np.abs(got - want)) <= 1e-6 * np.max(np.abs(want))
+    assert np.array_equal(add_at_snr(s, np.zeros_like(n), 5.0), s)
+    assert np.array_equal(add_at_snr(np.zeros_like(s), n, 5.0), np.zeros_like(s))
+
+
 @pytest.mark.parametrize("condition", ["noise", "music", "babble"])
 def test_each_condition_within_half_a_db(musan_folder, condition):
     aug = MusanAugmenter(AugmentConfig(musan=str(musan_folder), snr_db=(20.0, 20.0)))
