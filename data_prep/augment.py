@@ -442,13 +442,8 @@ class MusanAugmenter:
         """`coded`: the codec `source` applied ("" for none); None when the caller did not use
         `source`, in which case the codec (if drawn) is applied here, on the fly, after the noise."""
         y, tags = self.room_and_noise(x, rng, coded)
-        if self.channel:
-            for p, transform in self.channel:
-                if rng.random() < p:
-                    seed_globals(rng)
-                    y = transform(samples=np.asarray(y, dtype=np.float32), sample_rate=self.sr)
-                    if "channel" not in tags:
-                        tags.append("channel")
+        for transform in self.drawn_channel(y, rng, tags):
+            y = transform.apply(np.asarray(y, dtype=np.float32), self.sr) if len(y) else y
         if coded is None and self.cfg.p_codec > 0 and rng.random() < self.cfg.p_codec:
             codec = str(rng.choice(self.cfg.codecs))
             rates = CODEC_SPECS[codec][3]
@@ -456,6 +451,17 @@ class MusanAugmenter:
             tags.append("codec")
         return np.asarray(y, dtype=np.float32), "+".join(tags) if tags else "clean"
 
+    def drawn_channel(self, y: np.ndarray, rng: np.random.Generator, tags: list[str]):
+        """The channel transforms this sample gets, in order, each with its parameters drawn as its
+        own `__call__` would draw them (from the global generators, seeded off `rng`); "channel"
+        joins `tags` when there is one. Lazy, as the draws interleave with applying them."""
+        for p, transform in self.channel:
+            if rng.random() < p:
+                seed_globals(rng)
+                transform.randomize_parameters(y, self.sr)
+                if "channel" not in tags:
+                    tags.append("channel")
+                yield transform
 
     def plan(self, x: np.ndarray, rng: np.random.Generator, coded: str) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
         """`__call__` with the transmission channel left for the training device to apply per batch
@@ -475,18 +481,13 @@ class MusanAugmenter:
         y, tags = self.room_and_noise(x, rng, coded, kit_reader=True)
         sos = UNFILTERED.copy()
         used, clip = 0, -1.0
-        for p, transform in self.channel:
-            if rng.random() < p:
-                seed_globals(rng)
-                transform.randomize_parameters(y, self.sr)
-                if isinstance(transform, ClippingDistortion):
-                    clip = float(transform.parameters["percentile_threshold"])
-                else:
-                    sections = channel_sos(transform, self.sr)
-                    sos[used:used + len(sections)] = sections
-                    used += len(sections)
-                if "channel" not in tags:
-                    tags.append("channel")
+        for transform in self.drawn_channel(y, rng, tags):
+            if isinstance(transform, ClippingDistortion):
+                clip = float(transform.parameters["percentile_threshold"])
+            else:
+                sections = channel_sos(transform, self.sr)
+                sos[used:used + len(sections)] = sections
+                used += len(sections)
         return (np.asarray(y, dtype=np.float32), {"sos": sos, "clip_percentile": np.float32(clip)},
                 "+".join(tags) if tags else "clean")
 

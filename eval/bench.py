@@ -90,6 +90,7 @@ def write_musan(folder: Path, rng: np.random.Generator, files: int, seconds: flo
 
 def section_loader(args: dict) -> dict:
     import torch
+    from torch.utils.data import default_collate
 
     from data_prep.codec_cache import build_codec_cache
     from systems.common.config import load_config
@@ -139,10 +140,11 @@ def section_loader(args: dict) -> dict:
         model = model.to(device).train()
         opt = make_optimizer(cfg, model)
         items = [TrainCrops(split, n, augmenter, 0, defer_effects=defer)[i % len(split)] for i in range(batch)]
-        wave = torch.stack([item[0] for item in items]).to(device)
+        collated = default_collate(items)  # what the training loader hands the step
+        wave = collated[0].to(device)
         labels = torch.as_tensor(rng.integers(0, 7, batch), device=device)
         domains = torch.zeros(batch, dtype=torch.long, device=device)
-        plan = {k: torch.stack([item[3][k] for item in items]) for k in items[0][3]} if defer else None
+        plan = collated[3] if defer else None
 
         def step(with_effects: bool):
             x = apply_channel(wave, plan) if with_effects else wave

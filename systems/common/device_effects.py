@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-IDENTITY_SECTION = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+from data_prep.augment import IDENTITY_SECTION
 
 
 def fft_length(n: int) -> int:

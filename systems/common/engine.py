@@ -134,20 +134,19 @@ class TrainCrops(Dataset):
     def __getitem__(self, key):
         epoch, i = item_key(key, self.epoch)
         rng = np.random.default_rng([self.seed, epoch, i])
-        condition = "clean"
+        condition, plan = "clean", None
         if self.augmenter is not None:
             audio, coded = self.augmenter.source(self.split, i, rng)
             x = random_crop(audio, self.n, rng)
             if self.defer_effects:
                 x, plan, condition = self.augmenter.plan(x, rng, coded)
-                return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i]),
-                        domain_index(condition),
-                        {k: torch.from_numpy(np.asarray(v)) for k, v in plan.items()})
-            x, condition = self.augmenter(x, rng, coded=coded)
+            else:
+                x, condition = self.augmenter(x, rng, coded=coded)
         else:
             x = random_crop(self.split.audio(i), self.n, rng)
-        return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i]),
+        item = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.split.labels[i]),
                 domain_index(condition))
+        return item if plan is None else (*item, {k: torch.from_numpy(np.asarray(v)) for k, v in plan.items()})
 
 
 def effects_on_device(cfg: SystemConfig, augmenter: MusanAugmenter | None, device: torch.device,
