@@ -14,7 +14,7 @@ from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from core.errors import KitError
 from eval.ddp_check import final_parameters, max_difference
-from data_prep.augment import AugmentConfig, ExcerptReader, MusanAugmenter
+from data_prep.augment import UNFILTERED, AugmentConfig, ExcerptReader, MusanAugmenter
 from systems.common.config import load_config
 from systems.common.device_effects import apply_channel, clip_rows, filter_rows
 from systems.common.engine import effects_on_device, train
@@ -71,8 +71,7 @@ def test_channel_on_the_device_gives_the_loader_paths_output(pcm_bank):
     assert "reverb+babble+channel" in conditions
     # a batch without channel effects is handed back as it is
     plain = torch.from_numpy(np.stack(crops[:2]))
-    assert apply_channel(plain, batch_of([{"sos": p["sos"] * 0 + torch.tensor([1.0, 0, 0, 1, 0, 0]).numpy(),
-                                           "clip_percentile": np.float32(-1)} for p in plans[:2]])) is plain
+    assert apply_channel(plain, batch_of([{"sos": UNFILTERED, "clip_percentile": np.float32(-1)}] * 2)) is plain
 
 
 def test_filter_is_sosfilt_from_the_first_samples_steady_state():
@@ -174,3 +173,16 @@ def test_training_with_effects_on_the_device_matches_the_loader(tiny_prepared, t
     # LFCC's logarithm in quiet bands) moved them by 9e-4 where leaving the channel out moved them
     # by 1.8e-2
     assert max_difference(device[1], loader[1]) < 0.1 * max_difference(plain[1], loader[1])
+
+
+def test_band_pass_sections_from_zeros_and_poles_have_scipys_response():
+    """The cheap pairing of butter's zeros and poles (zpk_sections) against butter's own sections:
+    the same frequency response, for the orders and edges the band-pass draws (scipy the oracle)."""
+    from scipy.signal import sosfreqz
+
+    from data_prep.augment import zpk_sections
+
+    for order, band in ((1, [100.0, 900.0]), (2, [40.0, 7999.2]), (3, [45.0, 3000.0]), (4, [300.0, 2500.0])):
+        want = sosfreqz(butter(order, band, btype="bandpass", fs=SR, output="sos"), 4096)[1]
+        got = sosfreqz(zpk_sections(*butter(order, band, btype="bandpass", fs=SR, output="zpk")), 4096)[1]
+        assert np.max(np.abs(got - want)) < 1e-8
