@@ -153,3 +153,28 @@ def per_condition(y_true, y_pred, conditions, closed_pred=None) -> list[dict]:
             row["closed_set_accuracy"] = float(np.mean(c[known] == t[known])) if known.any() else None
         rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------ per class
+
+def per_class(y_true, y_pred, closed_pred=None) -> list[dict]:
+    """Per label present in the key (0–6, then 7): precision and recall of the decisions (for 7, the
+    unknown rule's), the most frequent wrong decision and its share of the label's utterances, and,
+    with `closed_pred` (the class decision before the unknown rule), the closed-set recall of each
+    known class: which classes the members confuse, and where the unknowns go."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    rows = []
+    for c in [c for c in range(NUM_LABELS) if np.any(y_true == c)]:
+        mine = y_true == c
+        predicted = y_pred == c
+        wrong = y_pred[mine & ~predicted]
+        counts = np.bincount(wrong, minlength=NUM_LABELS)
+        row = {"label": int(c), "n": int(mine.sum()),
+               "precision": float(np.mean(y_true[predicted] == c)) if predicted.any() else None,
+               "recall": float(np.mean(predicted[mine])),
+               "mistaken_for": int(np.argmax(counts)) if len(wrong) else None,
+               "mistaken_share": float(counts.max() / mine.sum()) if len(wrong) else 0.0}
+        if closed_pred is not None and c != UNKNOWN:
+            row["closed_set_recall"] = float(np.mean(np.asarray(closed_pred)[mine] == c))
+        rows.append(row)
+    return rows

@@ -9,7 +9,9 @@ against the key when one is given, with each scored method's unknown-vs-known AU
 (known-ness = the max known-class score τ is compared with) and real-vs-fake EER (fake-ness =
 1 − the real class's share) over the readable test utterances. With conditions (`--conditions`,
 or the demo corpus's meta.tsv found beside its keys/ folder) the submitted method gets a
-per-condition table. Writes `EXP/report/README.md`, `results.json` and figures:
+per-condition table (`conditions.json`); with a key, a per-class table of the submitted method
+(`classes.json`: which classes it confuses, where the unknowns go). Writes `EXP/report/README.md`,
+`results.json` and figures:
   max_scores.png   histograms of the max known-class score, known vs unknown (seed 004 Fig. 1)
   f1_vs_tau.png    open-set F1 against τ per method, the chosen τ marked (seed 000 Fig. 3)
   tsne.png         t-SNE of the fused embeddings coloured by class (seed 004 Fig. 3)
@@ -32,6 +34,7 @@ from core.metrics import (
     fpr_at_tpr,
     full_report,
     open_set_scores,
+    per_class,
     per_condition,
     require_known_class,
 )
@@ -162,6 +165,14 @@ def condition_table(fusion: Path, test_manifest: Path, key: dict[str, int], cond
     missing = sorted(set(key) - set(conditions))
     if missing:
         fail(f"{conditions_path}: no condition for test id {missing[0]} of the answer key ({len(missing)} missing)")
+    tids, sub, closed = submitted_decisions(fusion, test_manifest, key, summary)
+    return per_condition([key[u] for u in tids], [sub[u] for u in tids], [conditions[u] for u in tids], closed)
+
+
+def submitted_decisions(fusion: Path, test_manifest: Path, key: dict[str, int],
+                        summary: dict) -> tuple[list[str], dict[str, int], list[int] | None]:
+    """The key's test ids (sorted), the submitted method's labels for them and, when it has scores,
+    its class decision before the unknown rule (-1 for an unreadable file: always wrong)."""
     name = summary["submit_method"]
     folder = method_dir(fusion, name)
     sub = submitted_labels(folder, test_manifest, key)
@@ -173,7 +184,13 @@ def condition_table(fusion: Path, test_manifest: Path, key: dict[str, int], cond
         argmax = (scores[:, :-1] if summary["methods"][name]["unknown_column"] else scores).argmax(axis=1)
         by_id = dict(zip(ids, argmax.tolist()))
         closed = [by_id.get(u, -1) for u in tids]
-    return per_condition([key[u] for u in tids], [sub[u] for u in tids], [conditions[u] for u in tids], closed)
+    return tids, sub, closed
+
+
+def class_table(fusion: Path, test_manifest: Path, key: dict[str, int], summary: dict) -> list[dict]:
+    """The submitted method per class of the key (core.metrics.per_class)."""
+    tids, sub, closed = submitted_decisions(fusion, test_manifest, key, summary)
+    return per_class([key[u] for u in tids], [sub[u] for u in tids], closed)
 
 
 def demo_conditions(key_path: str | None) -> Path | None:
@@ -217,6 +234,18 @@ def conditions_markdown(rows: list[dict]) -> str:
         line = (f"| {r['condition']} | {r['n']} | {r['known']} | {r['unknown']} | {fmt(r['open_set_f1'])} |"
                 f" {fmt(r['known_accuracy'])} | {fmt(r['unknown_recall'])} |")
         lines.append(line + (f" {fmt(r['closed_set_accuracy'])} |" if closed else ""))
+    return "\n".join(lines)
+
+
+def classes_markdown(rows: list[dict]) -> str:
+    closed = any("closed_set_recall" in r for r in rows)
+    head = "| class | n | precision | recall |" + (" closed-set recall |" if closed else "") + " most often taken for |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        taken = (f"{LABEL_NAMES[r['mistaken_for']]} ({r['mistaken_share']:.0%})" if r["mistaken_for"] is not None
+                 else "–")
+        line = f"| {r['label']} {LABEL_NAMES[r['label']]} | {r['n']} | {fmt(r['precision'])} | {fmt(r['recall'])} |"
+        lines.append(line + (f" {fmt(r.get('closed_set_recall'))} |" if closed else "") + f" {taken} |")
     return "\n".join(lines)
 
 
@@ -457,6 +486,7 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     conditions_path = Path(conditions_path) if conditions_path else demo_conditions(key_path)
     by_condition = (condition_table(fusion, test_manifest, key, conditions_path, summary)
                     if key is not None and conditions_path is not None else None)
+    by_class = class_table(fusion, test_manifest, key, summary) if key is not None else None
     random = random_frontend_systems(exp, summary["systems"])
     warning = ([f"> **WARNING: {', '.join(random)} used a randomly initialised SSL front-end (no checkpoint "
                 "given); their scores, and every fusion that includes them, are NOT meaningful.**", ""]
@@ -480,6 +510,11 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
                  "Known-class accuracy: known utterances given exactly their class, unknown rule included; "
                  "closed-set accuracy: the class decision before the unknown rule.", "",
                  conditions_markdown(by_condition), ""]
+    if by_class is not None:
+        text += [f"## Per class ({summary['submit_method']}, test)", "",
+                 "Precision and recall of the submitted labels (for unknown: of the unknown rule); closed-set "
+                 "recall: the class decision before the unknown rule; most often taken for: the most frequent "
+                 "wrong label, as a share of the class's utterances.", "", classes_markdown(by_class), ""]
     text += ["## Max known-class scores", "", "![max scores](max_scores.png)", "",
              "## Open-set F1 against τ", "", "![F1 vs tau](f1_vs_tau.png)", ""]
     if has_tsne:
@@ -488,8 +523,12 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results.json", json.dumps(
         [{k: v for k, v in r.items() if not k.endswith("confusion")} for r in rows], indent=2) + "\n")
-    if by_condition is not None:
-        write_text_atomic(out / "conditions.json", json.dumps(by_condition, indent=2) + "\n")
+    # a table this run cannot make leaves no earlier run's file behind for eval.seeds to read
+    for name, table_rows in (("conditions.json", by_condition), ("classes.json", by_class)):
+        if table_rows is not None:
+            write_text_atomic(out / name, json.dumps(table_rows, indent=2) + "\n")
+        else:
+            (out / name).unlink(missing_ok=True)
     return rows
 
 

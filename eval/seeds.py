@@ -2,10 +2,10 @@
 
     python -m eval.seeds --exp exp --seeds 1,2,3
 
-Reads `EXP/seed_N/report/results.json` and `conditions.json` (one evaluate stage per seed) and writes
-`EXP/report/README.md`, `results_over_seeds.json`, `conditions_over_seeds.json` and a figure of each
-method's test F1 per seed. Its first row, `submitted`, is what each seed submitted (with
-`submit_method: auto` the seeds may choose different methods).
+Reads `EXP/seed_N/report/results.json`, `conditions.json` and `classes.json` (one evaluate stage per
+seed) and writes `EXP/report/README.md`, `results_over_seeds.json`, `conditions_over_seeds.json`,
+`classes_over_seeds.json` and a figure of each method's test F1 per seed. Its first row, `submitted`,
+is what each seed submitted (with `submit_method: auto` the seeds may choose different methods).
 A single run on the demo moves by several points of F1 with the seed alone, so methods are ranked
 here by the mean, with the spread beside it; std is the sample standard deviation (n − 1).
 """
@@ -18,6 +18,7 @@ import numpy as np
 
 from core.atomic import ensure_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
+from core.labels import LABEL_NAMES
 
 # the figures a row shows, when the per-seed results have them (dev-only runs have no test_*)
 COLUMNS = (("dev_f1", "dev F1"), ("test_precision", "test P"), ("test_recall", "test R"),
@@ -94,18 +95,59 @@ CONDITION_COLUMNS = (("closed_set_accuracy", "closed-set accuracy"), ("known_acc
                      ("unknown_recall", "unknown recall"), ("open_set_f1", "open-set F1"))
 
 
+def seed_tables(exp: Path, seeds: list[int], name: str, key: str,
+                what: str) -> tuple[dict[int, dict], list] | None:
+    """Every seed's `name` rows by their `key`, and the keys of every seed in the first seed's order;
+    None when a seed has no such file."""
+    runs = {}
+    for seed in seeds:
+        rows = read_seed_rows(exp, seed, name, key, what)
+        if rows is None:
+            return None
+        runs[seed] = {r[key]: r for r in rows}
+    return runs, [k for k in runs[seeds[0]] if all(k in runs[s] for s in seeds)]
+
+
 def aggregate_conditions(exp: Path, seeds: list[int]) -> list[dict] | None:
     """The submitted method's per-condition rows as mean ± std over the seeds, for the conditions
     of every seed; None when a seed has no conditions.json (no condition list was given)."""
-    runs = {}
-    for seed in seeds:
-        rows = read_seed_rows(exp, seed, "conditions.json", "condition", "conditions")
-        if rows is None:
-            return None
-        runs[seed] = {r["condition"]: r for r in rows}
-    order = [c for c in runs[seeds[0]] if all(c in runs[s] for s in seeds)]
+    found = seed_tables(exp, seeds, "conditions.json", "condition", "conditions")
+    if found is None:
+        return None
+    runs, order = found
     return [{"condition": c, "seeds": seeds, "n": runs[seeds[0]][c].get("n"),
              **column_stats([runs[s][c] for s in seeds], CONDITION_COLUMNS)} for c in order]
+
+
+# the per-class figures of the submitted method (EXP/seed_N/report/classes.json)
+CLASS_COLUMNS = (("closed_set_recall", "closed-set recall"), ("recall", "recall"), ("precision", "precision"),
+                 ("mistaken_share", "share of the most frequent wrong label"))
+
+
+def is_label(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(LABEL_NAMES)
+
+
+def aggregate_classes(exp: Path, seeds: list[int]) -> list[dict] | None:
+    """The submitted method's per-class rows as mean ± std over the seeds, with each seed's most
+    frequent wrong label; None when a seed has no classes.json (no answer key)."""
+    found = seed_tables(exp, seeds, "classes.json", "label", "per-class")
+    if found is None:
+        return None
+    runs, order = found
+    for seed, rows in runs.items():
+        for r in rows.values():
+            if not is_label(r["label"]) or not (r.get("mistaken_for") is None or is_label(r["mistaken_for"])):
+                fail(f"{exp / f'seed_{seed}' / 'report' / 'classes.json'}: a label outside 0–{len(LABEL_NAMES) - 1}; "
+                     f"re-run the evaluate stage for seed {seed}")
+    return [{"label": c, "name": LABEL_NAMES[c], "seeds": seeds, "n": runs[seeds[0]][c].get("n"),
+             "mistaken_for": [runs[s][c].get("mistaken_for") for s in seeds],
+             **column_stats([runs[s][c] for s in seeds], CLASS_COLUMNS)} for c in order]
+
+
+def class_name(r: dict) -> str:
+    taken = [LABEL_NAMES[m] if m is not None else "–" for m in r["mistaken_for"]]
+    return f"{r['label']} {r['name']} (taken for: {', '.join(taken)})"
 
 
 def row_name(r: dict) -> str:
@@ -169,6 +211,14 @@ def write_summary(exp: Path, seeds: list[int]) -> list[dict]:
                  "utterances; an utterance counts in each part of its condition.", "",
                  table(conditions, CONDITION_COLUMNS, "condition", lambda r: r["condition"]), ""]
         write_text_atomic(out / "conditions_over_seeds.json", json.dumps(conditions, indent=2) + "\n")
+    classes = aggregate_classes(exp, seeds)
+    if classes:
+        text += ["## The submitted method per class (test)", "",
+                 "Closed-set recall: the class decision before the unknown rule; recall and precision: the "
+                 "submitted labels (for unknown: the unknown rule's); taken for: each seed's most frequent "
+                 "wrong label for the class.", "",
+                 table(classes, CLASS_COLUMNS, "class", class_name), ""]
+        write_text_atomic(out / "classes_over_seeds.json", json.dumps(classes, indent=2) + "\n")
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")
     return rows

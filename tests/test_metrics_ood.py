@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
 from core.labels import NO_LABEL, UNKNOWN
 from core.metrics import (
@@ -15,6 +15,7 @@ from core.metrics import (
     equal_error_rate,
     fpr_at_tpr,
     open_set_scores,
+    per_class,
     per_condition,
 )
 from core.prepared_split import write_manifest
@@ -122,6 +123,49 @@ def test_per_condition_hand_worked():
     assert rows["babble"]["unknown_recall"] is None and rows["babble"]["known_accuracy"] == 1.0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_per_class_against_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 300))
+    truth = rng.integers(0, 8, n)
+    truth[:8] = np.arange(8)
+    closed = np.where(rng.random(n) < 0.7, np.minimum(truth, 6), rng.integers(0, 7, n))
+    pred = np.where(rng.random(n) < 0.2, UNKNOWN, closed)
+    rows = per_class(truth, pred, closed)
+    labels = list(range(8))
+    p, r, _, support = precision_recall_fscore_support(truth, pred, labels=labels, zero_division=np.nan)
+    cm = confusion_matrix(truth, pred, labels=labels)
+    closed_recall = np.diag(confusion_matrix(truth, closed, labels=labels)) / support
+    assert [row["label"] for row in rows] == labels
+    for row in rows:
+        c = row["label"]
+        assert row["n"] == support[c]
+        assert row["recall"] == pytest.approx(r[c])
+        assert row["precision"] == pytest.approx(p[c]) if row["precision"] is not None else np.isnan(p[c])
+        off = cm[c].copy()
+        off[c] = 0
+        if off.sum():
+            assert off[row["mistaken_for"]] == off.max()  # the most frequent wrong label
+            assert row["mistaken_share"] == pytest.approx(off.max() / support[c])
+        else:
+            assert row["mistaken_for"] is None
+        assert ("closed_set_recall" in row) == (c != UNKNOWN)
+        if c != UNKNOWN:
+            assert row["closed_set_recall"] == pytest.approx(closed_recall[c])
+
+
+def test_per_class_hand_worked():
+    truth = [0, 0, 0, 6, 7, 7, 7]
+    pred = [6, 6, 0, 6, 6, 6, 7]
+    rows = {r["label"]: r for r in per_class(truth, pred)}
+    assert list(rows) == [0, 6, 7]  # labels absent from the key get no row
+    assert rows[0]["recall"] == pytest.approx(1 / 3) and rows[0]["precision"] == 1.0
+    assert rows[0]["mistaken_for"] == 6 and rows[0]["mistaken_share"] == pytest.approx(2 / 3)
+    assert rows[6]["precision"] == pytest.approx(1 / 5) and rows[6]["recall"] == 1.0 and rows[6]["mistaken_for"] is None
+    assert rows[7]["recall"] == pytest.approx(1 / 3) and rows[7]["mistaken_for"] == 6
+    assert "closed_set_recall" not in rows[0]  # only with the closed-set decisions
+
+
 # ----------------------------------------------------------------------------- the report
 
 def synthetic_experiment(root):
@@ -198,3 +242,30 @@ def test_report_has_score_columns_and_the_condition_table(tmp_path):
     assert row["n"] == len(music)
     assert row["open_set_f1"] == pytest.approx(open_set_scores([key[u] for u in music], [pred[u] for u in music])["f1"])
     assert "| AUROC | FPR95 | EER |" in results_table(list(rows.values()))
+
+
+def test_report_writes_the_per_class_table_of_the_submitted_method(tmp_path):
+    from eval.report import write_report
+
+    exp, prepared, key_path, key, _ = synthetic_experiment(tmp_path)
+    write_report(exp, prepared, str(key_path))
+    classes = json.loads((exp / "report" / "classes.json").read_text())
+    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    folder = exp / "fusion" / summary["submit_method"].replace(":", "__")
+    pred = {ln.split()[0][:-4]: int(ln.split()[1]) for ln in (folder / "test_pred.txt").read_text().splitlines()}
+    ids = (exp / "fusion" / "test_ids.txt").read_text().split()
+    closed = dict(zip(ids, np.load(folder / "test_scores.npy").argmax(axis=1)))
+    tids = sorted(key)
+    _, r, _, support = precision_recall_fscore_support([key[u] for u in tids], [pred[u] for u in tids],
+                                                       labels=range(8), zero_division=0)
+    assert [c["label"] for c in classes] == list(range(8))
+    for row in classes:
+        assert row["n"] == support[row["label"]] and row["recall"] == pytest.approx(r[row["label"]])
+        if row["label"] != UNKNOWN:
+            mine = [u for u in tids if key[u] == row["label"]]
+            assert row["closed_set_recall"] == pytest.approx(np.mean([closed[u] == row["label"] for u in mine]))
+    assert "## Per class" in (exp / "report" / "README.md").read_text()
+    # without a key there is no table, and an earlier run's table does not stay behind
+    write_report(exp, prepared, None)
+    assert not (exp / "report" / "classes.json").exists()
+    assert "## Per class" not in (exp / "report" / "README.md").read_text()

@@ -67,6 +67,25 @@ def test_the_submitted_row_follows_each_seeds_choice_and_conditions_are_averaged
     assert "**submitted** (score, two_stage, score)" in text and "## The submitted method per condition" in text
 
 
+def test_the_per_class_tables_are_averaged_with_each_seeds_confusion(tmp_path):
+    recall = {1: 0.36, 2: 0.55, 3: 0.48}
+    for seed, v in recall.items():
+        write_results(tmp_path, seed, [{"method": "score", "submitted": True, "test_f1": 0.8}])
+        (tmp_path / f"seed_{seed}" / "report" / "classes.json").write_text(json.dumps([
+            {"label": 0, "n": 84, "precision": 0.4, "recall": v, "closed_set_recall": v + 0.01,
+             "mistaken_for": 6 if seed != 2 else 7, "mistaken_share": 0.5},
+            {"label": 7, "n": 420, "precision": None, "recall": 0.05, "mistaken_for": 6, "mistaken_share": 0.8}]))
+    write_summary(tmp_path, [1, 2, 3])
+    classes = json.loads((tmp_path / "report" / "classes_over_seeds.json").read_text())
+    assert [c["label"] for c in classes] == [0, 7]
+    assert classes[0]["recall"]["mean"] == pytest.approx(statistics.mean(recall.values()))
+    assert classes[0]["closed_set_recall"]["std"] == pytest.approx(statistics.stdev(recall.values()))
+    assert classes[0]["mistaken_for"] == [6, 7, 6]
+    assert "precision" not in classes[1] and "closed_set_recall" not in classes[1]
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "## The submitted method per class" in text and "0 real (taken for: fake 6, unknown, fake 6)" in text
+
+
 @pytest.mark.parametrize("damage, message", [
     (None, "seed_2/report/results.json: missing"),
     ("{not json", "not valid JSON"),
@@ -93,6 +112,19 @@ def test_a_bad_conditions_file_is_a_one_line_error(tmp_path, damage, message):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "seed_2/report/conditions.json" in proc.stderr and message in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ['[{"label": 9, "n": 3}]', '[{"label": 0, "mistaken_for": "six"}]',
+                                    '[{"label": true}]'])
+def test_a_bad_classes_file_is_a_one_line_error(tmp_path, damage):
+    for seed in (1, 2):
+        write_results(tmp_path, seed, [{"method": "feature", "submitted": True, "test_f1": 0.5}])
+        (tmp_path / f"seed_{seed}" / "report" / "classes.json").write_text(
+            damage if seed == 2 else '[{"label": 0, "recall": 0.9, "mistaken_for": 6}]')
+    proc = subprocess.run([sys.executable, "-m", "eval.seeds", "--exp", str(tmp_path), "--seeds", "1,2"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "seed_2/report/classes.json" in proc.stderr
 
 
 @pytest.mark.parametrize("seeds", ["1,x", "1,,2", "2,2"])
