@@ -102,29 +102,26 @@ def test_bad_seed_results_are_one_line_errors(tmp_path, damage, message):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr
 
 
-@pytest.mark.parametrize("damage, message", [("[1, 2", "not valid JSON"), ('[{"n": 3}]', "not a conditions list")])
-def test_a_bad_conditions_file_is_a_one_line_error(tmp_path, damage, message):
+CONDITIONS_OK = '[{"condition": "all", "closed_set_accuracy": 0.9}]'
+CLASSES_OK = '[{"label": 0, "recall": 0.9, "mistaken_for": 6}]'
+
+
+@pytest.mark.parametrize("name, good, damage, message", [
+    ("conditions.json", CONDITIONS_OK, "[1, 2", "not valid JSON"),
+    ("conditions.json", CONDITIONS_OK, '[{"n": 3}]', "not a conditions list"),
+    ("classes.json", CLASSES_OK, '[{"n": 3}]', "not a per-class list"),
+    ("classes.json", CLASSES_OK, '[{"label": 9, "n": 3}]', "a label outside 0–7"),
+    ("classes.json", CLASSES_OK, '[{"label": 0, "mistaken_for": "six"}]', "a label outside 0–7"),
+    ("classes.json", CLASSES_OK, '[{"label": true}]', "a label outside 0–7"),
+])
+def test_a_bad_per_seed_table_is_a_one_line_error(tmp_path, name, good, damage, message):
     for seed in (1, 2):
         write_results(tmp_path, seed, [{"method": "feature", "submitted": True, "test_f1": 0.5}])
-        (tmp_path / f"seed_{seed}" / "report" / "conditions.json").write_text(
-            damage if seed == 2 else '[{"condition": "all", "closed_set_accuracy": 0.9}]')
+        (tmp_path / f"seed_{seed}" / "report" / name).write_text(damage if seed == 2 else good)
     proc = subprocess.run([sys.executable, "-m", "eval.seeds", "--exp", str(tmp_path), "--seeds", "1,2"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "seed_2/report/conditions.json" in proc.stderr and message in proc.stderr
-
-
-@pytest.mark.parametrize("damage", ['[{"label": 9, "n": 3}]', '[{"label": 0, "mistaken_for": "six"}]',
-                                    '[{"label": true}]'])
-def test_a_bad_classes_file_is_a_one_line_error(tmp_path, damage):
-    for seed in (1, 2):
-        write_results(tmp_path, seed, [{"method": "feature", "submitted": True, "test_f1": 0.5}])
-        (tmp_path / f"seed_{seed}" / "report" / "classes.json").write_text(
-            damage if seed == 2 else '[{"label": 0, "recall": 0.9, "mistaken_for": 6}]')
-    proc = subprocess.run([sys.executable, "-m", "eval.seeds", "--exp", str(tmp_path), "--seeds", "1,2"],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "seed_2/report/classes.json" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and f"seed_2/report/{name}" in proc.stderr and message in proc.stderr
 
 
 @pytest.mark.parametrize("seeds", ["1,x", "1,,2", "2,2"])
