@@ -20,6 +20,7 @@ per-condition table (`conditions.json`); with a key, a per-class table of the su
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,22 +158,18 @@ def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | No
     return rows
 
 
-def condition_table(fusion: Path, test_manifest: Path, key: dict[str, int], conditions_path: Path,
-                    summary: dict) -> list[dict]:
-    """The submitted method per condition: its submitted labels, and, when it has scores, the class
-    decision before the unknown rule (closed-set accuracy; unreadable files count as wrong)."""
-    conditions = read_conditions(conditions_path)
-    missing = sorted(set(key) - set(conditions))
-    if missing:
-        fail(f"{conditions_path}: no condition for test id {missing[0]} of the answer key ({len(missing)} missing)")
-    tids, sub, closed = submitted_decisions(fusion, test_manifest, key, summary)
-    return per_condition([key[u] for u in tids], [sub[u] for u in tids], [conditions[u] for u in tids], closed)
+@dataclass
+class SubmittedTest:
+    """The submitted method on the key's test ids (sorted): the key's labels, the submitted labels
+    and, when the method has scores, its class decision before the unknown rule (-1 for an
+    unreadable file: always wrong). Read once for the per-condition and per-class tables."""
+    ids: list[str]
+    truth: list[int]
+    pred: list[int]
+    closed: list[int] | None
 
 
-def submitted_decisions(fusion: Path, test_manifest: Path, key: dict[str, int],
-                        summary: dict) -> tuple[list[str], dict[str, int], list[int] | None]:
-    """The key's test ids (sorted), the submitted method's labels for them and, when it has scores,
-    its class decision before the unknown rule (-1 for an unreadable file: always wrong)."""
+def submitted_decisions(fusion: Path, test_manifest: Path, key: dict[str, int], summary: dict) -> SubmittedTest:
     name = summary["submit_method"]
     folder = method_dir(fusion, name)
     sub = submitted_labels(folder, test_manifest, key)
@@ -184,13 +181,17 @@ def submitted_decisions(fusion: Path, test_manifest: Path, key: dict[str, int],
         argmax = (scores[:, :-1] if summary["methods"][name]["unknown_column"] else scores).argmax(axis=1)
         by_id = dict(zip(ids, argmax.tolist()))
         closed = [by_id.get(u, -1) for u in tids]
-    return tids, sub, closed
+    return SubmittedTest(tids, [key[u] for u in tids], [sub[u] for u in tids], closed)
 
 
-def class_table(fusion: Path, test_manifest: Path, key: dict[str, int], summary: dict) -> list[dict]:
-    """The submitted method per class of the key (core.metrics.per_class)."""
-    tids, sub, closed = submitted_decisions(fusion, test_manifest, key, summary)
-    return per_class([key[u] for u in tids], [sub[u] for u in tids], closed)
+def condition_table(submitted: SubmittedTest, conditions_path: Path) -> list[dict]:
+    """The submitted method per condition: its submitted labels, and, when it has scores, the class
+    decision before the unknown rule (closed-set accuracy; unreadable files count as wrong)."""
+    conditions = read_conditions(conditions_path)
+    missing = [u for u in submitted.ids if u not in conditions]
+    if missing:
+        fail(f"{conditions_path}: no condition for test id {missing[0]} of the answer key ({len(missing)} missing)")
+    return per_condition(submitted.truth, submitted.pred, [conditions[u] for u in submitted.ids], submitted.closed)
 
 
 def demo_conditions(key_path: str | None) -> Path | None:
@@ -484,9 +485,11 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     cm_split = plot_confusion(submitted, out)
     table = results_table(rows)
     conditions_path = Path(conditions_path) if conditions_path else demo_conditions(key_path)
-    by_condition = (condition_table(fusion, test_manifest, key, conditions_path, summary)
-                    if key is not None and conditions_path is not None else None)
-    by_class = class_table(fusion, test_manifest, key, summary) if key is not None else None
+    submitted_test = submitted_decisions(fusion, test_manifest, key, summary) if key is not None else None
+    by_condition = (condition_table(submitted_test, conditions_path)
+                    if submitted_test is not None and conditions_path is not None else None)
+    by_class = (per_class(submitted_test.truth, submitted_test.pred, submitted_test.closed)
+                if submitted_test is not None else None)
     random = random_frontend_systems(exp, summary["systems"])
     warning = ([f"> **WARNING: {', '.join(random)} used a randomly initialised SSL front-end (no checkpoint "
                 "given); their scores, and every fusion that includes them, are NOT meaningful.**", ""]

@@ -215,7 +215,14 @@ def synthetic_experiment(root):
 
 
 def test_report_has_score_columns_and_the_condition_table(tmp_path):
-    from eval.report import condition_table, conditions_markdown, demo_conditions, evaluate_methods, results_table
+    from eval.report import (
+        condition_table,
+        conditions_markdown,
+        demo_conditions,
+        evaluate_methods,
+        results_table,
+        submitted_decisions,
+    )
 
     exp, prepared, key_path, key, conditions = synthetic_experiment(tmp_path)
     rows = {r["method"]: r for r in evaluate_methods(exp / "fusion", prepared, key)}
@@ -233,7 +240,7 @@ def test_report_has_score_columns_and_the_condition_table(tmp_path):
     # the demo layout's meta.tsv (beside keys/) is found; the table is the submitted method's
     assert demo_conditions(str(key_path)) == (tmp_path / "meta.tsv").resolve()
     summary = json.loads((exp / "fusion" / "summary.json").read_text())
-    table = condition_table(exp / "fusion", prepared, key, tmp_path / "meta.tsv", summary)
+    table = condition_table(submitted_decisions(exp / "fusion", prepared, key, summary), tmp_path / "meta.tsv")
     assert "| closed-set accuracy |" in conditions_markdown(table)
     pred = {ln.split()[0][:-4]: int(ln.split()[1])
             for ln in (exp / "fusion" / summary["submit_method"].replace(":", "__") / "test_pred.txt").read_text().splitlines()}
