@@ -89,8 +89,9 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
   --deterministic    deterministic kernels and one CPU thread in training and scoring (slower;
                      the same bits on another machine with the same libraries and device type)
   --nj N             worker processes for data preparation (default 2)
-  --ngpu N           training processes, one per GPU, through torchrun (default 1); each reads
-                     train.batch_size / N items per step, so the global batch is the config's
+  --ngpu N           training and scoring processes, one per GPU, through torchrun (default 1);
+                     each reads train.batch_size / N items per step, so the global batch is the
+                     config's, and scores a contiguous share of each split's windows
   --skip_setup       do not touch Debian packages or .venv (use the python on PATH)
   -h, --help         this text
 EOF
@@ -175,8 +176,8 @@ if [ -n "$test_dir" ]; then
   fi
   if run_stage 4; then
     for sys in "${system_list[@]}"; do
-      log "Stage 4 (score): $exp/$sys/ckpt (best by dev F1) -> $testset/$sys/scores/test"
-      "$python" -m systems.score --exp "$testset/$sys" --data "$testset/data" --splits test
+      log "Stage 4 (score): $exp/$sys/ckpt (best by dev F1)$(ngpu_note) -> $testset/$sys/scores/test"
+      "$python" -m systems.score --exp "$testset/$sys" --data "$testset/data" --splits test --ngpu "$ngpu"
     done
   fi
   if run_stage 5; then
@@ -245,8 +246,8 @@ for run_seed in "${seed_list[@]}"; do
 
   if run_stage 4; then
     for sys in "${system_list[@]}"; do
-      log "Stage 4 (score): $run_exp/$sys/ckpt (best by dev F1) -> $run_exp/$sys/scores/{train,dev,test}"
-      "$python" -m systems.score --exp "$run_exp/$sys" --data "$exp/data"
+      log "Stage 4 (score): $run_exp/$sys/ckpt (best by dev F1)$(ngpu_note) -> $run_exp/$sys/scores/{train,dev,test}"
+      "$python" -m systems.score --exp "$run_exp/$sys" --data "$exp/data" --ngpu "$ngpu"
     done
   fi
 

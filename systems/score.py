@@ -7,20 +7,31 @@ utterance is cut once into windows of the model's input length every `score.wind
 (the system config owns both); one batched pass gives each window's logits and embedding, the
 utterance's are their mean, and dev and test also export the window embeddings for feature
 fusion. A split is skipped when its checkpoint, data and options are unchanged.
+
+`--ngpu N` scores with N processes, one per GPU, by starting
+    python -m torch.distributed.run --standalone --nproc_per_node N -m systems.score <the other arguments>
+Each process scores a contiguous share of the split's windows; rank 0 puts the shares together in
+window order and writes the split as one process would.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from speechbrain.utils.distributed import ddp_barrier
+from torch.utils.data import Subset
 
+from core.atomic import ensure_dir, save_npy
 from core.errors import fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
 from core.stamps import file_signature, output_files, stage_is_current, write_stamp
 from systems.common.config import load_config
+from systems.common.distributed import World, join, launch, leave, process_device, world_from_env
 from systems.common.inference import (
     best_checkpoint,
     build_model,
@@ -34,6 +45,7 @@ from systems.common.inference import (
     window_hop,
     window_length,
 )
+from systems.common.sampling import shard
 from systems.common.windows import SplitWindows
 
 # dev windows too: thresholds for the window-based feature fusion are chosen on dev
@@ -48,13 +60,40 @@ def split_options(split_name: str, data_dir: Path, ckpt_sig: dict, cfg, device: 
             "bf16": inference_bf16(device, cfg.train.bf16), "version": 3}
 
 
-def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, device, options: dict) -> None:
+def gather_shares(target: Path, world: World, win_logits: np.ndarray, win_emb: np.ndarray):
+    """Every process's window scores, in rank order (= window order), on rank 0; None elsewhere.
+
+    The shares pass through files beside `target`: a test split's window embeddings run to hundreds
+    of MB, more than a collective should carry as one object."""
+    folder = target.parent / f".{target.name}.shares"
+    if world.main:
+        shutil.rmtree(folder, ignore_errors=True)  # shares of a killed earlier run
+    ddp_barrier()
+    ensure_dir(folder)
+    save_npy(folder / f"logits.{world.rank}.npy", win_logits)
+    save_npy(folder / f"embeddings.{world.rank}.npy", win_emb)
+    ddp_barrier()
+    if not world.main:
+        return None, None
+    read = [(np.load(folder / f"logits.{r}.npy"), np.load(folder / f"embeddings.{r}.npy"))
+            for r in range(world.size)]
+    shutil.rmtree(folder)
+    return np.concatenate([lo for lo, _ in read]), np.concatenate([em for _, em in read])
+
+
+def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, device, options: dict,
+                world: World = World()) -> None:
     split = PreparedSplit(data_dir / split_name)
     windows = SplitWindows(split, window_length(model), window_hop(cfg))
+    share = Subset(windows, shard(len(windows), world.rank, world.size)) if world.parallel else windows
     t0 = time.time()
-    win_logits, win_emb = score_windows(model, windows, device, cfg.score.batch_size, cfg.train.bf16,
-                                        desc=f"score {split_name}", num_workers=cfg.train.num_workers,
-                                        pin_memory=cfg.train.pin_memory)
+    win_logits, win_emb = score_windows(model, share, device, cfg.score.batch_size, cfg.train.bf16,
+                                        desc=f"score {split_name}" if world.main else None,
+                                        num_workers=cfg.train.num_workers, pin_memory=cfg.train.pin_memory)
+    if world.parallel:
+        win_logits, win_emb = gather_shares(target, world, win_logits, win_emb)
+        if not world.main:
+            return
     seconds = time.time() - t0
     logits, emb = utterance_means(win_logits, windows.offsets), utterance_means(win_emb, windows.offsets)
     keep_windows = split_name in WINDOW_SPLITS
@@ -63,7 +102,24 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
                  win_emb if keep_windows else None, windows.offsets if keep_windows else None)
     write_stamp(target, options, outputs=output_files(target))
     print(f"[score] {target}: {len(ids)} utterances, {len(windows)} windows in {seconds:.1f} s "
-          f"({len(ids) / max(seconds, 1e-9):.1f} utterances/s)")
+          f"({len(ids) / max(seconds, 1e-9):.1f} utterances/s"
+          + (f", {world.size} processes)" if world.parallel else ")"))
+
+
+def splits_to_score(exp: Path, data: Path, splits: str, sig: dict, cfg, device: torch.device,
+                    speak: bool) -> dict[str, dict]:
+    """The splits whose scores are missing or stale, with the options their stamps will hold."""
+    todo = {}
+    for split_name in [s for s in splits.split(",") if s]:
+        if not (data / split_name / "manifest.tsv").is_file():
+            fail(f"{data / split_name}: not prepared; run the prepare stage")
+        options = split_options(split_name, data, sig, cfg, device)
+        if stage_is_current(exp / "scores" / split_name, options):
+            if speak:
+                print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
+        else:
+            todo[split_name] = options
+    return todo
 
 
 def main() -> None:
@@ -71,9 +127,15 @@ def main() -> None:
     ap.add_argument("--exp", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--splits", default="train,dev,test")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    ap.add_argument("--ngpu", type=int, default=1, help="scoring processes, one per GPU, through torchrun")
     args = ap.parse_args()
-    exp = Path(args.exp)
+    world = world_from_env()
+    if args.ngpu < 1:
+        fail(f"--ngpu {args.ngpu}: at least 1")
+    if args.ngpu > 1 and world.launched:
+        fail("--ngpu under torchrun: torchrun's --nproc_per_node sets the number of processes")
+    exp, data = Path(args.exp), Path(args.data)
     best = best_checkpoint(exp / "ckpt")
     if best is None:
         fail(f"{exp / 'ckpt'}: no checkpoint; run the train stage for {exp.name}")
@@ -81,26 +143,32 @@ def main() -> None:
     if best.meta.get("config_digest") != config_digest(cfg):
         fail(f"{best.path}: trained with another config than {exp / 'config.yaml'}; re-run the train stage")
     params = best.paramfiles["model"]
-    data = Path(args.data)
     sig = file_signature(params)
     device = pick_device(args.device)
-    todo = {}
-    for split_name in [s for s in args.splits.split(",") if s]:
-        if not (data / split_name / "manifest.tsv").is_file():
-            fail(f"{data / split_name}: not prepared; run the prepare stage")
-        options = split_options(split_name, data, sig, cfg, device)
-        if stage_is_current(exp / "scores" / split_name, options):
-            print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
-        else:
-            todo[split_name] = options
+    if args.ngpu > 1:
+        # checked here, before any process starts: a wrong setting is one line, and current
+        # splits start no processes at all
+        if device.type == "cuda" and args.ngpu > torch.cuda.device_count():
+            fail(f"--ngpu {args.ngpu}: {torch.cuda.device_count()} GPU(s) visible")
+        todo = splits_to_score(exp, data, args.splits, sig, cfg, device, speak=True)
+        if todo:
+            launch(args.ngpu, "systems.score", ["--exp", args.exp, "--data", args.data,
+                                                "--splits", ",".join(todo), "--device", args.device], what="scoring")
+        return
+    device = process_device(world, device)
+    todo = splits_to_score(exp, data, args.splits, sig, cfg, device, speak=world.main)
     if not todo:
         return  # nothing to score: the model is never loaded
+    created = join(world, device)
     torch_threads(cfg.train.deterministic)
     model = build_model(cfg).to(device)
     model.load_state_dict(load_model_state(params, device))
-    print(f"[score] {exp}: checkpoint of epoch {best.meta['epoch']} (dev F1 {best.meta['dev_f1']:.4f})")
+    if world.main:
+        print(f"[score] {exp}: checkpoint of epoch {best.meta['epoch']} (dev F1 {best.meta['dev_f1']:.4f})"
+              + (f", {world.size} processes" if world.parallel else ""))
     for split_name, options in todo.items():
-        score_split(model, cfg, split_name, data, exp / "scores" / split_name, device, options)
+        score_split(model, cfg, split_name, data, exp / "scores" / split_name, device, options, world)
+    leave(created)
 
 
 if __name__ == "__main__":

@@ -551,6 +551,19 @@ def _(tmp, base):
                 absent=(tmp / "E" / "config.yaml",), fault="full_disk", limit=200)
 
 
+@case("train: --ngpu 0")
+def _(tmp, base):
+    return Case(train_argv(DEMO_CONFIG, base / "data", tmp / "E") + ["--ngpu", "0"], 2, ("--ngpu 0", "at least 1"),
+                absent=(tmp / "E",))
+
+
+@case("score: --ngpu 0")
+def _(tmp, base):
+    argv = ["-m", "systems.score", "--exp", str(tmp / "E"), "--data", str(base / "data"), "--device", "cpu",
+            "--ngpu", "0"]
+    return Case(argv, 2, ("--ngpu 0", "at least 1"), absent=(tmp / "E",))
+
+
 # ---------------------------------------------------------------------------------------------
 # stage 5: fusion (one synthetic system's exports, copied from the base)
 

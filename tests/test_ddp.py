@@ -20,6 +20,7 @@ import torch
 
 from core.metrics import open_set_scores
 from core.prepared_split import PreparedSplit
+from core.scores import SystemScores
 from eval.ddp_check import final_parameters, max_difference
 from systems.common.config import load_config
 from systems.common.engine import AtomicCheckpointer, train
@@ -114,3 +115,36 @@ def test_two_process_checkpoint_resumes_in_one_process(two_processes, tiny_prepa
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[0] == next(csv.DictReader(open(exp / "train_log.csv")))
     assert AtomicCheckpointer(resumed / "ckpt").find_checkpoint().meta["epoch"] == 2
+
+
+def test_two_scoring_processes_equal_one(two_processes, tiny_prepared, tmp_path):
+    """`systems.score --ngpu 2` (torchrun, gloo on CPU): each process scores a contiguous share of
+    the windows and rank 0 writes them in window order, as one process writes the whole split."""
+    trained, _ = two_processes
+    one, two = tmp_path / "one", tmp_path / "two"
+    for exp in (one, two):
+        shutil.copytree(trained, exp, ignore=shutil.ignore_patterns("scores"))
+
+    def score(exp, *extra):
+        cmd = [sys.executable, "-m", "systems.score", "--exp", str(exp), "--data", str(tiny_prepared),
+               "--splits", "dev,test", "--device", "cpu", *extra]
+        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    score(one)
+    out = score(two, "--ngpu", "2")
+    assert out.count("utterances/s, 2 processes)") == 2  # rank 0 alone speaks, once per split
+    for split in ("dev", "test"):
+        a, b = SystemScores(one / "scores" / split), SystemScores(two / "scores" / split)
+        assert b.ids == a.ids and np.array_equal(b.labels, a.labels)
+        assert np.array_equal(b.window_offsets, a.window_offsets)
+        # another batch composition on each share: float32 kernels may round the last bits otherwise
+        windows = [np.load(exp / "scores" / split / "window_embeddings.npy") for exp in (two, one)]
+        for got, want in ((b.logits, a.logits), (b.embeddings, a.embeddings), windows):
+            assert got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert not (two / "scores" / f".{split}.shares").exists()
+    # current splits start no processes
+    again = score(two, "--ngpu", "2")
+    assert again.count("up to date, skipped") == 2 and "checkpoint of epoch" not in again

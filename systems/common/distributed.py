@@ -1,10 +1,11 @@
-"""Several training processes, one per GPU, started by torchrun (`run_track3.sh --ngpu N`).
+"""Several training or scoring processes, one per GPU, started by torchrun (`run_track3.sh --ngpu N`).
 
-torchrun gives every process RANK, LOCAL_RANK and WORLD_SIZE; without them training is the one
-process it always was and nothing here does anything. With them the process joins a process group
-(NCCL on CUDA, gloo on CPU) and trains on cuda:LOCAL_RANK. What is shared how is the engine's
-business (systems/common/engine.py); this module says who this process is, joins and leaves the
-group, and starts torchrun for `python -m systems.train --ngpu N`.
+torchrun gives every process RANK, LOCAL_RANK and WORLD_SIZE; without them training and scoring are
+the one process they always were and nothing here does anything. With them the process joins a
+process group (NCCL on CUDA, gloo on CPU) and runs on cuda:LOCAL_RANK. What is shared how is the
+engine's business (systems/common/engine.py) and the score stage's (systems/score.py); this module
+says who this process is, joins and leaves the group, and starts torchrun for
+`python -m systems.train --ngpu N` and `python -m systems.score --ngpu N`.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def world_from_env() -> World:
         return World()
     if len(present) < len(ENV):
         missing = [k for k in ENV if k not in present]
-        fail(f"{', '.join(present)} set but not {', '.join(missing)}: start several training processes "
+        fail(f"{', '.join(present)} set but not {', '.join(missing)}: start several processes "
              "with torchrun (python -m torch.distributed.run), which sets all three")
     try:
         rank, local_rank, size = (int(os.environ[k]) for k in ENV)
@@ -59,11 +60,11 @@ def world_from_env() -> World:
 
 
 def process_device(world: World, device: torch.device) -> torch.device:
-    """The device this process trains on: `device`, or cuda:LOCAL_RANK under torchrun."""
+    """The device this process runs on: `device`, or cuda:LOCAL_RANK under torchrun."""
     if not world.launched or device.type != "cuda":
         return device
     if device.index is not None and device.index != world.local_rank:
-        fail(f"--device {device}: under torchrun process {world.rank} trains on cuda:{world.local_rank}; "
+        fail(f"--device {device}: under torchrun process {world.rank} runs on cuda:{world.local_rank}; "
              "pass --device cuda or auto (CUDA_VISIBLE_DEVICES picks the GPUs)")
     if world.local_rank >= torch.cuda.device_count():
         fail(f"process {world.rank} needs cuda:{world.local_rank} but {torch.cuda.device_count()} GPU(s) are "
@@ -95,7 +96,7 @@ def leave(created: bool) -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, module: str, argv: list[str]) -> None:
+def launch(nproc: int, module: str, argv: list[str], what: str = "training") -> None:
     """`python -m torch.distributed.run --standalone --nproc_per_node N -m MODULE ARGV`, run from
     this process so that a failure ends in one line after the processes' own messages (torchrun's
     report is a traceback and a table)."""
@@ -108,5 +109,5 @@ def launch(nproc: int, module: str, argv: list[str]) -> None:
         run(parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", module, *argv]))
     except ChildFailedError as err:
         rank, first = err.get_first_failure()
-        fail(f"{nproc} training processes: rank {rank} failed first (exit code {first.exitcode}); "
+        fail(f"{nproc} {what} processes: rank {rank} failed first (exit code {first.exitcode}); "
              "its message is above")
