@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from core.errors import fail
-from core.labels import NUM_KNOWN, kept_classes
+from core.labels import NUM_KNOWN
 from fusion.logit_fusion import softmax
 from fusion.manifold import (
     SubspaceGroup,

@@ -31,7 +31,7 @@ from core.prepared_split import PreparedSplit
 from core.scores import write_scores
 from core.stamps import file_signature, output_files, stage_is_current, write_stamp
 from systems.common.config import load_config
-from systems.common.distributed import World, join, launch, leave, process_device, world_from_env
+from systems.common.distributed import World, check_processes, join, launch, leave, process_device, world_from_env
 from systems.common.inference import (
     best_checkpoint,
     build_model,
@@ -131,10 +131,7 @@ def main() -> None:
     ap.add_argument("--ngpu", type=int, default=1, help="scoring processes, one per GPU, through torchrun")
     args = ap.parse_args()
     world = world_from_env()
-    if args.ngpu < 1:
-        fail(f"--ngpu {args.ngpu}: at least 1")
-    if args.ngpu > 1 and world.launched:
-        fail("--ngpu under torchrun: torchrun's --nproc_per_node sets the number of processes")
+    check_processes(args.ngpu, world, pick_device(args.device))
     exp, data = Path(args.exp), Path(args.data)
     best = best_checkpoint(exp / "ckpt")
     if best is None:
@@ -146,10 +143,7 @@ def main() -> None:
     sig = file_signature(params)
     device = pick_device(args.device)
     if args.ngpu > 1:
-        # checked here, before any process starts: a wrong setting is one line, and current
-        # splits start no processes at all
-        if device.type == "cuda" and args.ngpu > torch.cuda.device_count():
-            fail(f"--ngpu {args.ngpu}: {torch.cuda.device_count()} GPU(s) visible")
+        # current splits start no processes at all
         todo = splits_to_score(exp, data, args.splits, sig, cfg, device, speak=True)
         if todo:
             launch(args.ngpu, "systems.score", ["--exp", args.exp, "--data", args.data,

@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from core.errors import fail, run_cli
+from core.errors import run_cli
 from systems.common.config import load_config, parse_overrides
-from systems.common.distributed import launch, world_from_env
+from systems.common.distributed import check_processes, launch, world_from_env
 from systems.common.engine import train
 from systems.common.inference import pick_device, torch_threads
 from systems.common.sampling import check_micro_batches
@@ -36,16 +34,9 @@ def main() -> None:
         overrides["augment.musan"] = str(Path(args.musan).resolve())
     cfg = load_config(args.config, overrides)
     world = world_from_env()
-    if args.ngpu != 1:
-        # checked here, before any process starts, so that a wrong setting is one line
-        if args.ngpu < 1:
-            fail(f"--ngpu {args.ngpu}: at least 1")
-        if world.launched:
-            fail("--ngpu under torchrun: torchrun's --nproc_per_node sets the number of processes")
+    check_processes(args.ngpu, world, pick_device(args.device))
+    if args.ngpu > 1:
         check_micro_batches(cfg.train.batch_size, args.ngpu, cfg.train.grad_accumulation)
-        device = pick_device(args.device)
-        if device.type == "cuda" and args.ngpu > torch.cuda.device_count():
-            fail(f"--ngpu {args.ngpu}: {torch.cuda.device_count()} GPU(s) visible")
         forwarded = ["--config", args.config, "--data", args.data, "--exp", args.exp, "--device", args.device,
                      *(["--musan", args.musan] if args.musan else []), "--set", *args.set]
         launch(args.ngpu, "systems.train", forwarded)

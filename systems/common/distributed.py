@@ -96,6 +96,16 @@ def leave(created: bool) -> None:
         dist.destroy_process_group()
 
 
+def check_processes(nproc: int, world: World, device: torch.device) -> None:
+    """A process count for `--ngpu`, checked before any process starts, so that a wrong one is one line."""
+    if nproc < 1:
+        fail(f"--ngpu {nproc}: at least 1")
+    if nproc > 1 and world.launched:
+        fail("--ngpu under torchrun: torchrun's --nproc_per_node sets the number of processes")
+    if nproc > 1 and device.type == "cuda" and nproc > torch.cuda.device_count():
+        fail(f"--ngpu {nproc}: {torch.cuda.device_count()} GPU(s) visible")
+
+
 def launch(nproc: int, module: str, argv: list[str], what: str = "training") -> None:
     """`python -m torch.distributed.run --standalone --nproc_per_node N -m MODULE ARGV`, run from
     this process so that a failure ends in one line after the processes' own messages (torchrun's
