@@ -60,8 +60,9 @@ def split_options(split_name: str, data_dir: Path, ckpt_sig: dict, cfg, device: 
             "bf16": inference_bf16(device, cfg.train.bf16), "version": 3}
 
 
-def gather_shares(target: Path, world: World, win_logits: np.ndarray, win_emb: np.ndarray):
+def gather_shares(target: Path, world: World, win_logits: np.ndarray | None, win_emb: np.ndarray | None):
     """Every process's window scores, in rank order (= window order), on rank 0; None elsewhere.
+    A process with no windows (more processes than windows) passes None and writes no file.
 
     The shares pass through files beside `target`: a test split's window embeddings run to hundreds
     of MB, more than a collective should carry as one object."""
@@ -70,13 +71,15 @@ def gather_shares(target: Path, world: World, win_logits: np.ndarray, win_emb: n
         shutil.rmtree(folder, ignore_errors=True)  # shares of a killed earlier run
     ddp_barrier()
     ensure_dir(folder)
-    save_npy(folder / f"logits.{world.rank}.npy", win_logits)
-    save_npy(folder / f"embeddings.{world.rank}.npy", win_emb)
+    if win_logits is not None:
+        save_npy(folder / f"logits.{world.rank}.npy", win_logits)
+        save_npy(folder / f"embeddings.{world.rank}.npy", win_emb)
     ddp_barrier()
     if not world.main:
         return None, None
+    # after the barrier every process has written its files: a missing one is an empty share
     read = [(np.load(folder / f"logits.{r}.npy"), np.load(folder / f"embeddings.{r}.npy"))
-            for r in range(world.size)]
+            for r in range(world.size) if (folder / f"logits.{r}.npy").is_file()]
     shutil.rmtree(folder)
     return np.concatenate([lo for lo, _ in read]), np.concatenate([em for _, em in read])
 
@@ -87,9 +90,11 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
     windows = SplitWindows(split, window_length(model), window_hop(cfg))
     share = Subset(windows, shard(len(windows), world.rank, world.size)) if world.parallel else windows
     t0 = time.time()
-    win_logits, win_emb = score_windows(model, share, device, cfg.score.batch_size, cfg.train.bf16,
-                                        desc=f"score {split_name}" if world.main else None,
-                                        num_workers=cfg.train.num_workers, pin_memory=cfg.train.pin_memory)
+    win_logits = win_emb = None
+    if len(share) or not world.parallel:
+        win_logits, win_emb = score_windows(model, share, device, cfg.score.batch_size, cfg.train.bf16,
+                                            desc=f"score {split_name}" if world.main else None,
+                                            num_workers=cfg.train.num_workers, pin_memory=cfg.train.pin_memory)
     if world.parallel:
         win_logits, win_emb = gather_shares(target, world, win_logits, win_emb)
         if not world.main:

@@ -34,7 +34,7 @@ from systems.common.inference import (
 )
 from systems.common.windows import SplitWindows
 
-from .conftest import ROOT
+from .conftest import ROOT, run_module
 
 CONFIG = ROOT / "systems/lfcc_resnet18/conf/demo.yaml"
 # 21 training utterances in batches of 8: steps of 8, 8 and 5 items, the last cut 3 + 2
@@ -117,34 +117,60 @@ def test_two_process_checkpoint_resumes_in_one_process(two_processes, tiny_prepa
     assert AtomicCheckpointer(resumed / "ckpt").find_checkpoint().meta["epoch"] == 2
 
 
+def run_score(exp, data, splits, *extra):
+    cmd = [sys.executable, "-m", "systems.score", "--exp", str(exp), "--data", str(data), "--splits", splits,
+           "--device", "cpu", *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def assert_same_scores(got_exp, want_exp, splits):
+    for split in splits:
+        got, want = SystemScores(got_exp / "scores" / split), SystemScores(want_exp / "scores" / split)
+        assert got.ids == want.ids and np.array_equal(got.labels, want.labels)
+        assert np.array_equal(got.window_offsets, want.window_offsets)
+        # another batch composition on each share: float32 kernels may round the last bits otherwise
+        windows = [np.load(exp / "scores" / split / "window_embeddings.npy") for exp in (got_exp, want_exp)]
+        for a, b in ((got.logits, want.logits), (got.embeddings, want.embeddings), windows):
+            assert a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert not (got_exp / "scores" / f".{split}.shares").exists()
+
+
+def trained_copies(trained, tmp_path, *names):
+    for name in names:
+        shutil.copytree(trained, tmp_path / name, ignore=shutil.ignore_patterns("scores"))
+    return [tmp_path / name for name in names]
+
+
 def test_two_scoring_processes_equal_one(two_processes, tiny_prepared, tmp_path):
     """`systems.score --ngpu 2` (torchrun, gloo on CPU): each process scores a contiguous share of
     the windows and rank 0 writes them in window order, as one process writes the whole split."""
-    trained, _ = two_processes
-    one, two = tmp_path / "one", tmp_path / "two"
-    for exp in (one, two):
-        shutil.copytree(trained, exp, ignore=shutil.ignore_patterns("scores"))
-
-    def score(exp, *extra):
-        cmd = [sys.executable, "-m", "systems.score", "--exp", str(exp), "--data", str(tiny_prepared),
-               "--splits", "dev,test", "--device", "cpu", *extra]
-        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc.stdout
-
-    score(one)
-    out = score(two, "--ngpu", "2")
+    one, two = trained_copies(two_processes[0], tmp_path, "one", "two")
+    run_score(one, tiny_prepared, "dev,test")
+    out = run_score(two, tiny_prepared, "dev,test", "--ngpu", "2")
     assert out.count("utterances/s, 2 processes)") == 2  # rank 0 alone speaks, once per split
-    for split in ("dev", "test"):
-        a, b = SystemScores(one / "scores" / split), SystemScores(two / "scores" / split)
-        assert b.ids == a.ids and np.array_equal(b.labels, a.labels)
-        assert np.array_equal(b.window_offsets, a.window_offsets)
-        # another batch composition on each share: float32 kernels may round the last bits otherwise
-        windows = [np.load(exp / "scores" / split / "window_embeddings.npy") for exp in (two, one)]
-        for got, want in ((b.logits, a.logits), (b.embeddings, a.embeddings), windows):
-            assert got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5)
-        assert not (two / "scores" / f".{split}.shares").exists()
+    assert_same_scores(two, one, ("dev", "test"))
     # current splits start no processes
-    again = score(two, "--ngpu", "2")
+    again = run_score(two, tiny_prepared, "dev,test", "--ngpu", "2")
     assert again.count("up to date, skipped") == 2 and "checkpoint of epoch" not in again
+
+
+def test_more_scoring_processes_than_windows(two_processes, tiny_corpus, tmp_path):
+    """Three processes on a test split of two one-window utterances: the third has no share."""
+    import soundfile as sf
+
+    wavs = tmp_path / "wav"
+    wavs.mkdir()
+    found = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").glob("*.wav"))
+    short = [w for w in found if sf.info(w).duration < 3.5]
+    for w in short[:2]:
+        shutil.copy(w, wavs / w.name)
+    data = tmp_path / "data"
+    run_module("data_prep.prepare", "--split", "test", "--wav_dir", str(wavs), "--out", str(data), "--nj", "1")
+    one, three = trained_copies(two_processes[0], tmp_path, "one", "three")
+    run_score(one, data, "test")
+    assert len(np.load(one / "scores" / "test" / "window_embeddings.npy")) == 2
+    assert "utterances/s, 3 processes)" in run_score(three, data, "test", "--ngpu", "3")
+    assert_same_scores(three, one, ("test",))
