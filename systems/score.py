@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--ngpu", type=int, default=1, help="scoring processes, one per GPU, through torchrun")
     args = ap.parse_args()
     world = world_from_env()
-    check_processes(args.ngpu, world, pick_device(args.device))
+    device = pick_device(args.device)
+    check_processes(args.ngpu, world, device)
     exp, data = Path(args.exp), Path(args.data)
     best = best_checkpoint(exp / "ckpt")
     if best is None:
@@ -146,7 +147,6 @@ def main() -> None:
         fail(f"{best.path}: trained with another config than {exp / 'config.yaml'}; re-run the train stage")
     params = best.paramfiles["model"]
     sig = file_signature(params)
-    device = pick_device(args.device)
     if args.ngpu > 1:
         # current splits start no processes at all
         todo = splits_to_score(exp, data, args.splits, sig, cfg, device, speak=True)

@@ -34,7 +34,8 @@ def main() -> None:
         overrides["augment.musan"] = str(Path(args.musan).resolve())
     cfg = load_config(args.config, overrides)
     world = world_from_env()
-    check_processes(args.ngpu, world, pick_device(args.device))
+    device = pick_device(args.device)
+    check_processes(args.ngpu, world, device)
     if args.ngpu > 1:
         check_micro_batches(cfg.train.batch_size, args.ngpu, cfg.train.grad_accumulation)
         forwarded = ["--config", args.config, "--data", args.data, "--exp", args.exp, "--device", args.device,
@@ -44,7 +45,7 @@ def main() -> None:
     if world.main and not cfg.augment.musan and (cfg.augment.p_noise or cfg.augment.p_music or cfg.augment.p_babble):
         print("[train] no MUSAN folder given (--musan): training without additive augmentation")
     torch_threads(cfg.train.deterministic)
-    summary = train(cfg, Path(args.data), Path(args.exp), pick_device(args.device))
+    summary = train(cfg, Path(args.data), Path(args.exp), device)
     if world.main:  # under torchrun, rank 0 alone speaks
         print(f"[train] {args.exp}: best dev open-set F1 {summary['best_f1']:.4f} at epoch {summary['best_epoch']}")
 
