@@ -84,8 +84,9 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
                      1,008 test utterances for ranking methods, train and dev unchanged
   --seed N           random seed of the demo corpus and of training (default 0)
   --seeds LIST       train, score, fuse, submit and evaluate once per training seed (e.g. 1,2,3),
-                     each in EXP/seed_N; EXP/report gets every method as mean ± std over the seeds,
-                     SUBMISSION_DIR the first seed's submission (--seed stays the corpus seed)
+                     each in EXP/seed_N; EXP/report gets every method as mean ± std over the seeds;
+                     with two or more seeds EXP/ensemble fuses every seed's systems as one ensemble,
+                     and SUBMISSION_DIR gets its submission (--seed stays the corpus seed)
   --deterministic    deterministic kernels and one CPU thread in training and scoring (slower;
                      the same bits on another machine with the same libraries and device type)
   --nj N             worker processes for data preparation (default 2)
@@ -260,8 +261,8 @@ for run_seed in "${seed_list[@]}"; do
     log "Stage 6 (submit): $run_exp/fusion (submit_method) -> $run_submission/$submission_name.{txt,zip}"
     "$python" -m submit.write --fusion "$run_exp/fusion" --test_manifest "$exp/data/test" --name "$submission_name" \
       --out "$run_submission"
-    if [ -n "$seeds" ] && [ "$run_seed" = "${seed_list[0]}" ]; then
-      log "Stage 6 (submit): the first seed's submission -> $submission_dir/$submission_name.{txt,zip}"
+    if [ -n "$seeds" ] && [ "${#seed_list[@]}" = 1 ]; then
+      log "Stage 6 (submit): the seed's submission -> $submission_dir/$submission_name.{txt,zip}"
       "$python" -m submit.write --fusion "$run_exp/fusion" --test_manifest "$exp/data/test" \
         --name "$submission_name" --out "$submission_dir"
     fi
@@ -275,6 +276,28 @@ for run_seed in "${seed_list[@]}"; do
     fi
   fi
 done
+
+# With two or more seeds, every seed's systems are also fused as one ensemble in EXP/ensemble (links
+# to the seed folders, no retraining), and its submission is the one in the submission folder.
+if [ "${#seed_list[@]}" -gt 1 ]; then
+  ensemble=$exp/ensemble
+  if run_stage 5; then
+    log "Stage 5 (fuse): $exp/seed_{$seeds}/{${systems}}/scores as one ensemble -> $ensemble/fusion"
+    members=$("$python" -m fusion.seed_ensemble --exp "$exp" --seeds "$seeds" --systems "$systems")
+    "$python" -m fusion.run --exp "$ensemble" --systems "$members" --config "$fusion_config"
+  fi
+  if run_stage 6; then
+    log "Stage 6 (submit): $ensemble/fusion (submit_method) -> $ensemble/submission and $submission_dir/$submission_name.{txt,zip}"
+    for out in "$ensemble/submission" "$submission_dir"; do
+      "$python" -m submit.write --fusion "$ensemble/fusion" --test_manifest "$exp/data/test" --name "$submission_name" --out "$out"
+    done
+  fi
+  if run_stage 7; then
+    log "Stage 7 (evaluate): $ensemble/fusion + ${test_key:-no key} -> $ensemble/report"
+    "$python" -m eval.report --exp "$ensemble" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
+    [ -z "$test_key" ] || "$python" eval/score.py "$ensemble/submission/$submission_name.txt" "$test_key"
+  fi
+fi
 
 if [ -n "$seeds" ] && run_stage 7; then
   log "Stage 7 (evaluate): $exp/seed_{$seeds}/report -> $exp/report (mean ± std over seeds)"

@@ -6,6 +6,8 @@ Reads `EXP/seed_N/report/results.json`, `conditions.json` and `classes.json` (on
 seed) and writes `EXP/report/README.md`, `results_over_seeds.json`, `conditions_over_seeds.json`,
 `classes_over_seeds.json` and a figure of each method's test F1 per seed. Its first row, `submitted`,
 is what each seed submitted (with `submit_method: auto` the seeds may choose different methods).
+When the recipe fused the seeds as one ensemble (`EXP/ensemble/report/results.json`), its fused
+methods follow in a table of their own.
 A single run on the demo moves by several points of F1 with the seed alone, so methods are ranked
 here by the mean, with the spread beside it; std is the sample standard deviation (n − 1).
 """
@@ -19,6 +21,7 @@ import numpy as np
 from core.atomic import ensure_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
 from core.labels import LABEL_NAMES
+from fusion.seed_ensemble import parse_seeds
 
 # the figures a row shows, when the per-seed results have them (dev-only runs have no test_*)
 COLUMNS = (("dev_f1", "dev F1"), ("test_precision", "test P"), ("test_recall", "test R"),
@@ -191,6 +194,32 @@ def plot_per_seed(rows: list[dict], column: str, out: Path) -> bool:
     return True
 
 
+def ensemble_section(exp: Path) -> list[str]:
+    """The seed ensemble's methods (EXP/ensemble/report/results.json, one run: no spread), when the
+    recipe fused one (`fusion/seed_ensemble.py`)."""
+    path = exp / "ensemble" / "report" / "results.json"
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        fail(f"{path}: not valid JSON ({err}); re-run the evaluate stage")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
+        fail(f"{path}: not a results list of this kit; re-run the evaluate stage")
+    # the fused methods only: one member of one seed is already in the table above
+    rows = [r for r in rows if ":" not in r["method"]]
+    shown = [(c, h) for c, h in COLUMNS if any(isinstance(r.get(c), (int, float)) for r in rows)]
+    lines = ["## The ensemble of the seeds (`ensemble/`, one fusion over every seed's systems)", "",
+             "One run, so no spread: every seed's trained systems are members of one fusion, and its "
+             "submission is the one in the submission folder. Its own report: `ensemble/report/`.", "",
+             "| method | " + " | ".join(h for _, h in shown) + " |", "|---|" + "---|" * len(shown)]
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), (int, float)) else "–" for c, _ in shown]
+        name = f"**{r['method']}** (submitted)" if r.get("submitted") else r["method"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_summary(exp: Path, seeds: list[int]) -> list[dict]:
     rows = aggregate(read_seed_results(exp, seeds))
     if not rows:
@@ -219,6 +248,7 @@ def write_summary(exp: Path, seeds: list[int]) -> list[dict]:
                  "wrong label for the class.", "",
                  table(classes, CLASS_COLUMNS, "class", class_name), ""]
         write_text_atomic(out / "classes_over_seeds.json", json.dumps(classes, indent=2) + "\n")
+    text += ensemble_section(exp)
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")
     return rows
@@ -229,11 +259,7 @@ def main() -> None:
     ap.add_argument("--exp", required=True)
     ap.add_argument("--seeds", required=True, help="comma-separated training seeds, e.g. 1,2,3")
     args = ap.parse_args()
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        fail(f"--seeds {args.seeds!r}: expected comma-separated integers")
-    rows = write_summary(Path(args.exp), seeds)
+    rows = write_summary(Path(args.exp), parse_seeds(args.seeds))
     print(table(rows))
     print(f"[seeds] report: {Path(args.exp) / 'report' / 'README.md'}")
 

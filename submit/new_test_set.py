@@ -10,26 +10,17 @@ fusion fits on) back into `EXP/<sys>/`; the recipe then writes only below OUT: `
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from core.errors import fail, run_cli
+from core.links import link_parts
 
 LINKED = ("config.yaml", "ckpt", "scores/train", "scores/dev")
 
 
 def link_system(exp_sys: Path, out_sys: Path) -> None:
-    for rel in LINKED:
-        source, link = exp_sys / rel, out_sys / rel
-        if not source.exists():
-            fail(f"{source}: missing; train and score {exp_sys.name} on its own data first (stages 3 and 4)")
-        if link.is_symlink() and link.resolve() == source.resolve():
-            continue
-        if link.exists() or link.is_symlink():
-            fail(f"{link}: exists and is not a link to {source}; choose another --test_name")
-        link.parent.mkdir(parents=True, exist_ok=True)
-        # relative links keep working when the experiment folder is moved as a whole
-        os.symlink(os.path.relpath(source.resolve(), link.parent.resolve()), link)
+    link_parts(exp_sys, out_sys, LINKED, f"train and score {exp_sys.name} on its own data first (stages 3 and 4)",
+               "choose another --test_name")
 
 
 def main() -> None:

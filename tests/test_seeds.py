@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from scipy.special import softmax
 
+from core.errors import KitError
 from core.label_files import read_label_file
 from eval.seeds import write_summary
+from fusion.members import load_members
+from fusion.seed_ensemble import lay_out
 
 from .conftest import ROOT, TINY_RECIPE, run_recipe
 
@@ -132,8 +138,9 @@ def test_recipe_refuses_a_bad_seed_list(seeds):
 
 
 def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
-    """Stages 3-7 per seed in EXP/seed_N on one prepared data set; the first seed's submission in
-    the submission folder; the summary over both seeds in EXP/report."""
+    """Stages 3-7 per seed in EXP/seed_N on one prepared data set; the summary over both seeds in
+    EXP/report; both seeds' systems fused as one ensemble in EXP/ensemble, through links, whose
+    submission is the one in the submission folder and which `predict` reads like any experiment."""
     work = tmp_path
     (work / "conf").mkdir()
     for f in (tiny_recipe[0] / "conf").iterdir():
@@ -149,11 +156,81 @@ def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
             assert f"seed: {seed}" in cfg
         assert (exp / f"seed_{seed}" / "submission" / "track3.txt").is_file()
     assert not (exp / "lfcc_resnet18").exists()  # no run outside the seed folders
-    first = read_label_file(exp / "seed_4" / "submission" / "track3.txt")
-    assert read_label_file(work / "submission" / "track3.txt") == first
+    ensemble = exp / "ensemble"
+    members = [f"{system}_seed{seed}" for seed in (4, 5) for system in TINY_RECIPE]
+    for m in members:
+        assert (ensemble / m / "ckpt").is_symlink() and (ensemble / m / "scores").is_symlink()
+    assert (ensemble / members[-1] / "ckpt").resolve() == (exp / "seed_5" / list(TINY_RECIPE)[-1] / "ckpt").resolve()
+    # the ensemble's `score` is the mean of all four networks' softmaxes (a deep ensemble)
+    seeds_data = [load_members(exp / f"seed_{seed}", list(TINY_RECIPE), splits=("test",))["test"] for seed in (4, 5)]
+    expected = np.mean([softmax(d.logits[s], axis=1) for d in seeds_data for s in TINY_RECIPE], axis=0)
+    fused_ids = (ensemble / "fusion" / "test_ids.txt").read_text().split()
+    assert fused_ids == seeds_data[0].ids
+    np.testing.assert_allclose(np.load(ensemble / "fusion" / "score" / "test_scores.npy"), expected, atol=1e-6)
+    submitted = read_label_file(ensemble / "submission" / "track3.txt")
+    assert read_label_file(work / "submission" / "track3.txt") == submitted
+    assert "The ensemble of the seeds" in (exp / "report" / "README.md").read_text()
+    wavs = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[:2]
+    proc = subprocess.run([sys.executable, "-m", "submit.predict", "--exp", str(ensemble), *map(str, wavs)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    labels = [int(line.split("\t")[2]) for line in proc.stdout.strip().split("\n")[1:]]
+    assert labels == [submitted[w.stem] for w in wavs]
+    # a new test set on the ensemble: stage 3 finds nothing to do and leaves every link a link
+    new_wavs = tmp_path / "new_test"
+    new_wavs.mkdir()
+    for w in wavs:
+        (new_wavs / w.name).write_bytes(w.read_bytes())
+    proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--exp", str(ensemble),
+                           "--test_dir", str(new_wavs)], cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("nothing to do") == len(members)
+    assert all((ensemble / m / "config.yaml").is_symlink() for m in members)
+    new_submission = read_label_file(ensemble / "testsets" / "new_test" / "submission" / "track3.txt")
+    assert new_submission == {w.stem: submitted[w.stem] for w in wavs}
     summary = json.loads((exp / "report" / "results_over_seeds.json").read_text())
     feature = next(r for r in summary if r["method"] == "feature")
     per_seed = [next(r for r in json.loads((exp / f"seed_{s}" / "report" / "results.json").read_text())
                      if r["method"] == "feature")["test_f1"] for s in (4, 5)]
     assert feature["test_f1"]["values"] == pytest.approx(per_seed)
     assert "mean ± std over seeds" in out
+
+
+def test_ensemble_layout_refuses_one_seed_a_missing_system_and_a_foreign_file(tmp_path):
+    for seed in (1, 2):
+        member = tmp_path / f"seed_{seed}" / "rawnet2"
+        (member / "ckpt").mkdir(parents=True)
+        (member / "scores").mkdir()
+        (member / "config.yaml").write_text("system: rawnet2\n")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(KitError, match="two or more distinct seeds"):
+        lay_out(tmp_path, [1], ["rawnet2"])
+    with pytest.raises(KitError, match="seed_3/rawnet2/config.yaml: missing; train and score rawnet2 for seed 3"):
+        lay_out(tmp_path, [1, 3], ["rawnet2"])
+    assert lay_out(tmp_path, [1, 2], ["rawnet2"]) == ["rawnet2_seed1", "rawnet2_seed2"]
+    before = sorted(str(p) for p in (tmp_path / "ensemble").rglob("*"))
+    assert lay_out(tmp_path, [1, 2], ["rawnet2"]) == ["rawnet2_seed1", "rawnet2_seed2"]  # a second call changes nothing
+    assert sorted(str(p) for p in (tmp_path / "ensemble").rglob("*")) == before
+    assert (tmp_path / "ensemble" / "data").resolve() == (tmp_path / "data").resolve()
+    (tmp_path / "ensemble" / "rawnet2_seed2" / "ckpt").unlink()
+    (tmp_path / "ensemble" / "rawnet2_seed2" / "ckpt").mkdir()
+    with pytest.raises(KitError, match="ckpt: exists and is not a link to"):
+        lay_out(tmp_path, [1, 2], ["rawnet2"])
+
+
+def test_a_broken_ensemble_report_is_one_line_naming_the_file(tmp_path):
+    for seed in (1, 2):
+        write_results(tmp_path, seed, [{"method": "score", "submitted": True, "dev_f1": 0.9, "test_f1": 0.8}])
+    broken = tmp_path / "ensemble" / "report" / "results.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("[{\"method\": ")
+    proc = subprocess.run([sys.executable, "-m", "eval.seeds", "--exp", str(tmp_path), "--seeds", "1,2"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{broken}: not valid JSON" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    broken.write_text(json.dumps([{"method": "stack", "submitted": True, "test_f1": 0.84, "test_auroc": 0.89},
+                                  {"method": "softmax:rawnet2_seed1", "test_f1": 0.7}]))
+    write_summary(tmp_path, [1, 2])
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "| **stack** (submitted) | 0.8400 | 0.8900 |" in text and "rawnet2_seed1" not in text

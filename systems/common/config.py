@@ -126,7 +126,16 @@ class SystemConfig:
                 "augment": plain(dataclasses.asdict(self.augment))}
 
     def save(self, path: str | Path) -> None:
-        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Written only when it differs: a folder that links a trained system's config.yaml (a new
+        test set, a seed ensemble) keeps its link when the train stage finds nothing to do."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        path = Path(path)
+        try:
+            if path.read_text() == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+        write_text_atomic(path, text)
 
 
 def _section(cls, values: dict | None, where: str):

@@ -1,0 +1,68 @@
+"""An ensemble over training seeds: every seed's trained systems as members of one fusion.
+
+    python -m fusion.seed_ensemble --exp exp --seeds 1,2,3 --systems lfcc_resnet18,rawnet2
+
+After `run_track3.sh --seeds` has trained and scored each seed in `EXP/seed_N/`, this lays out
+`EXP/ensemble/` as an experiment of its own whose members are `<system>_seed<N>`: each links the
+seed's `config.yaml`, `ckpt/` and `scores/` back into `EXP/seed_N/<system>/`, and `data` links
+`EXP/data`, so that the fusion stage, `submit.predict` and a new test set (`--exp EXP/ensemble`)
+read it like any trained experiment, and nothing is copied or retrained. Prints the member list
+(the fusion stage's `--systems`). Averaging the softmaxes of independently trained networks (a deep
+ensemble, Lakshminarayanan et al. 2017) is the `score` method over these members; `stack` and the
+feature-level methods see every seed's embeddings side by side.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ArgumentParser, fail, run_cli
+from core.links import link_parts
+
+ENSEMBLE_DIR = "ensemble"
+LINKED = ("config.yaml", "ckpt", "scores")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 1,2,3` as integers, or a one-line error."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        fail(f"--seeds {text!r}: expected comma-separated integers")
+
+
+def member_name(system: str, seed: int) -> str:
+    return f"{system}_seed{seed}"
+
+
+def lay_out(exp: Path, seeds: list[int], systems: list[str]) -> list[str]:
+    """Link every seed's systems into EXP/ensemble; the member names, seeds outer, systems inner."""
+    if len(set(seeds)) < 2 or len(set(seeds)) != len(seeds):
+        fail(f"--seeds {','.join(map(str, seeds))}: an ensemble needs two or more distinct seeds")
+    out = exp / ENSEMBLE_DIR
+    members = []
+    for seed in seeds:
+        for system in systems:
+            source = exp / f"seed_{seed}" / system
+            link_parts(source, out / member_name(system, seed), LINKED,
+                       f"train and score {system} for seed {seed} first (run_track3.sh --seeds, stages 3 and 4)",
+                       f"{out} holds other files; move them away")
+            members.append(member_name(system, seed))
+    link_parts(exp, out, ("data",), "prepare the data first (stage 2)", f"{out} holds other files; move them away")
+    return members
+
+
+def main() -> None:
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exp", required=True, help="the experiment holding seed_N/ folders (run_track3.sh's --exp)")
+    ap.add_argument("--seeds", required=True, help="comma-separated training seeds, e.g. 1,2,3")
+    ap.add_argument("--systems", required=True, help="comma-separated systems trained in every seed")
+    args = ap.parse_args()
+    seeds = parse_seeds(args.seeds)
+    systems = [s for s in args.systems.split(",") if s]
+    if not systems:
+        fail("--systems: give one or more systems")
+    print(",".join(lay_out(Path(args.exp), seeds, systems)))
+
+
+if __name__ == "__main__":
+    run_cli(main)
