@@ -14,6 +14,10 @@ import pandas as pd
 from core.atomic import atomic_path
 from core.errors import fail
 
+# floats parse exactly as Python's float() does, so values survive a re-read: before pandas 3.1
+# only with float_precision="round_trip"; from 3.1 every mode is exact and the argument deprecated
+EXACT_FLOATS = {"float_precision": "round_trip"} if tuple(map(int, pd.__version__.split(".")[:2])) < (3, 1) else {}
+
 
 def read_table(path: str | os.PathLike, columns: tuple[str, ...], dtypes: dict[str, str] | None = None,
                what: str = "table", stage: str | None = None) -> pd.DataFrame:
@@ -34,9 +38,8 @@ def read_table(path: str | os.PathLike, columns: tuple[str, ...], dtypes: dict[s
     if size and last != b"\n":
         fail(f"{path}: {what} is truncated (its last line is incomplete){rerun}")
     try:
-        # round_trip: floats parse exactly as Python's float() does, so values survive a re-read
         frame = pd.read_csv(path, sep="\t", dtype=dtypes or {}, keep_default_na=False, na_filter=False,
-                            quoting=csv.QUOTE_NONE, float_precision="round_trip", encoding="utf-8-sig")
+                            quoting=csv.QUOTE_NONE, encoding="utf-8-sig", **EXACT_FLOATS)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         where = _bad_cell(path, dtypes or {}) if not isinstance(err, UnicodeDecodeError) else None
         reason = where or (str(err).splitlines()[0] if str(err) else type(err).__name__)
