@@ -209,9 +209,15 @@ def ensemble_section(exp: Path) -> list[str]:
     # the fused methods only: one member of one seed is already in the table above
     rows = [r for r in rows if ":" not in r["method"]]
     shown = [(c, h) for c, h in COLUMNS if any(isinstance(r.get(c), (int, float)) for r in rows)]
+    summary = exp / "ensemble" / "fusion" / "summary.json"
+    try:
+        members = ", ".join(json.loads(summary.read_text())["systems"])
+    except (OSError, ValueError, KeyError, TypeError):
+        members = "see `ensemble/fusion/summary.json`"
     lines = ["## The ensemble of the seeds (`ensemble/`, one fusion over every seed's systems)", "",
              "One run, so no spread: every seed's trained systems are members of one fusion, and its "
-             "submission is the one in the submission folder. Its own report: `ensemble/report/`.", "",
+             "submission is the one in the submission folder. Its own report: `ensemble/report/`. "
+             f"Members: {members}.", "",
              "| method | " + " | ".join(h for _, h in shown) + " |", "|---|" + "---|" * len(shown)]
     for r in rows:
         cells = [f"{r[c]:.4f}" if isinstance(r.get(c), (int, float)) else "–" for c, _ in shown]

@@ -169,7 +169,7 @@ def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
     np.testing.assert_allclose(np.load(ensemble / "fusion" / "score" / "test_scores.npy"), expected, atol=1e-6)
     submitted = read_label_file(ensemble / "submission" / "track3.txt")
     assert read_label_file(work / "submission" / "track3.txt") == submitted
-    assert "The ensemble of the seeds" in (exp / "report" / "README.md").read_text()
+    assert f"Members: {', '.join(members)}." in (exp / "report" / "README.md").read_text()
     wavs = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[:2]
     proc = subprocess.run([sys.executable, "-m", "submit.predict", "--exp", str(ensemble), *map(str, wavs)],
                           cwd=ROOT, capture_output=True, text=True)
