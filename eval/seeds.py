@@ -20,7 +20,7 @@ import numpy as np
 
 from core.atomic import ensure_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
-from core.labels import LABEL_NAMES
+from core.labels import ALL_LABELS, LABEL_NAMES
 from fusion.seed_ensemble import parse_seeds
 
 # the figures a row shows, when the per-seed results have them (dev-only runs have no test_*)
@@ -128,7 +128,8 @@ CLASS_COLUMNS = (("closed_set_recall", "closed-set recall"), ("recall", "recall"
 
 
 def is_label(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(LABEL_NAMES)
+    # a JSON integer (true/false parse as bool, a subclass of int) that names a class
+    return isinstance(v, int) and not isinstance(v, bool) and v in ALL_LABELS
 
 
 def aggregate_classes(exp: Path, seeds: list[int]) -> list[dict] | None:
