@@ -9,6 +9,7 @@ import yaml
 
 from core.config_types import check_types
 from core.errors import KitError, fail, yaml_error_text
+from fusion.auto_select import AutoConfig
 from fusion.manifold_fusion import FeatureFusionConfig
 from fusion.ood_scores import OODConfig
 from fusion.stacking import StackConfig
@@ -57,6 +58,7 @@ AUTO_SUBMIT = "auto"
 @dataclass
 class FusionConfig:
     submit_method: str = AUTO_SUBMIT
+    auto: AutoConfig = field(default_factory=AutoConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
@@ -79,7 +81,7 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         fail(f"{path}: a fusion config must be a YAML mapping, not {type(raw).__name__}")
-    sections = {"threshold": ThresholdConfig, "score": ScoreConfig, "label": LabelConfig,
+    sections = {"auto": AutoConfig, "threshold": ThresholdConfig, "score": ScoreConfig, "label": LabelConfig,
                 "feature": FeatureFusionConfig, "openmax": OpenMaxConfig, "ood": OODConfig,
                 "stack": StackConfig}
     unknown = sorted(set(raw) - set(sections) - {"submit_method"}, key=str)

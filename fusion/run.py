@@ -5,8 +5,9 @@
 The methods are the scorers of fusion/scorers.py (per system: softmax:<sys>, openmax:<sys> and the
 post-hoc unknown scores maxlogit, energy, gen, knn, nsd, mahalanobis, vim:<sys>; with two or more
 members: score, score_aug, two_stage, feature and its variants, stack, label). `submit_method: auto`
-submits the method over all members whose scores are class shares (score, score_aug, feature and its
-variants, stack) with the best dev F1 at its τ (the threshold rule's own dev criterion). Writes
+submits, of the methods over all members whose scores are class shares (score, score_aug, feature and
+its variants, stack), the first in registry order whose dev F1 at τ (the threshold rule's own dev
+criterion) is within one bootstrap standard error of the best one's (fusion/auto_select.py). Writes
 `EXP/fusion/<method>/{tau.json,dev_pred.txt,test_pred.txt,dev_scores.npy,test_scores.npy,curve.tsv}`
 (":" in a name becomes "__"), `EXP/fusion/summary.json`, the dev key and ids, and the fused embeddings.
 """
@@ -25,6 +26,7 @@ from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.label_files import label_lines
 from core.labels import KNOWN_CLASSES, UNKNOWN
 from core.stamps import file_signature, output_files, stage_is_current, write_stamp
+from fusion.auto_select import choose_submission
 from fusion.calibrate import Threshold, dev_f1_at_tau
 from fusion.config import AUTO_SUBMIT, FusionConfig, load_fusion_config
 from fusion.manifold_fusion import concat_embeddings
@@ -46,16 +48,6 @@ def write_method(out: Path, scorer: Scorer, ids: dict[str, list[str]], preds: di
         write_text_atomic(folder / "curve.tsv", "tau\tdev_f1\n" + "".join(
             f"{t:.6g}\t{f:.6f}\n" for t, f in zip(th.curve_tau, th.curve_f1) if np.isfinite(t)))
     write_text_atomic(folder / "tau.json", json.dumps(info, indent=2) + "\n")
-
-
-def choose_submission(methods: dict[str, dict], candidates: list[str]) -> str:
-    """The candidate with the best dev F1 at its τ; a tie goes to the first in registry order."""
-    scored = [(methods[c]["dev_f1_at_tau"], -i, c) for i, c in enumerate(candidates)
-              if c in methods and methods[c]["dev_f1_at_tau"] is not None]
-    if not scored:
-        fail(f"submit_method {AUTO_SUBMIT}: no fused method has a dev F1 at its τ (candidates {candidates}); "
-             "name the method to submit in the fusion config")
-    return max(scored)[2]
 
 
 def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
@@ -83,6 +75,7 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
     ids = {s: data[s].ids for s in SPLITS}
     summary = {"systems": systems, "rule": cfg.threshold.rule, "submit_method": cfg.submit_method,
                "submit_choice": "configured", "methods": {}}
+    dev_decisions = {}  # of the auto candidates, for the bootstrap of their dev F1
     with atomic_dir(exp / "fusion") as out:
         for scorer in scorers:
             t0 = time.time()
@@ -105,15 +98,25 @@ def run_fusion(exp: Path, systems: list[str], cfg: FusionConfig) -> dict:
                     "dev_f1_at_tau": dev_f1_at_tau(th, cfg.threshold.rule, dev_labels, preds["dev"]),
                     "seconds": round(time.time() - t0, 2)}
             write_method(out, scorer, ids, preds, th, info)
+            if auto and scorer.name in candidates:
+                dev_decisions[scorer.name] = preds["dev"]
             summary["methods"][scorer.name] = info
             tau = f"tau {th.tau:8.4f} ({th.rule})" if th is not None else scorer.description
             print(f"[fuse] {scorer.name:22s} {tau}; test rejected {info['test_rejected']:.1%}")
         if auto:
-            cfg = dataclasses.replace(cfg, submit_method=choose_submission(summary["methods"], candidates))
-            summary.update(submit_method=cfg.submit_method, submit_choice=f"{AUTO_SUBMIT}: best dev F1 at τ of "
-                           f"{[c for c in candidates if c in summary['methods']]}")
-            print(f"[fuse] submit_method auto: {cfg.submit_method} (dev F1 at τ "
-                  f"{summary['methods'][cfg.submit_method]['dev_f1_at_tau']:.4f})")
+            # leave-one-out's dev criterion is a mean over folds, not a figure of these decisions: no bootstrap
+            per_utterance = cfg.threshold.rule != "leave-one-out"
+            chosen, se, tied = choose_submission(summary["methods"], candidates, dev_labels,
+                                                 dev_decisions if per_utterance else None, cfg.auto)
+            cfg = dataclasses.replace(cfg, submit_method=chosen)
+            best = max(summary["methods"][c]["dev_f1_at_tau"] for c in tied)
+            rule = "best dev F1 at τ" if se is None else (
+                f"first in registry order within {cfg.auto.se:g} bootstrap SE ({se:.4f}) of the best dev F1 at τ "
+                f"({best:.4f}): {tied}")
+            summary.update(submit_method=chosen, submit_choice=f"{AUTO_SUBMIT}: {rule}, of "
+                           f"{[c for c in candidates if c in summary['methods']]}", auto_dev_f1_se=se, auto_tied=tied)
+            print(f"[fuse] submit_method auto: {chosen} (dev F1 at τ "
+                  f"{summary['methods'][chosen]['dev_f1_at_tau']:.4f}; {rule})")
         if len(systems) >= 2:
             for s in SPLITS:
                 fused = concat_embeddings(data[s].embeddings, cfg.feature.normalise_members)

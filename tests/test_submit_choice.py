@@ -1,5 +1,7 @@
-"""`submit_method: auto`: the fusion stage submits the method over all members with the best dev F1
-at its τ; checked against sklearn's precision and recall of the written dev decisions."""
+"""`submit_method: auto`: the fusion stage submits, of the methods over all members, the first in
+registry order within one bootstrap SE of the best dev F1 at τ (the best with se = 0); dev F1 checked
+against sklearn's precision and recall of the written dev decisions, the bootstrap against
+core.metrics.open_set_scores on the same resamples and the SE against numpy's."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +15,9 @@ from core.labels import KNOWN_CLASSES, NO_LABEL
 from core.scores import write_scores
 from fusion.calibrate import Threshold, dev_f1_at_tau
 from fusion.config import FusionConfig, load_fusion_config
-from fusion.run import choose_submission, run_fusion
+from core.metrics import open_set_scores
+from fusion.auto_select import AutoConfig, bootstrap_open_set_f1, choose_submission, resample_indices
+from fusion.run import run_fusion
 
 from .conftest import ROOT
 
@@ -47,7 +51,7 @@ def sklearn_open_set_f1(truth: dict[str, int], pred: dict[str, int]) -> float:
 def test_auto_submits_the_fused_method_with_the_best_dev_f1(tmp_path, seed):
     exp = tmp_path / "exp"
     write_noisy_exports(exp, ("a", "b"), seed)
-    cfg = FusionConfig()
+    cfg = FusionConfig(auto=AutoConfig(se=0.0))
     assert cfg.submit_method == "auto"
     cfg.feature.d, cfg.feature.k = 3, 3
     summary = run_fusion(exp, ["a", "b"], cfg)
@@ -99,11 +103,107 @@ def test_quantile_selects_on_the_dev_f1_of_the_decisions():
 def test_choose_submission_ties_and_gaps():
     methods = {"score": {"dev_f1_at_tau": 0.8}, "two_stage": {"dev_f1_at_tau": 0.9},
                "feature": {"dev_f1_at_tau": 0.9}, "label": {"dev_f1_at_tau": None}}
-    assert choose_submission(methods, ["score", "two_stage", "feature", "label"]) == "two_stage"
-    assert choose_submission(methods, ["feature", "two_stage"]) == "feature"
-    assert choose_submission(methods, ["missing", "score"]) == "score"  # a skipped optional method
+    assert choose_submission(methods, ["score", "two_stage", "feature", "label"]) == ("two_stage", None,
+                                                                                     ["two_stage", "feature"])
+    assert choose_submission(methods, ["feature", "two_stage"])[0] == "feature"
+    assert choose_submission(methods, ["missing", "score"])[0] == "score"  # a skipped optional method
     with pytest.raises(KitError, match="no fused method has a dev F1"):
         choose_submission(methods, ["label"])
+
+
+def test_the_bootstrap_f1_is_open_set_scores_on_each_resample():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 60)
+    preds = {"a": np.where(rng.random(60) < 0.7, labels, rng.integers(0, 8, 60)), "b": rng.integers(0, 8, 60)}
+    draws = resample_indices(60, 40, seed=5)
+    assert draws.shape == (40, 60) and draws.min() >= 0 and draws.max() < 60
+    boot = bootstrap_open_set_f1(labels, preds, draws)
+    for name, pred in preds.items():
+        expected = [open_set_scores(labels[d], pred[d])["f1"] for d in draws]
+        np.testing.assert_allclose(boot[name], expected, rtol=0, atol=1e-12)
+
+
+def dev_with_decisions(n_per_class: int, seed: int):
+    """A dev set and a first method that is right on 80 % of it."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(7), n_per_class)
+    first = np.where(rng.random(len(labels)) < 0.8, labels, (labels + 1) % 7)
+    return labels, first
+
+
+def f1_of(labels, pred):
+    return {"dev_f1_at_tau": open_set_scores(labels, pred)["f1"]}
+
+
+def bootstrap_se(labels, pred, cfg):
+    """numpy's sample std of the F1 (open_set_scores) over the configured resamples, one at a time."""
+    draws = np.random.default_rng(cfg.seed).integers(0, len(labels), size=(cfg.bootstrap, len(labels)))
+    return float(np.std([open_set_scores(labels[d], pred[d])["f1"] for d in draws], ddof=1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_utterance_better_is_a_tie_that_goes_to_the_first(seed):
+    labels, first = dev_with_decisions(20, seed)
+    better = first.copy()
+    wrong = np.flatnonzero(first != labels)[0]
+    better[wrong] = labels[wrong]  # one error fixed
+    methods = {"score": f1_of(labels, first), "stack": f1_of(labels, better)}
+    assert methods["stack"]["dev_f1_at_tau"] > methods["score"]["dev_f1_at_tau"]
+    decisions = {"score": first, "stack": better}
+    cfg = AutoConfig(bootstrap=300)
+    chosen, se, tied = choose_submission(methods, ["score", "stack"], labels, decisions, cfg)
+    assert (chosen, tied) == ("score", ["score", "stack"])
+    assert se == pytest.approx(bootstrap_se(labels, better, cfg), abs=1e-12) and 0.01 < se < 0.06
+    # se = 0 is the plain best; so is a call without decisions
+    assert choose_submission(methods, ["score", "stack"], labels, decisions, AutoConfig(se=0.0))[0] == "stack"
+    assert choose_submission(methods, ["score", "stack"])[0] == "stack"
+    # ... and the tie reaches only as far as se × SE
+    gap = methods["stack"]["dev_f1_at_tau"] - methods["score"]["dev_f1_at_tau"]
+    narrow = AutoConfig(se=0.99 * gap / se, bootstrap=300)
+    assert choose_submission(methods, ["score", "stack"], labels, decisions, narrow)[0] == "stack"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_clearly_better_method_wins(seed):
+    labels, first = dev_with_decisions(20, seed)
+    better = labels.copy()
+    better[:3] = 7  # right but for three rejected utterances: F1 ~0.98 against ~0.8
+    methods = {"score": f1_of(labels, first), "stack": f1_of(labels, better)}
+    chosen, se, tied = choose_submission(methods, ["score", "stack"], labels, {"score": first, "stack": better},
+                                         AutoConfig())
+    gap = methods["stack"]["dev_f1_at_tau"] - methods["score"]["dev_f1_at_tau"]
+    assert chosen == "stack" and tied == ["stack"] and gap > 3 * se
+
+
+def test_auto_with_the_default_se_submits_a_method_within_one_se_of_the_best(tmp_path):
+    exp = tmp_path / "exp"
+    write_noisy_exports(exp, ("a", "b"), 0)
+    cfg = FusionConfig()
+    assert cfg.auto.se == 1.0
+    cfg.feature.d, cfg.feature.k = 3, 3
+    summary = run_fusion(exp, ["a", "b"], cfg)
+    methods = summary["methods"]
+    candidates = ["score", "score_aug", "feature", "feature_softmax", "feature_paper", "feature_devstats", "stack"]
+    f1 = {m: methods[m]["dev_f1_at_tau"] for m in candidates if m in methods}
+    best = max(f1, key=f1.get)
+    truth = read_label_file(exp / "fusion" / "dev_key.txt")
+    best_pred = read_label_file(exp / "fusion" / best / "dev_pred.txt")
+    ids = sorted(truth)
+    se = bootstrap_se(np.array([truth[u] for u in ids]), np.array([best_pred[u] for u in ids]), cfg.auto)
+    assert summary["auto_dev_f1_se"] == pytest.approx(se, abs=1e-12)  # the exports list dev in id order
+    tied = [m for m in f1 if f1[best] - f1[m] <= summary["auto_dev_f1_se"]]
+    assert summary["auto_tied"] == tied and summary["submit_method"] == tied[0]
+    assert "bootstrap SE" in summary["submit_choice"]
+
+
+@pytest.mark.parametrize("text, problem", [("auto: {se: -1}", "auto.se -1"), ("auto: {bootstrap: 1}", "bootstrap 1"),
+                                           ("auto: {tries: 3}", "unknown key")])
+def test_a_bad_auto_section_is_one_line(tmp_path, text, problem):
+    path = tmp_path / "fusion.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(KitError, match=problem) as err:
+        load_fusion_config(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_the_shipped_fusion_config_submits_auto():
