@@ -38,28 +38,24 @@ def resample_indices(n_utterances: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_utterances, size=(n, n_utterances))
 
 
-def bootstrap_open_set_f1(labels: np.ndarray, preds: dict[str, np.ndarray], draws: np.ndarray) -> dict[str, np.ndarray]:
-    """Open-set macro F1 (core.metrics.open_set_scores) of each method's dev decisions on the same
-    resamples (rows of `draws`) of the dev utterances: {method: (n,) F1}."""
+def bootstrap_open_set_f1(labels: np.ndarray, pred: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Open-set macro F1 (core.metrics.open_set_scores) of dev decisions `pred` on each resample (row
+    of `draws`) of the dev utterances: (n,) F1."""
     n = len(draws)
-    true = labels[draws]  # memory: three (n, dev utterances) int64 arrays, ~200 MB for 1,000 × 8,400
-    out = {}
-    for name, pred in preds.items():
-        cells = true * NUM_LABELS + pred[draws] + np.arange(n)[:, None] * NUM_LABELS ** 2
-        confusion = np.bincount(cells.ravel(), minlength=n * NUM_LABELS ** 2).reshape(n, NUM_LABELS, NUM_LABELS)
-        tp = confusion[:, KNOWN_CLASSES, KNOWN_CLASSES]
-        truth = confusion.sum(axis=2)[:, KNOWN_CLASSES]
-        # a known class's precision counts every prediction of it, whatever the true label
-        predicted = confusion.sum(axis=1)[:, KNOWN_CLASSES]
-        present = truth > 0  # the macro averages run over the known classes each resample holds
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(predicted > 0, tp / predicted, 0.0)
-            recall = np.where(present, tp / truth, 0.0)
+    # memory: three (n, dev utterances) int64 arrays, ~200 MB for 1,000 × 8,400
+    cells = labels[draws] * NUM_LABELS + pred[draws] + np.arange(n)[:, None] * NUM_LABELS ** 2
+    confusion = np.bincount(cells.ravel(), minlength=n * NUM_LABELS ** 2).reshape(n, NUM_LABELS, NUM_LABELS)
+    tp = confusion[:, KNOWN_CLASSES, KNOWN_CLASSES]
+    truth = confusion.sum(axis=2)[:, KNOWN_CLASSES]
+    # a known class's precision counts every prediction of it, whatever the true label
+    predicted = confusion.sum(axis=1)[:, KNOWN_CLASSES]
+    present = truth > 0  # the macro averages run over the known classes each resample holds
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(present, tp / truth, 0.0)
         p = (precision * present).sum(axis=1) / present.sum(axis=1)
         r = (recall * present).sum(axis=1) / present.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[name] = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-    return out
+        return np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
 
 
 def choose_submission(methods: dict[str, dict], candidates: list[str], dev_labels: np.ndarray | None = None,
@@ -79,7 +75,7 @@ def choose_submission(methods: dict[str, dict], candidates: list[str], dev_label
     if cfg.se == 0 or best_decisions is None or best not in best_decisions:
         return best, None, [c for c in scored if f1[c] == f1[best]]
     draws = resample_indices(len(dev_labels), cfg.bootstrap, cfg.seed)
-    boot = bootstrap_open_set_f1(np.asarray(dev_labels), {best: np.asarray(best_decisions[best])}, draws)[best]
+    boot = bootstrap_open_set_f1(np.asarray(dev_labels), np.asarray(best_decisions[best]), draws)
     se = float(np.std(boot, ddof=1))
     tied = [c for c in scored if f1[best] - f1[c] <= cfg.se * se]
     return tied[0], se, tied
