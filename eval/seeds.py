@@ -21,6 +21,7 @@ import numpy as np
 from core.atomic import ensure_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
 from core.labels import ALL_LABELS, LABEL_NAMES
+from core.stage_files import read_json
 from fusion.seed_ensemble import parse_seeds
 
 # the figures a row shows, when the per-seed results have them (dev-only runs have no test_*)
@@ -210,11 +211,10 @@ def ensemble_section(exp: Path) -> list[str]:
     # the fused methods only: one member of one seed is already in the table above
     rows = [r for r in rows if ":" not in r["method"]]
     shown = [(c, h) for c, h in COLUMNS if any(isinstance(r.get(c), (int, float)) for r in rows)]
-    summary = exp / "ensemble" / "fusion" / "summary.json"
-    try:
-        members = ", ".join(json.loads(summary.read_text())["systems"])
-    except (OSError, ValueError, KeyError, TypeError):
-        members = "see `ensemble/fusion/summary.json`"
+    # the members come from the fusion that made these results: a report without it is stale
+    summary = read_json(exp / "ensemble" / "fusion" / "summary.json", "the ensemble's fusion summary",
+                        "fusion", keys={"systems": list})
+    members = ", ".join(map(str, summary["systems"]))
     lines = ["## The ensemble of the seeds (`ensemble/`, one fusion over every seed's systems)", "",
              "One run, so no spread: every seed's trained systems are members of one fusion, and its "
              "submission is the one in the submission folder. Its own report: `ensemble/report/`. "

@@ -231,6 +231,15 @@ def test_a_broken_ensemble_report_is_one_line_naming_the_file(tmp_path):
     assert f"{broken}: not valid JSON" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     broken.write_text(json.dumps([{"method": "stack", "submitted": True, "test_f1": 0.84, "test_auroc": 0.89},
                                   {"method": "softmax:rawnet2_seed1", "test_f1": 0.7}]))
+    summary = tmp_path / "ensemble" / "fusion" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text("{\"systems\": [")
+    proc = subprocess.run([sys.executable, "-m", "eval.seeds", "--exp", str(tmp_path), "--seeds", "1,2"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{summary}: the ensemble's fusion summary is corrupt or truncated" in proc.stderr
+    summary.write_text(json.dumps({"systems": ["rawnet2_seed1", "rawnet2_seed2"]}))
     write_summary(tmp_path, [1, 2])
     text = (tmp_path / "report" / "README.md").read_text()
-    assert "| **stack** (submitted) | 0.8400 | 0.8900 |" in text and "rawnet2_seed1" not in text
+    assert "| **stack** (submitted) | 0.8400 | 0.8900 |" in text and "| softmax:rawnet2_seed1" not in text
+    assert "Members: rawnet2_seed1, rawnet2_seed2." in text
