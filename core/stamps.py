@@ -11,6 +11,7 @@ from typing import Any
 from core.atomic import write_text_atomic
 
 STAMP_NAME = ".options.json"
+KIT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def options_digest(options: dict[str, Any]) -> str:
@@ -58,3 +59,15 @@ def file_signature(path: str | os.PathLike) -> dict[str, Any]:
     """Size and modification time: enough to notice that an input file was replaced."""
     st = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def source_digest(*packages: str) -> str:
+    """A digest of the kit's Python source in `packages` (folders under the kit root, recursively):
+    for the stamp of a stage cheap enough to re-run after any change of the code that computes it."""
+    h = hashlib.sha256()
+    for package in packages:
+        folder = KIT_ROOT / package
+        for path in sorted(folder.rglob("*.py")):
+            h.update(path.relative_to(KIT_ROOT).as_posix().encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()

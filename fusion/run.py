@@ -25,7 +25,7 @@ from core.atomic import atomic_dir, ensure_dir, save_npy, write_text_atomic
 from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.label_files import label_lines
 from core.labels import KNOWN_CLASSES, UNKNOWN
-from core.stamps import file_signature, output_files, stage_is_current, write_stamp
+from core.stamps import file_signature, output_files, source_digest, stage_is_current, write_stamp
 from fusion.auto_select import choose_submission
 from fusion.calibrate import Threshold, dev_f1_at_tau
 from fusion.config import AUTO_SUBMIT, FusionConfig, load_fusion_config
@@ -141,7 +141,9 @@ def main() -> None:
     if not systems or len(set(systems)) != len(systems):
         fail(f"--systems {args.systems!r}: give one or more distinct system names, comma-separated")
     cfg = load_fusion_config(args.config)
+    # the code is an input too: fusion takes seconds to minutes, so any change of it re-runs the stage
     options = {"systems": systems, "config": dataclasses.asdict(cfg), "version": 3,
+               "code": source_digest("fusion", "core"),
                "scores": {s: [file_signature(exp / s / "scores" / sp / name)
                               for sp in ("train", "dev", "test") for name in ("logits.tsv", "embeddings.npy", "window_embeddings.npy", "window_offsets.npy")
                               if (exp / s / "scores" / sp / name).is_file()] for s in systems}}

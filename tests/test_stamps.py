@@ -1,13 +1,14 @@
 """Stage stamps: a stage is current only with the same options and every output it listed still
 there at its size; a copied folder stays current; stamps written before outputs were listed still
-read. The fusion stage re-runs when one of its outputs is gone."""
+read. The fusion stage re-runs when one of its outputs is gone, and when its code changed."""
 from __future__ import annotations
 
 import json
 import shutil
 import sys
 
-from core.stamps import STAMP_NAME, options_digest, output_files, stage_is_current, write_stamp
+from core import stamps
+from core.stamps import STAMP_NAME, options_digest, output_files, source_digest, stage_is_current, write_stamp
 from fusion import run as fusion_run
 
 from .test_submit_choice import write_noisy_exports
@@ -63,3 +64,39 @@ def test_fusion_reruns_when_its_summary_is_gone(tmp_path, monkeypatch, capsys):
     again = fuse()
     assert "up to date, skipped" not in again and "submission method" in again
     assert (exp / "fusion" / "summary.json").is_file()
+
+
+def test_source_digest_follows_python_source_only(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    monkeypatch.setattr(stamps, "KIT_ROOT", tmp_path)
+    first = source_digest("pkg")
+    (pkg / "notes.md").write_text("not code\n")
+    (pkg / "sub" / "c.pyc").write_bytes(b"\0")
+    assert source_digest("pkg") == first
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    changed = source_digest("pkg")
+    assert changed != first
+    (pkg / "sub" / "b.py").rename(pkg / "b.py")  # same bytes, another module
+    assert source_digest("pkg") not in (first, changed)
+
+
+def test_fusion_reruns_when_fused_by_other_code(tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "exp"
+    write_noisy_exports(exp, ("a",), 0)
+    monkeypatch.setattr(sys, "argv", ["fusion.run", "--exp", str(exp), "--systems", "a"])
+    fusion_run.main()
+    stamp = json.loads((exp / "fusion" / STAMP_NAME).read_text())
+    assert stamp["options"]["code"] == source_digest("fusion", "core")
+    # the folder as another version of the kit would have left it: same options, other code
+    stamp["options"]["code"] = "0" * 64
+    stamp["digest"] = options_digest(stamp["options"])
+    (exp / "fusion" / STAMP_NAME).write_text(json.dumps(stamp))
+    capsys.readouterr()
+    fusion_run.main()
+    again = capsys.readouterr().out
+    assert "up to date, skipped" not in again and "submission method" in again
+    fusion_run.main()
+    assert "up to date, skipped" in capsys.readouterr().out
