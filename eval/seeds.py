@@ -30,6 +30,17 @@ COLUMNS = (("dev_f1", "dev F1"), ("test_precision", "test P"), ("test_recall", "
            ("test_fpr95", "FPR95"), ("test_eer", "real/fake EER"), ("tau", "τ"))
 
 
+def read_report_rows(path: Path, key: str, what: str, rerun: str) -> list[dict]:
+    """A report's JSON list of objects that all have `key`; `rerun` ends the one-line error."""
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        fail(f"{path}: not valid JSON ({err}); {rerun}")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and key in r for r in rows):
+        fail(f"{path}: not a {what} list of this kit; {rerun}")
+    return rows
+
+
 def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str,
                    required: bool = False) -> list[dict] | None:
     """EXP/seed_N/report/<name>: a JSON list of objects that all have `key`; None when absent
@@ -39,13 +50,7 @@ def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str,
         if required:
             fail(f"{path}: missing; run the evaluate stage for seed {seed}")
         return None
-    try:
-        rows = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"{path}: not valid JSON ({err}); re-run the evaluate stage for seed {seed}")
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and key in r for r in rows):
-        fail(f"{path}: not a {what} list of this kit; re-run the evaluate stage for seed {seed}")
-    return rows
+    return read_report_rows(path, key, what, f"re-run the evaluate stage for seed {seed}")
 
 
 def read_seed_results(exp: Path, seeds: list[int]) -> dict[int, list[dict]]:
@@ -202,12 +207,7 @@ def ensemble_section(exp: Path) -> list[str]:
     path = exp / "ensemble" / "report" / "results.json"
     if not path.is_file():
         return []
-    try:
-        rows = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"{path}: not valid JSON ({err}); re-run the evaluate stage")
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
-        fail(f"{path}: not a results list of this kit; re-run the evaluate stage")
+    rows = read_report_rows(path, "method", "results", "re-run the evaluate stage")
     # the fused methods only: one member of one seed is already in the table above
     rows = [r for r in rows if ":" not in r["method"]]
     shown = [(c, h) for c, h in COLUMNS if any(isinstance(r.get(c), (int, float)) for r in rows)]
