@@ -45,6 +45,8 @@ Stages (inputs -> outputs):
   0 setup     requirements.txt, Debian packages -> .venv/
   1 demo      Debian/PyPI packages -> data/demo/  (only without --data_root)
   2 prepare   data root (or data/demo) -> EXP/data/{train,dev,test}/ manifest.tsv, audio.f32, report.txt
+              and train/codec_variants/ (codec round trips for augmentation); with a MUSAN folder
+              dev is an augmented copy of the clean dev, kept as EXP/data/dev_clean
   3 train     EXP/data -> EXP/<system>/ckpt/ (SpeechBrain checkpoints: latest and best by dev F1), train_log.csv
   4 score     EXP/<system>/ckpt (best) -> EXP/<system>/scores/{train,dev,test}/ logits, embeddings, windows
   5 fuse      EXP/<system>/scores -> EXP/fusion/<method>/ (single systems, OpenMax, label, score and
@@ -79,6 +81,8 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
                      EXP/testsets/NAME/ (data/test, <system>/scores/test, fusion, submission, report)
   --test_labels FILE its answer key (optional): the report then scores it
   --test_name NAME   the folder name under EXP/testsets (default: the basename of --test_dir)
+
+Runs, seeds and machines:
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
   --demo_test_scale X  size multiplier for the demo test split alone (>= demo_scale): e.g. 4.2 gives
                      1,008 test utterances for ranking methods, train and dev unchanged
@@ -93,7 +97,7 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
   --ngpu N           training and scoring processes, one per GPU, through torchrun (default 1);
                      each reads train.batch_size / N items per step, so the global batch is the
                      config's, and scores a contiguous share of each split's windows
-  --skip_setup       do not touch Debian packages or .venv (use the python on PATH)
+  --skip_setup       do not touch Debian packages or .venv (use $PYTHON, else python3 on PATH)
   -h, --help         this text
 EOF
 }
@@ -231,6 +235,13 @@ if [ -n "$seeds" ]; then IFS=, read -r -a seed_list <<< "$seeds"; else seed_list
 for run_seed in "${seed_list[@]}"; do
   if [ -n "$seeds" ]; then run_exp=$exp/seed_$run_seed; run_submission=$run_exp/submission
   else run_exp=$exp; run_submission=$submission_dir; fi
+  if [ -n "$seeds" ] && [ -d "$exp/data" ]; then
+    # EXP/seed_N/data links EXP/data, so that a seed folder is a trained experiment of its own
+    # (submit.predict --exp, a new test set) like EXP/ensemble
+    "$python" -c 'import sys; from pathlib import Path; from core.errors import run_cli; from core.links import link_parts
+run_cli(lambda: link_parts(Path(sys.argv[1]), Path(sys.argv[2]), ("data",), "prepare the data first (stage 2)",
+                           "move it away: a seed folder reads the prepared data of its experiment"))' "$exp" "$run_exp"
+  fi
 
   if run_stage 3; then
     for sys in "${system_list[@]}"; do

@@ -5,7 +5,9 @@ Score file: a TSV with a header whose first column is `utt_id` and which holds a
   unknown_score  higher = more like the unknown class 7 (`submit.predict`'s column)
   fake_score     higher = more like fake speech (1–7)
   p_0            the share of class 0, real speech (`submit.predict`'s column; fake-ness = 1 − p_0)
-so that `submit.predict --out pred.tsv` can be scored as it is. Other columns are ignored.
+so that `submit.predict --out pred.tsv` can be scored as it is. Other columns are ignored, except
+  error          `submit.predict`'s reason a file could not be read: a row with one has no scores
+                 (its score cells are empty) and is returned among the unscored ids
 
 Condition file: either lines `<id> <condition>`, or a TSV whose header names `utt_id` and
 `condition` (the demo corpus's meta.tsv; other columns and extra rows are ignored). A condition may
@@ -36,8 +38,9 @@ def _lines(path: Path, what: str) -> list[tuple[int, str]]:
     return rows
 
 
-def read_score_columns(path: str | Path) -> dict[str, dict[str, float]]:
-    """{column: {utt_id: value}} for the recognised columns present (SCORE_COLUMNS)."""
+def read_score_columns(path: str | Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """{column: {utt_id: value}} for the recognised columns present (SCORE_COLUMNS), and the ids of
+    the rows whose `error` cell is filled (files `submit.predict` could not read: no scores)."""
     path = Path(path)
     what = "score file"
     lines = _lines(path, what)
@@ -49,6 +52,8 @@ def read_score_columns(path: str | Path) -> dict[str, dict[str, float]]:
     if not present:
         fail(f"{path}:{head_no}: {what} has none of the columns {', '.join(SCORE_COLUMNS)}")
     out: dict[str, dict[str, float]] = {c: {} for c in present}
+    error_at = header.index("error") if "error" in header else None
+    unscored: list[str] = []
     first: dict[str, int] = {}
     for lineno, line in lines[1:]:
         cells = line.split("\t")
@@ -58,6 +63,9 @@ def read_score_columns(path: str | Path) -> dict[str, dict[str, float]]:
         if utt in first:
             fail(f"{path}:{lineno}: duplicate id {utt} (first on line {first[utt]})")
         first[utt] = lineno
+        if error_at is not None and cells[error_at].strip():
+            unscored.append(utt)
+            continue
         for c in present:
             raw = cells[header.index(c)].strip()
             try:
@@ -69,7 +77,7 @@ def read_score_columns(path: str | Path) -> dict[str, dict[str, float]]:
             out[c][utt] = value
     if not first:
         fail(f"{path}: {what} has a header but no rows")
-    return out
+    return out, unscored
 
 
 def read_conditions(path: str | Path) -> dict[str, str]:

@@ -8,7 +8,9 @@ P / R / F1 first, then sklearn's macro-F1 over the labels present, the per-class
 
 --scores FILE: a TSV of per-utterance scores (core/utt_tables.py: `utt_id` and known_score,
 unknown_score, fake_score or p_0; `submit.predict --out` writes one) adds unknown-vs-known AUROC
-and FPR at 95 % TPR (known classes 0–6 positive) and the real-vs-fake EER (1–7 positive).
+and FPR at 95 % TPR (known classes 0–6 positive) and the real-vs-fake EER (1–7 positive). Rows
+whose `error` column is filled (files predict could not read) have no scores and are left out of
+these three figures, with a count; their labels still count in P / R / F1.
 --conditions FILE: `<id> <condition>` lines or a TSV with utt_id and condition columns (the demo's
 meta.tsv) adds open-set F1, known-class accuracy and unknown recall per condition.
 """
@@ -55,15 +57,18 @@ def aligned_labels(pred_path: str, key_path: str) -> tuple[list[str], list[int],
 
 def score_metrics(path: str, ids: list[str], y_true: list[int]) -> dict:
     """AUROC and FPR95 from a known-ness column, EER from a fake-ness column, for the key's ids."""
-    columns = read_score_columns(path)
+    columns, unscored = read_score_columns(path)
     some = next(iter(columns.values()))
-    missing, extra = [u for u in ids if u not in some], sorted(set(some) - set(ids))
+    listed = set(some) | set(unscored)
+    missing, extra = [u for u in ids if u not in listed], sorted(listed - set(ids))
     if missing:
         fail(f"{path}: no score for id {missing[0]} of the answer key ({len(missing)} missing)")
     if extra:
         fail(f"{path}: id {extra[0]} is not in the answer key ({len(extra)} such)")
-    truth = np.array(y_true)
-    out = {}
+    # files predict could not read have a label (7) but no scores: the score metrics leave them out
+    truth = np.array([y for u, y in zip(ids, y_true) if u in some])
+    ids = [u for u in ids if u in some]
+    out = {"unscored": len(unscored)} if unscored else {}
     if "known_score" in columns or "unknown_score" in columns:
         name = "known_score" if "known_score" in columns else "unknown_score"
         sign = 1.0 if name == "known_score" else -1.0
@@ -83,7 +88,7 @@ def score_metrics(path: str, ids: list[str], y_true: list[int]) -> dict:
         out["real_vs_fake"] = {"score": name if name == "fake_score" else "1 - p_0",
                                "eer": equal_error_rate(fake, is_fake),
                                "real": int((~is_fake).sum()), "fake": int(is_fake.sum())}
-    if not out:
+    if not set(out) - {"unscored"}:
         fail(f"{path}: neither a known-ness column (known_score, unknown_score) nor a fake-ness column "
              "(fake_score, p_0)")
     return out
@@ -119,6 +124,9 @@ def format_scores(metrics: dict) -> str:
         m = metrics["real_vs_fake"]
         lines.append(f"real vs fake ({m['score']}, fake positive): EER {m['eer']:.4f}"
                      f"   [{m['real']} real, {m['fake']} fake]")
+    if metrics.get("unscored"):
+        lines.append(f"({metrics['unscored']} utterance(s) with an error and no scores left out of these figures; "
+                     "their labels count above)")
     return "\n".join(lines)
 
 

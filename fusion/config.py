@@ -15,7 +15,7 @@ from fusion.ood_scores import OODConfig
 from fusion.stacking import StackConfig
 
 RULES = ("quantile", "leave-one-out", "fixed")
-DEFAULT_TIE_BREAK = ("hubert_ft", "wav2vec2_ft", "w2v_asdg", "se_res2net50", "lfcc_resnet18", "rawnet2")
+DEFAULT_TIE_BREAK = ("hubert_ft", "wav2vec2_ft", "w2v_asdg", "se_res2net50", "lfcc_resnet18", "rawnet2", "feature_decomp")
 
 
 @dataclass

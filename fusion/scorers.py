@@ -44,6 +44,7 @@ from fusion.ood_scores import (
     vim,
 )
 from fusion.openmax import fit_openmax, openmax_scores
+from fusion.seed_ensemble import system_of
 from fusion.stacking import choose_c, fit_kept, out_of_fold_proba
 
 SPLITS = ("dev", "test")
@@ -437,8 +438,9 @@ class LabelFusion(Scorer):
     name = "label"
 
     def fit(self):
+        # the first member of the most preferred system; a seed ensemble's `rawnet2_seed4` is a rawnet2
         prefer = self.ctx.cfg.label.tie_break
-        self.tie_break = next((s for s in prefer if s in self.ctx.systems), self.ctx.systems[0])
+        self.tie_break = next((m for s in prefer for m in self.ctx.systems if system_of(m) == s), self.ctx.systems[0])
         self.description = f"mode of thresholded labels, tie-break {self.tie_break}"
         self.members = {s: MaxSoftmax(self.ctx, s) for s in self.ctx.systems}
 

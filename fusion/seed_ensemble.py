@@ -13,6 +13,7 @@ feature-level methods see every seed's embeddings side by side.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from core.errors import ArgumentParser, fail, run_cli
@@ -32,6 +33,12 @@ def parse_seeds(text: str) -> list[int]:
 
 def member_name(system: str, seed: int) -> str:
     return f"{system}_seed{seed}"
+
+
+def system_of(member: str) -> str:
+    """The system a member was trained as: `rawnet2_seed4` -> `rawnet2`; other names as they are."""
+    match = re.fullmatch(r"(.+)_seed\d+", member)
+    return match.group(1) if match else member
 
 
 def lay_out(exp: Path, seeds: list[int], systems: list[str]) -> list[str]:

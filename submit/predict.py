@@ -67,10 +67,13 @@ def list_inputs(paths: list[str]) -> list[Path]:
 
 
 def load_options(exp: Path) -> LoadOptions:
-    """The test stage's preparation options, stored in its stamp; the defaults if none."""
+    """The test stage's preparation options, stored in its stamp: new files are read exactly as the
+    test split was, or not at all (defaults in their place could differ from what the systems saw)."""
     stamp = exp / "data" / "test" / ".options.json"
     if not stamp.is_file():
-        return LoadOptions()
+        fail(f"{stamp}: missing; --exp must be a trained experiment with its prepared data (exp, "
+             "exp/seed_N or exp/ensemble of run_track3.sh; in a seed folder of an older run: "
+             "ln -s ../data exp/seed_N/data)")
     try:
         return LoadOptions(**json.loads(stamp.read_text())["options"]["load"])
     except (ValueError, KeyError, TypeError) as err:

@@ -250,6 +250,22 @@ def test_label_fusion_mode_and_tie_break():
     np.testing.assert_array_equal(label_fusion(members, "rawnet2"), [1, 4, 3, 7])
 
 
+def test_label_fusion_tie_break_finds_a_seed_ensembles_members():
+    """Members of a seed ensemble are `<system>_seed<N>`: the tie-break list names systems, so the
+    first member of the most preferred system decides, not merely the first member."""
+    from fusion.scorers import LabelFusion
+
+    systems = ["rawnet2_seed4", "lfcc_resnet18_seed4", "rawnet2_seed5", "lfcc_resnet18_seed5"]
+    scorer = LabelFusion(FusionContext({}, systems, FusionConfig()))
+    scorer.fit()
+    assert scorer.tie_break == "lfcc_resnet18_seed4"  # the default list prefers lfcc_resnet18 to rawnet2
+    cfg = FusionConfig()
+    cfg.label.tie_break = ["rawnet2"]
+    scorer = LabelFusion(FusionContext({}, ["lfcc_resnet18", "rawnet2"], cfg))
+    scorer.fit()
+    assert scorer.tie_break == "rawnet2"
+
+
 def test_openmax_sends_far_points_to_unknown():
     rng = np.random.default_rng(3)
     labels = np.repeat(np.arange(7), 30)

@@ -75,6 +75,21 @@ def test_predict_bad_files_give_error_rows(tiny_recipe, tiny_corpus, tmp_path):
     assert "no such file" in rows[2]["error"]
 
 
+def test_predict_refuses_an_experiment_without_its_prepared_data(tiny_recipe, tiny_corpus, tmp_path):
+    """New files are read with the test stage's stored options or not at all: an --exp without
+    data/test (a seed folder of an older run, a copied systems folder) is a one-line error."""
+    work, _ = tiny_recipe
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for part in ("fusion", *(p.name for p in (work / "exp").iterdir() if (p / "ckpt").is_dir())):
+        (exp / part).symlink_to(work / "exp" / part)
+    good = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[0]
+    proc = predict("--exp", str(exp), str(good), check=False)
+    err = proc.stderr.strip()
+    stamp = exp / "data" / "test" / ".options.json"
+    assert proc.returncode == 2 and "\n" not in err and f"{stamp}: missing" in err, err
+
+
 def tree_digest(folder, skip: str) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and skip not in p.relative_to(folder).parts}

@@ -131,6 +131,35 @@ def test_scores_and_conditions_options(tmp_path):
     assert "AUROC" in text and "FPR95 0.5000" in text and "EER 0.2083" in text and "\ncodec " in text
 
 
+def test_predict_rows_with_an_error_are_left_out_of_the_score_figures(tmp_path):
+    """submit.predict gives a file it cannot read label 7, empty scores and a reason in `error`:
+    AUROC, FPR95 and EER are over the other rows, P / R / F1 over all of them."""
+    from sklearn.metrics import roc_auc_score
+
+    ids, key, pred = scored_case(tmp_path)
+    known = [0.9, 0.8, 0.7, 0.2, 0.6, 0.5, 0.4, 0.3, 0.25, 0.1]
+    bad = 3
+    rows = [f"{u}\t\t\tcorrupt wav header" if i == bad else f"{u}\t{1 - known[i]}\t{known[i]}\t"
+            for i, u in enumerate(ids)]
+    scores = tmp_path / "pred.tsv"
+    scores.write_text("utt_id\tunknown_score\tp_0\terror\n" + "".join(r + "\n" for r in rows))
+    proc = score_cli(pred, key, "--scores", scores, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    keep = [i for i in range(10) if i != bad]
+    truth = np.array(WORKED_TRUE)[keep]
+    assert rep["scores"]["unscored"] == 1
+    assert rep["scores"]["unknown_vs_known"]["known"] == 7
+    assert rep["scores"]["unknown_vs_known"]["auroc"] == pytest.approx(roc_auc_score(truth != 7, np.array(known)[keep]))
+    assert rep["open_set"]["f1"] == pytest.approx(open_set_scores(WORKED_TRUE, WORKED_PRED)["f1"])
+    assert "1 utterance(s) with an error" in score_cli(pred, key, "--scores", scores).stdout
+    # an empty score without a reason stays an error
+    scores.write_text("utt_id\tunknown_score\terror\n" + "".join(
+        f"{u}\t{'' if i == bad else 0.5}\t\n" for i, u in enumerate(ids)))
+    proc = score_cli(pred, key, "--scores", scores)
+    assert proc.returncode == 2 and "not a finite number" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("scores_text, message", [
     ("utt_id\tknown_score\nE_00\t0.5\n", "no score for id E_01"),
     ("utt_id\tother\n" + "".join(f"E_{i:02d}\t1\n" for i in range(10)), "none of the columns"),

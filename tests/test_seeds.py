@@ -176,6 +176,14 @@ def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     labels = [int(line.split("\t")[2]) for line in proc.stdout.strip().split("\n")[1:]]
     assert labels == [submitted[w.stem] for w in wavs]
+    # a seed folder is an experiment too: its data links EXP/data, and predict gives its submission
+    seed_exp = exp / "seed_5"
+    assert (seed_exp / "data").is_symlink() and (seed_exp / "data").resolve() == (exp / "data").resolve()
+    proc = subprocess.run([sys.executable, "-m", "submit.predict", "--exp", str(seed_exp), *map(str, wavs)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seed_submitted = read_label_file(seed_exp / "submission" / "track3.txt")
+    assert [int(line.split("\t")[2]) for line in proc.stdout.strip().split("\n")[1:]] == [seed_submitted[w.stem] for w in wavs]
     # a new test set on the ensemble: stage 3 finds nothing to do and leaves every link a link
     new_wavs = tmp_path / "new_test"
     new_wavs.mkdir()
