@@ -104,6 +104,10 @@ EOF
 
 while [ $# -gt 0 ]; do
   case "$1" in
+    --skip_setup|--deterministic|-h|--help) ;;
+    --*) [ $# -ge 2 ] || { echo "error: $1 needs a value (see --help)" >&2; exit 2; } ;;
+  esac
+  case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop_stage) stop_stage=$2; shift 2 ;;
     --data_root) data_root=$2; shift 2 ;;
@@ -138,6 +142,7 @@ for n in "$stage" "$stop_stage" "$nj" "$seed" "$ngpu"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "error: '$n' is not a non-negative integer" >&2; exit 2; }
 done
 [ "$ngpu" -ge 1 ] || { echo "error: --ngpu $ngpu: at least 1" >&2; exit 2; }
+[ "$stage" -le "$stop_stage" ] || { echo "error: --stage $stage is after --stop_stage $stop_stage: nothing would run" >&2; exit 2; }
 if [ -n "$seeds" ]; then
   [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: --seeds '$seeds': expected comma-separated non-negative integers, e.g. 1,2,3" >&2; exit 2; }
   [ "$(tr , '\n' <<< "$seeds" | sort | uniq -d)" = "" ] || { echo "error: --seeds '$seeds': a seed is listed twice" >&2; exit 2; }
@@ -161,9 +166,14 @@ if [ -n "$test_dir" ]; then
   [ -d "$test_dir" ] || { echo "error: --test_dir $test_dir: not a folder" >&2; exit 2; }
   [ -d "$exp" ] || { echo "error: --exp $exp: no such experiment; train it first" >&2; exit 2; }
   [ -n "$test_name" ] || test_name=$(basename "$(cd "$test_dir" && pwd)")
+  # the name is one folder under EXP/testsets: anything that leads elsewhere would overwrite EXP's own files
+  [[ -n "$test_name" && "$test_name" != */* && "$test_name" != "." && "$test_name" != ".." ]] || {
+    echo "error: --test_name '$test_name': must be one folder name, not a path" >&2; exit 2; }
   testset=$exp/testsets/$test_name
   test_key=$test_labels
   [ -f "$exp/fusion/summary.json" ] || { echo "error: $exp/fusion/summary.json: missing; run the recipe on --exp first" >&2; exit 2; }
+  [ -d "$exp/data/train" ] || { echo "error: $exp/data: missing; a new test set reads the experiment's prepared data (in a seed folder of an older run: ln -s ../data $exp/data)" >&2; exit 2; }
+  [ -z "$test_key" ] || [ -f "$test_key" ] || { echo "error: --test_labels $test_key: no such file" >&2; exit 2; }
   $systems_given || systems=$("$python" -c "import json, sys; print(','.join(json.load(open(sys.argv[1]))['systems']))" \
     "$exp/fusion/summary.json")
   IFS=, read -r -a system_list <<< "$systems"

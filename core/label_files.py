@@ -12,7 +12,7 @@ def utt_id_of(token: str) -> str:
     return token[:-4] if token.lower().endswith(".wav") else token
 
 
-def _text_lines(path: Path, what: str) -> list[str]:
+def text_lines(path: Path, what: str) -> list[str]:
     """The file's lines as UTF-8 text; a byte-order mark (Windows editors write one) is dropped,
     never read as part of the first id. UTF-16 and other encodings are refused with the line."""
     try:
@@ -40,7 +40,7 @@ def read_label_lines(path: str | Path, valid_labels: range = ALL_LABELS, what: s
         fail(f"{path}: {what} does not exist")
     rows: list[tuple[str, int, int]] = []
     first_line: dict[str, int] = {}
-    for lineno, raw in enumerate(_text_lines(path, what), 1):
+    for lineno, raw in enumerate(text_lines(path, what), 1):
         line = raw.strip()
         if not line:
             continue
@@ -48,10 +48,10 @@ def read_label_lines(path: str | Path, valid_labels: range = ALL_LABELS, what: s
         if len(parts) != 2:
             fail(f"{path}:{lineno}: expected '<file> <label>', got {line[:80]!r}")
         utt, tok = utt_id_of(parts[0]), parts[1]
-        try:
-            label = int(tok)
-        except ValueError:
+        # ASCII digits only: int() would also take `0_3` and other scripts' digits
+        if not (tok.isascii() and tok.lstrip("+-").isdigit()):
             fail(f"{path}:{lineno}: label {tok!r} is not an integer")
+        label = int(tok)
         if label not in valid_labels:
             fail(f"{path}:{lineno}: label {label} outside {valid_labels.start}–{valid_labels.stop - 1}")
         if utt in first_line:

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 
 from core.errors import fail
-from core.label_files import _text_lines, utt_id_of
+from core.label_files import text_lines, utt_id_of
 
 SCORE_COLUMNS = ("known_score", "unknown_score", "fake_score", "p_0")
 
@@ -32,7 +32,7 @@ def _lines(path: Path, what: str) -> list[tuple[int, str]]:
         fail(f"{path}: {what} is a folder, not a file")
     if not path.is_file():
         fail(f"{path}: {what} does not exist")
-    rows = [(n, line.rstrip("\r")) for n, line in enumerate(_text_lines(path, what), 1) if line.strip()]
+    rows = [(n, line.rstrip("\r")) for n, line in enumerate(text_lines(path, what), 1) if line.strip()]
     if not rows:
         fail(f"{path}: {what} is empty")
     return rows
@@ -69,7 +69,8 @@ def read_score_columns(path: str | Path) -> tuple[dict[str, dict[str, float]], l
         for c in present:
             raw = cells[header.index(c)].strip()
             try:
-                value = float(raw)
+                # float() would also take `0_9` (as 9.0) and other scripts' digits
+                value = float(raw) if raw.isascii() and "_" not in raw else math.nan
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):

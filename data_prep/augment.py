@@ -22,6 +22,7 @@ augmented dev copy (data_prep/dev_augment.py) keep the test's order.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -148,6 +149,11 @@ class AugmentConfig:
         self.codec_variants = int(self.codec_variants)
         self.snr_db = tuple(float(v) for v in self.snr_db)
         self.babble_speakers = tuple(int(v) for v in self.babble_speakers)
+        for name, low in (("snr_db", -math.inf), ("babble_speakers", 1)):
+            pair = getattr(self, name)
+            if len(pair) != 2 or not (low <= pair[0] <= pair[1] < math.inf):
+                fail(f"augment: {name} {list(pair)}: a range [low, high], low <= high"
+                     + (f", low >= {low:g}" if low > -math.inf else ""))
         self.rt60_s = tuple(float(v) for v in self.rt60_s)
         if not 0.0 < self.rt60_s[0] <= self.rt60_s[1] <= 3.0:
             fail(f"augment: rt60_s = {list(self.rt60_s)}, must be 0 < low <= high <= 3 seconds")

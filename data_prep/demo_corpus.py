@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core.atomic import atomic_dir
-from core.errors import KitError, fail, run_cli
+from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.stamps import stage_is_current, write_stamp
 
 from .audio_io import resample, rms_dbfs, trim_edge_silence, write_wav
@@ -341,7 +341,7 @@ def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/demo", help="corpus folder (replaced only when complete)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every class count")

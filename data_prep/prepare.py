@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from .codec_cache import build_codec_cache
 from .dev_augment import augment_split
 
 SPLITS = ("train", "dev", "test")
+# audio a split folder may hold besides its .wav files: reported as not read
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".amr"}
 SPLIT_ALIASES = {"train": ("train",), "dev": ("dev", "develop", "development"), "test": ("test", "eval")}
 LABEL_NAMES = ("label.txt", "labels.txt", "{s}_label.txt", "{s}_labels.txt", "{s}.txt")
 
@@ -152,6 +155,14 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
     wavs = sorted(p for p in src.wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
     if not wavs:
         fail(f"{src.wav_dir}: no .wav files for split {src.name}")
+    # the challenge's splits are flat folders of .wav (the submission lists their ids): other audio
+    # is not read, and said so, never passed over in silence
+    read = set(wavs)
+    others = sorted(p for p in src.wav_dir.rglob("*")
+                    if p.suffix.lower() in AUDIO_SUFFIXES and p not in read and p.is_file())
+    if others:
+        print(f"[prepare] {src.name}: {len(others)} audio file(s) not read (only the .wav files directly in "
+              f"{src.wav_dir} are), e.g. {others[0]}", file=sys.stderr)
     if src.label_file is not None and not src.label_file.is_file():
         problem = "is a folder, not a file" if src.label_file.is_dir() else "does not exist"
         fail(f"{src.label_file}: label file {problem}")

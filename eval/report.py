@@ -462,6 +462,18 @@ def random_frontend_systems(exp: Path, systems: list[str]) -> list[str]:
     return flagged
 
 
+def key_matches_test_set(key: dict[str, int], key_path: str, test_manifest: Path) -> None:
+    """The answer key labels exactly the prepared test utterances: else one line naming the key."""
+    from core.prepared_split import PreparedSplit
+
+    test_ids = set(PreparedSplit(test_manifest).ids)
+    missing, extra = sorted(test_ids - set(key)), sorted(set(key) - test_ids)
+    if missing:
+        fail(f"{key_path}: no label for {len(missing)} utterance(s) of the test set {test_manifest}, e.g. {missing[0]}")
+    if extra:
+        fail(f"{key_path}: {len(extra)} id(s) not in the test set {test_manifest}, e.g. {extra[0]}")
+
+
 def write_report(exp: Path, test_manifest: Path, key_path: str | None,
                  conditions_path: str | None = None) -> list[dict]:
     import matplotlib
@@ -476,6 +488,7 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
         fail(f"--conditions {conditions_path}: the per-condition table scores the test set; give --key too")
     if key is not None:
         require_known_class(list(key.values()), key_path)
+        key_matches_test_set(key, key_path, test_manifest)
     rows = evaluate_methods(fusion, test_manifest, key, summary)
     out = ensure_dir(exp / "report")
     plot_max_scores(fusion, summary, key, out)

@@ -5,10 +5,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from core.config_types import check_types
-from core.errors import KitError, fail, yaml_error_text
+from core.errors import KitError, fail
+from core.yaml_files import read_yaml
 from fusion.auto_select import AutoConfig
 from fusion.manifold_fusion import FeatureFusionConfig
 from fusion.ood_scores import OODConfig
@@ -70,14 +70,7 @@ class FusionConfig:
 
 def load_fusion_config(path: str | Path) -> FusionConfig:
     path = Path(path)
-    if not path.is_file():
-        fail(f"{path}: fusion config does not exist")
-    try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        fail(f"{path}: fusion config is not UTF-8 text")
-    except yaml.YAMLError as err:
-        fail(f"{path}: not valid YAML ({yaml_error_text(err)})")
+    raw = read_yaml(path, "fusion config")
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         fail(f"{path}: a fusion config must be a YAML mapping, not {type(raw).__name__}")

@@ -9,10 +9,9 @@ fusion fits on) back into `EXP/<sys>/`; the recipe then writes only below OUT: `
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from core.errors import fail, run_cli
+from core.errors import ArgumentParser, fail, run_cli
 from core.links import link_parts
 
 LINKED = ("config.yaml", "ckpt", "scores/train", "scores/dev")
@@ -24,7 +23,7 @@ def link_system(exp_sys: Path, out_sys: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True, help="the trained experiment")
     ap.add_argument("--out", required=True, help="the new test set's folder")
     ap.add_argument("--systems", required=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ArgumentParser, fail, run_cli
+from core.label_files import text_lines
 from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
 from core.prepared_split import PreparedSplit, write_manifest
 from core.stage_files import read_json
@@ -47,7 +48,8 @@ COLUMNS = ("utt_id", "path", "label", *[f"p_{c}" for c in KNOWN_CLASSES], "unkno
 
 
 def list_inputs(paths: list[str]) -> list[Path]:
-    """Every audio file named by the arguments, in the order given (folders sorted, recursively)."""
+    """Every audio file named by the arguments, in the order given (folders sorted, recursively);
+    a file named twice (the same path, or a folder and a file in it) is scored once, where first named."""
     out = []
     for arg in paths:
         p = Path(arg)
@@ -55,7 +57,7 @@ def list_inputs(paths: list[str]) -> list[Path]:
             out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
             base = p.parent
-            for line in p.read_text(encoding="utf-8-sig").splitlines():
+            for line in text_lines(p, "list file"):
                 if line.strip():
                     entry = Path(line.strip())
                     out.append(entry if entry.is_absolute() else base / entry)
@@ -63,7 +65,19 @@ def list_inputs(paths: list[str]) -> list[Path]:
             out.append(p)  # a missing or unreadable file becomes an error row, never a lost one
     if not out:
         fail(f"no audio files in {' '.join(paths)}")
-    return out
+    for f in out:
+        if any(c in str(f) for c in "\t\n\r"):
+            fail(f"{str(f)!r}: a path with a tab or line break cannot be a row of the output TSV; rename the file")
+    seen, unique = set(), []
+    for f in out:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if len(unique) < len(out):
+        print(f"[predict] {len(out) - len(unique)} path(s) named more than once: each file is scored once",
+              file=sys.stderr)
+    return unique
 
 
 def load_options(exp: Path) -> LoadOptions:
@@ -164,6 +178,8 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
 
 def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
             batch_size: int | None) -> list[dict]:
+    if not exp.is_dir():
+        fail(f"--exp {exp}: no such folder; give a trained experiment (run_track3.sh's --exp)")
     summary_path = exp / "fusion" / "summary.json"
     summary = read_json(summary_path, "fusion summary", "fusion",
                         keys={"submit_method": str, "methods": dict, "systems": list})
@@ -227,6 +243,14 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda, cuda:1 ...")
     ap.add_argument("--batch_size", type=int, default=None, help="windows per batch (default: score.batch_size)")
     args = ap.parse_args()
+    if args.batch_size is not None and args.batch_size < 1:
+        fail(f"--batch_size {args.batch_size}: must be 1 or more")
+    if args.method is not None and not args.method.strip():
+        fail("--method: empty; leave it out for the submitted method")
+    if args.backend == "torch":
+        from systems.common.inference import pick_device
+
+        pick_device(args.device)  # a wrong --device fails before any file is read
     exp = Path(args.exp)
     rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size)
     method = rows[0]["method"]

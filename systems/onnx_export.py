@@ -22,7 +22,6 @@ but have not been tried with full-size pretrained checkpoints (a graph over 2 GB
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.atomic import atomic_path
-from core.errors import fail, run_cli
+from core.errors import ArgumentParser, fail, run_cli
 from systems.common.config import load_config
 from systems.common.inference import best_checkpoint, build_model, config_digest, load_model_state
 
@@ -206,7 +205,7 @@ def export_onnx(exp_dir: Path, out_path: Path | None = None) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True, help="a trained system's folder (config.yaml, ckpt/)")
     ap.add_argument("--out", default=None, help=f"output file (default: EXP/{ONNX_NAME})")
     args = ap.parse_args()

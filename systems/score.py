@@ -15,7 +15,6 @@ window order and writes the split as one process would.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from speechbrain.utils.distributed import ddp_barrier
 from torch.utils.data import Subset
 
 from core.atomic import ensure_dir, save_npy
-from core.errors import fail, run_cli
+from core.errors import ArgumentParser, fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
 from core.stamps import file_signature, output_files, stage_is_current, write_stamp
@@ -128,7 +127,7 @@ def splits_to_score(exp: Path, data: Path, splits: str, sig: dict, cfg, device: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--splits", default="train,dev,test")

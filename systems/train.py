@@ -8,10 +8,9 @@ from this process (that command by hand does the same, with torchrun's own failu
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from core.errors import run_cli
+from core.errors import ArgumentParser, run_cli
 from systems.common.config import load_config, parse_overrides
 from systems.common.distributed import check_processes, launch, world_from_env
 from systems.common.engine import train
@@ -20,7 +19,7 @@ from systems.common.sampling import check_micro_batches
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="system YAML")
     ap.add_argument("--data", required=True, help="prepared data folder (stage 2 output)")
     ap.add_argument("--exp", required=True, help="this system's experiment folder")

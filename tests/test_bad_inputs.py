@@ -1047,6 +1047,21 @@ def _(tmp, base):
                                       "re-run the fusion stage"))
 
 
+@case("report: test key missing a test utterance -> names the key, not the fusion")
+def _(tmp, base):
+    exp = report_exp(tmp, base)
+    key = pairs(tmp, "key.txt", label_text({u: (i % 7) for i, u in enumerate(TEST_IDS[1:])}))
+    return report_case(exp, base, 2, (str(key), "no label for 1 utterance(s) of the test set", TEST_IDS[0]), key=key)
+
+
+@case("report: test key with an id outside the test set -> names the key")
+def _(tmp, base):
+    exp = report_exp(tmp, base)
+    labels = {u: (i % 7) for i, u in enumerate(TEST_IDS)} | {"ADD2023_T3_E_99999999": 3}
+    key = pairs(tmp, "key.txt", label_text(labels))
+    return report_case(exp, base, 2, (str(key), "1 id(s) not in the test set", "ADD2023_T3_E_99999999"), key=key)
+
+
 @case("report: test key holding only class 7")
 def _(tmp, base):
     exp = report_exp(tmp, base)

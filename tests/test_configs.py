@@ -86,3 +86,54 @@ def test_unknown_keys_are_errors(tmp_path, mutation, message):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(KitError, match=message):
         load_config(path)
+
+
+@pytest.mark.parametrize("mutation, message", [
+    ({"system": ["lfcc_resnet18"]}, "unknown system"),
+    ({"train": {"epochs": 0}}, "must be positive"),
+    ({"train": {"betas": [0.9]}}, "train.betas"),
+    ({"train": {"lr": float("nan")}}, "train.lr"),
+    ({"train": {"lr": -1.0}}, "train.lr"),
+    ({"train": {"grad_clip": -1.0}}, "train.grad_clip"),
+    ({"train": {"seed": -1}}, "train.seed"),
+    ({"augment": {"snr_db": [30, 5]}}, "snr_db"),
+    ({"augment": {"snr_db": [5]}}, "snr_db"),
+    ({"augment": {"babble_speakers": [7, 0]}}, "babble_speakers"),
+    ({"augment": {"codecs": ["nonsense"]}}, "unknown codec"),
+    ({"model": {"segment_frames": "abc"}}, "model.segment_frames"),
+])
+def test_bad_values_are_one_line_errors_naming_the_file(tmp_path, mutation, message):
+    """Values that would crash training later (or train something else than the file says) are
+    refused when the config is read, in one line that names the file."""
+    raw = yaml.safe_load((ROOT / "systems/lfcc_resnet18/conf/demo.yaml").read_text())
+    for k, v in mutation.items():
+        if isinstance(v, dict):
+            raw[k].update(v)
+        else:
+            raw[k] = v
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(KitError, match=message) as err:
+        load_config(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_yaml_keys_given_twice_are_refused_and_exponents_are_numbers(tmp_path):
+    """PyYAML alone keeps the last of two equal keys (a second `train:` replaces the first, every
+    train setting silently back at its default) and reads YAML 1.1's `1e-3` as a string."""
+    text = (ROOT / "systems/lfcc_resnet18/conf/demo.yaml").read_text()
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "train:\n  epochs: 500\n")
+    with pytest.raises(KitError, match=r"key 'train' given twice \(first on line \d+\)") as err:
+        load_config(path)
+    assert str(err.value).startswith(str(path))
+    path.write_text(text.replace("  epochs:", "  epochs: 12\n  epochs:", 1))
+    with pytest.raises(KitError, match="key 'epochs' given twice"):
+        load_config(path)
+    raw = yaml.safe_load(text)
+    raw["train"]["lr"] = "LR"
+    path.write_text(yaml.safe_dump(raw).replace("lr: LR", "lr: 1e-3"))
+    assert load_config(path).train.lr == pytest.approx(1e-3)
+    path.write_bytes(text.encode("utf-8") + "# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(KitError, match="not UTF-8 text"):
+        load_config(path)

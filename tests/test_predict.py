@@ -75,6 +75,32 @@ def test_predict_bad_files_give_error_rows(tiny_recipe, tiny_corpus, tmp_path):
     assert "no such file" in rows[2]["error"]
 
 
+def test_predict_inputs_named_twice_are_scored_once_and_bad_lists_are_one_line_errors(tmp_path):
+    from submit.predict import list_inputs
+
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        (folder / name).write_bytes(b"")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{folder / 'b.wav'}\nsub/a.wav\n")
+    files = list_inputs([str(folder / "a.wav"), str(folder), str(listing), str(folder / "a.wav")])
+    assert files == [folder / "a.wav", folder / "b.wav"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9.wav\n".encode("latin-1"))
+    for args, message in [([str(latin)], f"{latin}:1: list file is not UTF-8 text"),
+                          ([str(tmp_path / "a\tb.wav")], "a path with a tab or line break")]:
+        proc = predict("--exp", str(tmp_path), *args, check=False)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and "\n" not in err and message in err, err
+    for option, message in [(("--batch_size", "0"), "--batch_size 0: must be 1 or more"),
+                            (("--device", "bogus"), "--device 'bogus': not a device name"),
+                            (("--method", ""), "--method: empty")]:
+        proc = predict("--exp", str(tmp_path), str(folder), *option, check=False)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and "\n" not in err and message in err, err
+
+
 def test_predict_refuses_an_experiment_without_its_prepared_data(tiny_recipe, tiny_corpus, tmp_path):
     """New files are read with the test stage's stored options or not at all: an --exp without
     data/test (a seed folder of an older run, a copied systems folder) is a one-line error."""

@@ -148,6 +148,20 @@ def test_bad_files_are_reported_not_dropped_silently(tiny_corpus, tmp_path):
     assert test.readable[stereo] and abs(test.num_samples(stereo) - 16000) <= 1
 
 
+def test_audio_that_is_not_read_is_reported(tmp_path):
+    """A split is the .wav files directly in its folder (the submission lists their ids): a .flac
+    beside them or a .wav in a subfolder is not read, and the prepare stage says so."""
+    folder = tmp_path / "new_test"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.wav", "b.wav", "sub/c.wav"):
+        sf.write(folder / name, tone(16000), 16000, subtype="PCM_16")
+    sf.write(folder / "d.flac", tone(16000), 16000, format="FLAC")
+    (folder / "notes.txt").write_text("not audio")
+    proc = run_module("data_prep.prepare", "--split", "test", "--wav_dir", str(folder), "--out", str(tmp_path / "o"))
+    assert "2 audio file(s) not read" in proc.stderr and str(folder) in proc.stderr
+    assert PreparedSplit(tmp_path / "o" / "test").ids == ["a", "b"]
+
+
 def test_missing_folder_is_a_one_line_error(tmp_path):
     (tmp_path / "train" / "wav").mkdir(parents=True)
     proc = run_module("data_prep.prepare", "--data_root", str(tmp_path), "--out", str(tmp_path / "o"), check=False)

@@ -69,6 +69,8 @@ def test_random_cases_match_reference(seed):
     ("a 0\n", "a 0\nb 1\n", "has no prediction"),
     ("a 0\na.wav 1\n", "a 0\n", "duplicate id a"),
     ("a zero\n", "a 0\n", "not an integer"),
+    ("a 0_3\n", "a 0\n", "not an integer"),
+    ("a \u0663\n", "a 0\n", "not an integer"),
     ("a 8\n", "a 0\n", "outside 0–7"),
     ("", "a 0\n", "is empty"),
     ("a 0 extra\n", "a 0\n", "expected"),
@@ -165,6 +167,7 @@ def test_predict_rows_with_an_error_are_left_out_of_the_score_figures(tmp_path):
     ("utt_id\tother\n" + "".join(f"E_{i:02d}\t1\n" for i in range(10)), "none of the columns"),
     ("id\tknown_score\n", "first column is utt_id"),
     ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(9)) + "E_09\tnan\n", "not a finite number"),
+    ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(9)) + "E_09\t0_9\n", "not a finite number"),
     ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(10)) + "E_00\t2\n", "duplicate id E_00"),
     ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(11)), "not in the answer key"),
 ])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ from typing import Any
 import yaml
 
 from core.atomic import write_text_atomic
-from core.config_types import check_types
-from core.errors import fail
+from core.config_types import check_types, type_ok
+from core.errors import KitError, fail
+from core.yaml_files import parse_yaml, read_yaml
 from data_prep.augment import AugmentConfig
 
 SECTIONS = ("system", "model", "train", "score", "augment")
@@ -80,6 +83,14 @@ class TrainConfig:
         if self.warmup_epochs < 0 or self.step_epochs < 1 or not 0 < self.step_gamma <= 1 \
                 or not 0 <= self.min_lr_ratio <= 1:
             fail("train: warmup_epochs >= 0, step_epochs >= 1, 0 < step_gamma <= 1, 0 <= min_lr_ratio <= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            fail(f"train.lr {self.lr} and train.weight_decay {self.weight_decay}: lr > 0, weight_decay >= 0, both finite")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            fail(f"train.betas {list(self.betas)}: two values in [0, 1)")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            fail(f"train.grad_clip {self.grad_clip}: a positive norm, or null for none")
+        if self.seed < 0:
+            fail(f"train.seed {self.seed}: must be >= 0")
         self.betas = tuple(float(b) for b in self.betas)
 
 
@@ -147,17 +158,27 @@ def _section(cls, values: dict | None, where: str):
     if unknown:
         fail(f"{where}: unknown key(s) {unknown}; valid: {sorted(known)}")
     check_types(cls, values, where)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except KitError as err:  # the section's own checks name the key; `where` adds the file
+        fail(f"{where.rsplit(': ', 1)[0]}: {err}")
 
 
 def check_model_keys(system: str, model: dict, where: str) -> None:
     from systems import model_class
 
-    params = inspect.signature(model_class(system).__init__).parameters
+    init = model_class(system).__init__
+    params = inspect.signature(init).parameters
     valid = {n for n in params if n not in ("self", "num_classes")}
     unknown = sorted(set(model) - valid)
     if unknown:
         fail(f"{where}: unknown model key(s) {unknown} for {system}; valid: {sorted(valid)}")
+    # the constructor's annotations are the value types (int sizes, float rates, tuples of them)
+    hints = typing.get_type_hints(init)
+    for key, value in model.items():
+        if key in hints and not type_ok(value, hints[key]):
+            name = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
+            fail(f"{where}.{key}: {value!r} is not a valid {name}")
 
 
 def from_dict(raw: dict, where: str, overrides: dict[str, Any] | None = None) -> SystemConfig:
@@ -168,6 +189,10 @@ def from_dict(raw: dict, where: str, overrides: dict[str, Any] | None = None) ->
         fail(f"{where}: unknown section(s) {unknown}; valid: {list(SECTIONS)}")
     if "system" not in raw:
         fail(f"{where}: missing 'system'")
+    from systems import REGISTRY
+
+    if not isinstance(raw["system"], str) or raw["system"] not in REGISTRY:
+        fail(f"{where}: unknown system {raw['system']!r}; valid: {', '.join(sorted(REGISTRY))}")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
@@ -185,14 +210,7 @@ def from_dict(raw: dict, where: str, overrides: dict[str, Any] | None = None) ->
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SystemConfig:
-    path = Path(path)
-    if not path.is_file():
-        fail(f"{path}: config file does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        fail(f"{path}: not valid YAML ({str(err).splitlines()[0]})")
-    return from_dict(raw, str(path), overrides)
+    return from_dict(read_yaml(path, "config file"), str(path), overrides)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -202,5 +220,5 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             fail(f"override {item!r}: expected section.key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = parse_yaml(v, f"override {item!r}")
     return out

@@ -82,9 +82,18 @@ def window_hop(cfg: SystemConfig, sample_rate: int = 16000) -> int:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """`auto` (cuda when there is one, else cpu) or a torch device name; a name torch does not know,
+    or a GPU this machine lacks, is a one-line error."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        fail(f"--device {requested!r}: not a device name (auto, cpu, cuda, cuda:1 ...)")
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        fail(f"--device {requested}: this machine has {torch.cuda.device_count()} usable GPU(s)")
+    return device
 
 
 def build_model(cfg: SystemConfig) -> nn.Module:

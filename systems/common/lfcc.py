@@ -24,7 +24,6 @@ Presets (shared/spec/systems.md):
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import fail, run_cli
+from core.errors import ArgumentParser, fail, run_cli
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ def lfcc_file(preset: str, wav_path: str, out_path: str) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Compute a front-end feature for one file.")
+    ap = ArgumentParser(description="Compute a front-end feature for one file.")
     sub = ap.add_subparsers(dest="feature", required=True)
     lf = sub.add_parser("lfcc", help="LFCC, saved as a (frames, 60) .npy")
     lf.add_argument("--preset", default="res2net", choices=sorted(PRESETS))
