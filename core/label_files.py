@@ -36,7 +36,7 @@ def read_label_lines(path: str | Path, valid_labels: range = ALL_LABELS, what: s
     path = Path(path)
     if path.is_dir():
         fail(f"{path}: {what} is a folder, not a file")
-    if not path.is_file():
+    if not path.exists():  # a pipe (`<(...)`, /dev/stdin) is no regular file and reads the same
         fail(f"{path}: {what} does not exist")
     rows: list[tuple[str, int, int]] = []
     first_line: dict[str, int] = {}

@@ -30,7 +30,7 @@ SCORE_COLUMNS = ("known_score", "unknown_score", "fake_score", "p_0")
 def _lines(path: Path, what: str) -> list[tuple[int, str]]:
     if path.is_dir():
         fail(f"{path}: {what} is a folder, not a file")
-    if not path.is_file():
+    if not path.exists():  # a pipe (`<(...)`, /dev/stdin) is no regular file and reads the same
         fail(f"{path}: {what} does not exist")
     rows = [(n, line.rstrip("\r")) for n, line in enumerate(text_lines(path, what), 1) if line.strip()]
     if not rows:
@@ -45,9 +45,12 @@ def read_score_columns(path: str | Path) -> tuple[dict[str, dict[str, float]], l
     what = "score file"
     lines = _lines(path, what)
     head_no, head = lines[0]
-    header = head.split("\t")
+    header = [h.strip() for h in head.split("\t")]
     if header[0] != "utt_id":
         fail(f"{path}:{head_no}: {what} must start with a header whose first column is utt_id, got {head[:80]!r}")
+    twice = sorted({h for h in header if header.count(h) > 1 and h in (*SCORE_COLUMNS, "utt_id", "error")})
+    if twice:
+        fail(f"{path}:{head_no}: {what} names column(s) {', '.join(twice)} twice")
     present = [c for c in SCORE_COLUMNS if c in header]
     if not present:
         fail(f"{path}:{head_no}: {what} has none of the columns {', '.join(SCORE_COLUMNS)}")

@@ -133,6 +133,18 @@ def test_scores_and_conditions_options(tmp_path):
     assert "AUROC" in text and "FPR95 0.5000" in text and "EER 0.2083" in text and "\ncodec " in text
 
 
+def test_a_key_from_a_pipe_and_a_header_with_stray_spaces(tmp_path):
+    """`score.py preds <(sort key)` reads the pipe; `known_score ` (a trailing space, as a
+    spreadsheet may leave) is the column known_score, not an unknown column passed over."""
+    ids, key, pred = scored_case(tmp_path)
+    scores = tmp_path / "s.tsv"
+    scores.write_text("utt_id \tknown_score \n" + "".join(f"{u}\t{0.9 - 0.1 * i}\n" for i, u in enumerate(ids)))
+    proc = subprocess.run(["bash", "-c", f'"{sys.executable}" "{ROOT / "eval" / "score.py"}" "{pred}" <(cat "{key}") '
+                          f'--scores "{scores}" --json'], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "unknown_vs_known" in json.loads(proc.stdout)["scores"]
+
+
 def test_predict_rows_with_an_error_are_left_out_of_the_score_figures(tmp_path):
     """submit.predict gives a file it cannot read label 7, empty scores and a reason in `error`:
     AUROC, FPR95 and EER are over the other rows, P / R / F1 over all of them."""
@@ -168,6 +180,7 @@ def test_predict_rows_with_an_error_are_left_out_of_the_score_figures(tmp_path):
     ("id\tknown_score\n", "first column is utt_id"),
     ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(9)) + "E_09\tnan\n", "not a finite number"),
     ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(9)) + "E_09\t0_9\n", "not a finite number"),
+    ("utt_id\tknown_score\tknown_score\n" + "".join(f"E_{i:02d}\t1\t2\n" for i in range(10)), "known_score twice"),
     ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(10)) + "E_00\t2\n", "duplicate id E_00"),
     ("utt_id\tknown_score\n" + "".join(f"E_{i:02d}\t1\n" for i in range(11)), "not in the answer key"),
 ])
