@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.atomic import ensure_dir, save_npy, write_text_atomic
+from core.atomic import ensure_dir, remove_stale_temporaries, save_npy, write_text_atomic
 from core.errors import fail
 from core.labels import NO_LABEL, NUM_KNOWN, SCORE_COLUMNS, UNKNOWN
 from core.stage_files import NpyRows, load_npy
@@ -29,6 +29,7 @@ LOGIT_COLUMNS = ("utt_id", "label") + SCORE_COLUMNS
 def write_scores(folder: Path, ids: list[str], labels: np.ndarray, logits: np.ndarray, embeddings: np.ndarray,
                  window_embeddings: np.ndarray | None = None, window_offsets: np.ndarray | None = None) -> None:
     folder = ensure_dir(folder)
+    remove_stale_temporaries(folder)  # what a killed earlier run's atomic writes left
     frame = pd.DataFrame(np.asarray(logits, dtype=np.float64), columns=list(SCORE_COLUMNS))
     frame.insert(0, "label", np.asarray(labels, dtype=np.int64))
     frame.insert(0, "utt_id", list(ids))

@@ -19,9 +19,12 @@ def options_digest(options: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def stage_is_current(out_dir: str | os.PathLike, options: dict[str, Any]) -> bool:
+def stage_is_current(out_dir: str | os.PathLike, options: dict[str, Any], inputs: str | None = None) -> bool:
     """True when `out_dir` was completed earlier with exactly these resolved options and every
-    output the stamp lists is still there at the size it was written."""
+    output the stamp lists is still there at the size it was written. `inputs` (a listing_digest of
+    the files the stage read) must match too where the stamp holds one; stamps written before they
+    held one are judged by the options alone, as then, so that an older experiment (whose later
+    stages hash this stamp) is not redone by an upgrade of the kit."""
     out_dir = Path(out_dir)
     stamp = out_dir / STAMP_NAME
     if not stamp.is_file():
@@ -31,6 +34,8 @@ def stage_is_current(out_dir: str | os.PathLike, options: dict[str, Any]) -> boo
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
     if not isinstance(saved, dict) or saved.get("digest") != options_digest(options):
+        return False
+    if inputs is not None and "inputs" in saved and saved["inputs"] != inputs:
         return False
     for name, size in (saved.get("outputs") or {}).items():
         path = out_dir / name
@@ -45,14 +50,29 @@ def output_files(out_dir: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in Path(out_dir).iterdir() if p.is_file() and p.name != STAMP_NAME)
 
 
-def write_stamp(out_dir: str | os.PathLike, options: dict[str, Any], outputs: list[str] = ()) -> None:
+def write_stamp(out_dir: str | os.PathLike, options: dict[str, Any], outputs: list[str] = (),
+                inputs: str | None = None) -> None:
     """`outputs`: names of files in `out_dir` the stage wrote; the stage then counts as current
     only while each is there at this size (a lost or truncated output re-runs it). Sizes, not
-    times: a copied experiment folder stays current."""
+    times: a copied experiment folder stays current. `inputs`: see stage_is_current."""
     out_dir = Path(out_dir)
     payload = {"digest": options_digest(options), "options": options,
                "outputs": {name: (out_dir / name).stat().st_size for name in outputs}}
+    if inputs is not None:
+        payload["inputs"] = inputs
     write_text_atomic(out_dir / STAMP_NAME, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def listing_digest(files: list[Path], root: str | os.PathLike) -> str:
+    """A digest of every file's name (relative to `root`), size and modification time: a renamed,
+    added, removed or replaced file changes it, without reading any audio (a file replaced by one
+    of the same size and time, as `cp -p` of an equal-length file gives, does not)."""
+    h = hashlib.sha256()
+    root = Path(root)
+    for path in sorted(files):
+        st = path.stat()
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def file_signature(path: str | os.PathLike) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir, writing
 from core.prepared_split import PreparedSplit
-from core.stamps import STAMP_NAME, stage_is_current, write_stamp
+from core.stamps import STAMP_NAME, listing_digest, stage_is_current, write_stamp
 from core.tables import write_table
 
 from .augment import CODECS, AugmentConfig, MusanAugmenter, musan_folders
@@ -66,7 +66,9 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
     options = {"clean": str(clean_dir.resolve()), "clean_stamp": clean_stamp, "bank": bank_signature(musan),
                "snr_db": list(cfg["snr_db"]), "p_noisy": float(p_noisy), "p_codec": float(p_codec),
                "codecs": list(CODECS), "seed": int(seed), "version": VERSION}
-    if stage_is_current(target, options):
+    # noise files are drawn by their place in a sorted list: a renamed one changes what is drawn
+    inputs = listing_digest([p for paths in musan_folders(musan).values() for p in paths], musan)
+    if stage_is_current(target, options, inputs):
         return {"skipped": True}
     split = PreparedSplit(clean_dir)
     conditions = [""] * len(split)
@@ -83,6 +85,6 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
                 conditions[i] = condition
         _worker.clear()
         write_table(stage / "conditions.tsv", pd.DataFrame({"utt_id": split.ids, "condition": conditions}))
-        write_stamp(stage, options)
+        write_stamp(stage, options, inputs=inputs)
     counts = pd.Series(conditions).value_counts().to_dict()
     return {"skipped": False, "utterances": len(split), "conditions": counts}

@@ -35,7 +35,7 @@ from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import read_label_file, utt_id_of
 from core.labels import ALL_LABELS, NUM_KNOWN
 from core.prepared_split import write_manifest
-from core.stamps import file_signature, stage_is_current, write_stamp
+from core.stamps import file_signature, listing_digest, stage_is_current, write_stamp
 
 from .audio_io import AudioReadError, LoadOptions, load_for_model
 from .augment import CODECS, AugmentConfig, musan_folders
@@ -172,7 +172,9 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
                "label_file": file_signature(src.label_file) if src.label_file else None,
                "load": dataclasses.asdict(opts), "version": 1}
     target = out / (folder or src.name)
-    if stage_is_current(target, options):
+    # the count and newest time above miss a renamed file and a replacement that keeps its time
+    inputs = listing_digest(wavs, src.wav_dir)
+    if stage_is_current(target, options, inputs):
         return {"split": src.name, "skipped": True}
 
     # train/dev teach and select the known classes: 7 (unknown) has no network output to learn
@@ -222,7 +224,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
         write_manifest(stage / "manifest.tsv", rows)
         write_text_atomic(stage / "report.txt", f"# split {src.name}: {n_ok} prepared, {len(problems)} problem(s)\n"
                           + "".join(p + "\n" for p in problems))
-        write_stamp(stage, options)
+        write_stamp(stage, options, inputs=inputs)
     for p in problems:
         kind, utt, detail = p.split("\t", 2)
         print(f"[prepare {src.name}] {kind}: {detail} (utterance {utt})")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_path, ensure_dir, write_text_atomic
+from core.atomic import atomic_path, ensure_dir, remove_stale_temporaries, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli, yaml_error_text
 from core.label_files import read_label_file
 from core.labels import ALL_LABELS, LABEL_NAMES, REAL, UNKNOWN
@@ -491,6 +491,7 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
         key_matches_test_set(key, key_path, test_manifest)
     rows = evaluate_methods(fusion, test_manifest, key, summary)
     out = ensure_dir(exp / "report")
+    remove_stale_temporaries(out)  # what a killed earlier run's atomic writes left
     plot_max_scores(fusion, summary, key, out)
     plot_f1_vs_tau(fusion, summary, key, out)
     has_tsne = plot_tsne(fusion, key, out)

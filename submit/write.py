@@ -14,7 +14,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from core.atomic import atomic_path, writing
+from core.atomic import atomic_path, remove_stale_temporaries, writing
 from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import read_label_lines, utt_id_of
 from core.labels import ALL_LABELS, UNKNOWN
@@ -58,16 +58,21 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
 
 
 def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[Path, Path]:
-    """The .txt and its .zip, both or neither: each is built under a temporary name and the two are
-    renamed only when both are complete."""
+    """The .txt and its .zip (what is uploaded), each built under a temporary name. Two files cannot
+    be renamed at once, so the order makes the zip the mark of completion: the old zip goes first,
+    then the new .txt is renamed, the zip last. A kill at any point leaves either both new files
+    or a .txt without a zip (re-run the stage), never a zip that disagrees with the .txt beside it."""
     out_dir = Path(out_dir)
     txt, zpath = out_dir / f"{name}.txt", out_dir / f"{name}.zip"
-    with atomic_path(txt) as txt_tmp, atomic_path(zpath) as zip_tmp:
-        with writing(txt):
-            txt_tmp.write_text("\n".join(lines) + "\n")
-        # CodaLab reads the .txt at the zip's top level, so no folder in the archive
-        with writing(zpath), zipfile.ZipFile(zip_tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.write(txt_tmp, arcname=txt.name)
+    remove_stale_temporaries(out_dir)  # what a killed earlier run left
+    with atomic_path(zpath) as zip_tmp:
+        with atomic_path(txt) as txt_tmp:
+            with writing(txt):
+                txt_tmp.write_text("\n".join(lines) + "\n")
+            # CodaLab reads the .txt at the zip's top level, so no folder in the archive
+            with writing(zpath), zipfile.ZipFile(zip_tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.write(txt_tmp, arcname=txt.name)
+            zpath.unlink(missing_ok=True)
     return txt, zpath
 
 

@@ -896,7 +896,8 @@ def _(tmp, base):
 def _(tmp, base):
     out = tmp / "submission"
     out.mkdir()
-    return submit_case(tmp, 2, (str(out / "track3.txt"), "Permission denied"), fusion=base / "exp" / "fusion",
+    # the zip's temporary file is made first (it is renamed last), so the error names it
+    return submit_case(tmp, 2, (str(out / "track3.zip"), "Permission denied"), fusion=base / "exp" / "fusion",
                        test=base / "data" / "test", fault="read_only", read_only=(out,))
 
 

@@ -107,6 +107,48 @@ def test_incomplete_checkpoint_is_ignored_and_removed(tiny_prepared, tiny_corpus
     assert not partial.exists()
 
 
+def test_a_kill_after_the_last_checkpoint_is_finished_by_the_next_run(tiny_prepared, tiny_corpus, tmp_path):
+    """The last epoch's save writes the checkpoint, then drops superseded ones and writes the log;
+    a kill in between leaves an older checkpoint and a log one row short. The next run, which finds
+    training complete, finishes both instead of saying "nothing to do" over them."""
+    import shutil
+
+    import yaml
+
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 2})
+    exp = tmp_path / "exp"
+    train(cfg, tiny_prepared, exp, torch.device("cpu"))
+    whole_log = (exp / "train_log.csv").read_text()
+    kept = sorted(p.name for p in (exp / "ckpt").iterdir())
+    # the state of the kill: a superseded checkpoint still there, the log's last row missing
+    latest = AtomicCheckpointer(exp / "ckpt").find_checkpoint()
+    old = exp / "ckpt" / "CKPT+2000-01-01+00-00-00+00"
+    shutil.copytree(latest.path, old)
+    meta = yaml.safe_load((old / "CKPT.yaml").read_text())
+    meta.update(epoch=1, dev_f1=-1.0, unixtime=1.0)
+    (old / "CKPT.yaml").write_text(yaml.safe_dump(meta))
+    (exp / "train_log.csv").write_text("".join(whole_log.splitlines(keepends=True)[:2]))
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
+    assert (exp / "train_log.csv").read_text() == whole_log
+    assert sorted(p.name for p in (exp / "ckpt").iterdir()) == kept
+
+
+def test_a_renamed_noise_file_retrains(tiny_prepared, tiny_corpus, tmp_path):
+    """Noise files are drawn by their place in the sorted list: renaming one changes what training
+    sees while the bank's count, bytes and newest time stay; the checkpoint's bank listing notices."""
+    import shutil
+
+    bank = tmp_path / "musan"
+    shutil.copytree(tiny_corpus / "musan_demo", bank)
+    cfg = load_config(CONFIG, dict(TINY, **{"augment.musan": str(bank), "train.epochs": 1}))
+    exp = tmp_path / "exp"
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
+    noise = sorted((bank / "noise").rglob("*.wav"))[0]
+    noise.rename(noise.with_name("zz-" + noise.name))
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
+
+
 def test_changed_config_starts_over(tiny_prepared, tiny_corpus, tmp_path):
     exp = tmp_path / "exp"
     train(tiny_config(tiny_corpus, **{"train.epochs": 1}), tiny_prepared, exp, torch.device("cpu"))

@@ -100,3 +100,56 @@ def test_fusion_reruns_when_fused_by_other_code(tmp_path, monkeypatch, capsys):
     assert "up to date, skipped" not in again and "submission method" in again
     fusion_run.main()
     assert "up to date, skipped" in capsys.readouterr().out
+
+
+def test_prepare_reruns_after_a_rename_or_a_replacement_that_keeps_its_time(tmp_path):
+    """The prepare stamp's file count and newest time miss both; the listing digest sees them. A
+    stamp written before the digest existed is still current (an upgrade redoes nothing)."""
+    import os
+
+    import numpy as np
+    import soundfile as sf
+
+    from .conftest import run_module
+
+    wavs = tmp_path / "new_test"
+    wavs.mkdir()
+    for i, f in enumerate((220, 330, 440)):
+        sf.write(wavs / f"u{i}.wav", 0.3 * np.sin(2 * np.pi * f * np.arange(16000) / 16000), 16000, subtype="PCM_16")
+    out = tmp_path / "data"
+
+    def prepare():
+        return run_module("data_prep.prepare", "--split", "test", "--wav_dir", str(wavs), "--out", str(out)).stdout
+
+    prepare()
+    assert "up to date" in prepare()
+    (wavs / "u2.wav").rename(wavs / "u9.wav")
+    assert "up to date" not in prepare()
+    from core.prepared_split import PreparedSplit
+
+    assert PreparedSplit(out / "test").ids == ["u0", "u1", "u9"]
+    # `cp -p` (or rsync -a, tar x) of another recording onto u0: same count, same newest time
+    newest = max(p.stat().st_mtime_ns for p in wavs.iterdir())
+    sf.write(wavs / "u0.wav", 0.3 * np.sin(2 * np.pi * 550 * np.arange(24000) / 16000), 16000, subtype="PCM_16")
+    os.utime(wavs / "u0.wav", ns=(newest, newest - 1))
+    assert "up to date" not in prepare()
+    # a stamp from before the digest: judged by its options alone, as it was
+    stamp = json.loads((out / "test" / STAMP_NAME).read_text())
+    del stamp["inputs"]
+    (out / "test" / STAMP_NAME).write_text(json.dumps(stamp))
+    (wavs / "u1.wav").rename(wavs / "u8.wav")
+    assert "up to date" in prepare()
+
+
+def test_augmented_dev_is_redone_after_a_noise_file_is_renamed(tiny_prepared, tiny_corpus, tmp_path):
+    from data_prep.dev_augment import augment_split
+
+    bank = tmp_path / "musan"
+    shutil.copytree(tiny_corpus / "musan_demo", bank)
+    clean = tiny_prepared / ("dev_clean" if (tiny_prepared / "dev_clean").is_dir() else "dev")
+    target = tmp_path / "dev"
+    assert not augment_split(clean, target, bank)["skipped"]
+    assert augment_split(clean, target, bank)["skipped"]
+    noise = sorted((bank / "noise").rglob("*.wav"))[0]
+    noise.rename(noise.with_name("zz-" + noise.name))
+    assert not augment_split(clean, target, bank)["skipped"]

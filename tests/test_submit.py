@@ -69,3 +69,32 @@ def test_folder_changed_since_preparation_is_refused(prepared_with_bad_file, tmp
     pred = write_preds(tmp_path / "pred.txt", [u for u in ids if u != bad])
     with pytest.raises(KitError, match="disagree"):
         build_lines(pred, test)
+
+
+@pytest.mark.parametrize("killed_before", ["track3.txt", "track3.zip"])
+def test_a_zip_beside_the_txt_always_holds_that_txt(tmp_path, monkeypatch, killed_before):
+    """Two renames cannot be one: whichever of them a kill comes before, the folder must not hold
+    a zip (what is uploaded) that disagrees with the .txt beside it; a re-run cleans up."""
+    import core.atomic
+
+    write_submission(["a.wav 1", "b.wav 2"], "track3", tmp_path)
+    real_rename = core.atomic._rename
+
+    def killed(src, dst):
+        if dst.name == killed_before:
+            raise KeyboardInterrupt  # stands for SIGKILL: nothing after it runs
+        real_rename(src, dst)
+
+    monkeypatch.setattr(core.atomic, "_rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_submission(["a.wav 7", "b.wav 7"], "track3", tmp_path)
+    monkeypatch.setattr(core.atomic, "_rename", real_rename)
+    txt, zpath = tmp_path / "track3.txt", tmp_path / "track3.zip"
+    if zpath.exists():
+        with zipfile.ZipFile(zpath) as zf:
+            assert zf.read("track3.txt").decode() == txt.read_text()
+    (tmp_path / ".track3.txt.left-by-a-kill.tmp").write_text("half")
+    write_submission(["a.wav 7", "b.wav 7"], "track3", tmp_path)
+    with zipfile.ZipFile(zpath) as zf:
+        assert zf.read("track3.txt").decode() == txt.read_text() == "a.wav 7\nb.wav 7\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["track3.txt", "track3.zip"]

@@ -54,7 +54,7 @@ from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
-from core.stamps import STAMP_NAME, options_digest
+from core.stamps import STAMP_NAME, listing_digest, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.base import default_training_loss, overrides_training_loss, regmixup_loss
 from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
@@ -87,6 +87,18 @@ def _folder_signature(folder: Path) -> dict:
     files = [p for p in Path(folder).rglob("*") if p.is_file()]
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files),
             "newest_mtime_ns": max((p.stat().st_mtime_ns for p in files), default=0)}
+
+
+def bank_listing(cfg: SystemConfig) -> str | None:
+    """The augmentation bank's file names, sizes and times (core.stamps.listing_digest): noise files
+    are drawn by their place in a sorted list, so a renamed one changes training, though it leaves
+    the bank's count, bytes and newest time (in data_digest) as they were. Kept in the checkpoint's
+    meta beside data_digest, and compared only where a checkpoint holds it, so that checkpoints
+    saved before it existed are not retrained by an upgrade."""
+    if not cfg.augment.musan:
+        return None
+    root = Path(cfg.augment.musan)
+    return listing_digest([p for p in root.rglob("*") if p.is_file()], root)
 
 
 def data_digest(cfg: SystemConfig, data_dir: Path) -> str:
@@ -277,12 +289,15 @@ class TrainLog:
     def load(self, path, end_of_epoch=True):
         self.rows = json.loads(Path(path).read_text())
 
-    def write_csv(self, path: Path) -> None:
+    def csv_text(self) -> str:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(self.rows)
-        write_text_atomic(path, out.getvalue())
+        return out.getvalue()
+
+    def write_csv(self, path: Path) -> None:
+        write_text_atomic(path, self.csv_text())
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -348,6 +363,7 @@ class SystemBrain(sb.Brain):
         self.channel_on_device = channel_on_device
         self.cfg, self.train_data, self.dev_windows, self.dev_labels = cfg, train_data, dev_windows, dev_labels
         self.data_digest, self.world, self.train_device = data_digest, world, device
+        self.bank_listing = bank_listing(cfg)
         self.exp_dir, self.stop_after_epochs = exp_dir, stop_after_epochs
         self.epoch_counter = EpochCounter(cfg.train.epochs)
         self.log = TrainLog()
@@ -482,7 +498,7 @@ class SystemBrain(sb.Brain):
     def _save_epoch(self, epoch: int, dev_f1: float, row: dict) -> None:
         self.checkpointer.save_and_keep_only(
             meta={"dev_f1": float(dev_f1), "epoch": int(epoch), "config_digest": config_digest(self.cfg),
-                  "data_digest": self.data_digest},
+                  "data_digest": self.data_digest, "bank_listing": self.bank_listing},
             importance_keys=[best_key], num_to_keep=1, keep_recent=True, verbosity=10)
         self.log.write_csv(self.exp_dir / "train_log.csv")
         best = best_checkpoint(self.exp_dir / "ckpt")
@@ -508,6 +524,8 @@ def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str) -> None:
         changed = [what for what, key, now in (("config", "config_digest", config_digest(cfg)),
                                                ("training data", "data_digest", inputs))
                    if latest.meta.get(key) != now]
+        if latest.meta.get("bank_listing") not in (None, bank_listing(cfg)):
+            changed.append("the augmentation bank's files")
         if changed:
             print(f"[train] {exp_dir}: {' and '.join(changed)} changed since the last checkpoint; training from scratch")
             shutil.rmtree(exp_dir / "ckpt")
@@ -527,6 +545,25 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     return summary
 
 
+def _finish_last_save(exp_dir: Path, latest) -> None:
+    """What `_save_epoch` does after the checkpoint of the last epoch, in case a kill came in
+    between: older checkpoints other than the best dropped, train_log.csv written from the log the
+    checkpoint holds. Nothing is written when both are already so."""
+    probe = AtomicCheckpointer(exp_dir / "ckpt")
+    found = probe.list_checkpoints()
+    keep = {latest.path, max(found, key=best_key).path}
+    for ckpt in found:
+        if ckpt.path not in keep:
+            shutil.rmtree(ckpt.path)
+            print(f"[train] {ckpt.path}: superseded checkpoint left by an interrupted run, removed")
+    log = TrainLog()
+    log.load(Path(latest.path) / "log.ckpt")
+    csv_path = exp_dir / "train_log.csv"
+    if not csv_path.is_file() or csv_path.read_text() != log.csv_text():
+        log.write_csv(csv_path)
+        print(f"[train] {csv_path}: completed from the last checkpoint's log")
+
+
 def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
            world: World) -> dict:
     inputs = data_digest(cfg, data_dir)
@@ -535,6 +572,8 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     ddp_barrier()
     latest = _latest(AtomicCheckpointer(exp_dir / "ckpt"))
     if latest is not None and latest.meta["epoch"] >= cfg.train.epochs:
+        if world.main:
+            _finish_last_save(exp_dir, latest)
         best = best_checkpoint(exp_dir / "ckpt")
         if world.main:
             print(f"[train] {exp_dir}: already trained for {latest.meta['epoch']} epochs (best dev F1 "
