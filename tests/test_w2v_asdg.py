@@ -73,7 +73,11 @@ def test_feature_cache_holds_the_epochs_own_crops(tiny_prepared, tiny_corpus, tm
 
     torch.manual_seed(0)
     model = W2VASDG(random_init=dict(TINY_SSL), input_samples=16000, feature_cache_copies=2).eval()
-    augmenter = MusanAugmenter(AugmentConfig(musan=str(tiny_corpus / "musan_demo"), p_codec=0.3))
+    import shutil
+
+    bank = tmp_path / "musan"
+    shutil.copytree(tiny_corpus / "musan_demo", bank)
+    augmenter = MusanAugmenter(AugmentConfig(musan=str(bank), p_codec=0.3))
     crops = TrainCrops(PreparedSplit(tiny_prepared / "train"), 16000, augmenter, seed=7)
     cached = model.wrap_training_data(crops, tmp_path / "cache", torch.device("cpu"))
     assert isinstance(cached, CachedFeatures) and len(cached) == len(crops)
@@ -87,5 +91,12 @@ def test_feature_cache_holds_the_epochs_own_crops(tiny_prepared, tiny_corpus, tm
     stamp = (tmp_path / "cache" / ".options.json").stat().st_mtime_ns
     model.wrap_training_data(crops, tmp_path / "cache", torch.device("cpu"))
     assert (tmp_path / "cache" / ".options.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    # a renamed noise file changes what the copies drew: the cache is rebuilt, not reused
+    noise = sorted((bank / "noise").rglob("*.wav"))[0]
+    noise.rename(noise.with_name("zz-" + noise.name))
+    renamed = TrainCrops(PreparedSplit(tiny_prepared / "train"), 16000,
+                         MusanAugmenter(AugmentConfig(musan=str(bank), p_codec=0.3)), seed=7)
+    model.wrap_training_data(renamed, tmp_path / "cache", torch.device("cpu"))
+    assert (tmp_path / "cache" / ".options.json").stat().st_mtime_ns != stamp
     loss, logits = model.training_loss(feats[None], torch.tensor([label]), torch.tensor([domain]), 0.1)
     assert torch.isfinite(loss) and logits.shape == (1, 7)

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from core.atomic import atomic_dir
-from core.stamps import file_signature, stage_is_current, write_stamp
+from core.prepared_split import CODEC_FOLDER
+from core.stamps import STAMP_NAME, file_signature, listing_digest, options_digest, stage_is_current, write_stamp
 from systems.common.sampling import item_key
 
 
@@ -30,6 +31,21 @@ def frontend_digest(model) -> str:
     return h.hexdigest()
 
 
+def augmentation_inputs(dataset) -> str:
+    """What the cached copies drew from besides the config: the noise bank's files (drawn by their
+    place in a sorted list) and the split's codec variants (by their stamp). In the stamp's
+    `inputs`, which stamps written before it existed lack, so that an upgrade rebuilds nothing."""
+    parts = {}
+    cfg = dataset.augmenter.cfg if dataset.augmenter is not None else None
+    if cfg is not None and cfg.musan:
+        root = Path(cfg.musan)
+        parts["bank"] = listing_digest([p for p in root.rglob("*") if p.is_file()], root)
+    codec_stamp = dataset.split.folder / CODEC_FOLDER / STAMP_NAME
+    if cfg is not None and cfg.p_codec > 0 and codec_stamp.is_file():
+        parts["codec_variants"] = hashlib.sha256(codec_stamp.read_bytes()).hexdigest()
+    return options_digest(parts)
+
+
 def build_feature_cache(model, dataset, cache_dir: Path, copies: int, device) -> Path:
     import dataclasses
 
@@ -38,7 +54,8 @@ def build_feature_cache(model, dataset, cache_dir: Path, copies: int, device) ->
     options = {"manifest": file_signature(dataset.split.folder / "manifest.tsv"), "copies": copies,
                "seed": dataset.seed, "samples": dataset.n, "frontend": frontend_digest(model), "augment": augment,
                "version": 1}
-    if stage_is_current(cache_dir, options):
+    inputs = augmentation_inputs(dataset)
+    if stage_is_current(cache_dir, options, inputs):
         return cache_dir
     n = len(dataset)
     with torch.no_grad():
@@ -64,7 +81,7 @@ def build_feature_cache(model, dataset, cache_dir: Path, copies: int, device) ->
         del feats
         np.save(tmp / "labels.npy", labels)
         np.save(tmp / "domains.npy", domains)
-        write_stamp(tmp, options)
+        write_stamp(tmp, options, inputs=inputs)
     return cache_dir
 
 
