@@ -75,6 +75,13 @@ def listing_digest(files: list[Path], root: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def folder_listing(root: str | os.PathLike) -> str:
+    """listing_digest of every file below `root` (an augmentation bank: its files are drawn by their
+    place in a sorted list, so a renamed one changes what is drawn though count and bytes stay)."""
+    root = Path(root)
+    return listing_digest([p for p in root.rglob("*") if p.is_file()], root)
+
+
 def file_signature(path: str | os.PathLike) -> dict[str, Any]:
     """Size and modification time: enough to notice that an input file was replaced."""
     st = Path(path).stat()

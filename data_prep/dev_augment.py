@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir, writing
 from core.prepared_split import PreparedSplit
-from core.stamps import STAMP_NAME, listing_digest, stage_is_current, write_stamp
+from core.stamps import STAMP_NAME, folder_listing, stage_is_current, write_stamp
 from core.tables import write_table
 
 from .augment import CODECS, AugmentConfig, MusanAugmenter, musan_folders
@@ -67,7 +67,7 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
                "snr_db": list(cfg["snr_db"]), "p_noisy": float(p_noisy), "p_codec": float(p_codec),
                "codecs": list(CODECS), "seed": int(seed), "version": VERSION}
     # noise files are drawn by their place in a sorted list: a renamed one changes what is drawn
-    inputs = listing_digest([p for paths in musan_folders(musan).values() for p in paths], musan)
+    inputs = folder_listing(musan)
     if stage_is_current(target, options, inputs):
         return {"skipped": True}
     split = PreparedSplit(clean_dir)

@@ -54,7 +54,7 @@ from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
-from core.stamps import STAMP_NAME, listing_digest, options_digest
+from core.stamps import STAMP_NAME, folder_listing, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.base import default_training_loss, overrides_training_loss, regmixup_loss
 from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
@@ -95,10 +95,7 @@ def bank_listing(cfg: SystemConfig) -> str | None:
     the bank's count, bytes and newest time (in data_digest) as they were. Kept in the checkpoint's
     meta beside data_digest, and compared only where a checkpoint holds it, so that checkpoints
     saved before it existed are not retrained by an upgrade."""
-    if not cfg.augment.musan:
-        return None
-    root = Path(cfg.augment.musan)
-    return listing_digest([p for p in root.rglob("*") if p.is_file()], root)
+    return folder_listing(cfg.augment.musan) if cfg.augment.musan else None
 
 
 def data_digest(cfg: SystemConfig, data_dir: Path) -> str:
@@ -359,11 +356,12 @@ class SystemBrain(sb.Brain):
 
     def __init__(self, cfg: SystemConfig, model: nn.Module, train_data: Dataset, dev_windows: SplitWindows,
                  dev_labels: np.ndarray, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
-                 data_digest: str, world: World = World(), channel_on_device: bool = False):
+                 data_digest: str, world: World = World(), channel_on_device: bool = False,
+                 bank_listing: str | None = None):
         self.channel_on_device = channel_on_device
         self.cfg, self.train_data, self.dev_windows, self.dev_labels = cfg, train_data, dev_windows, dev_labels
         self.data_digest, self.world, self.train_device = data_digest, world, device
-        self.bank_listing = bank_listing(cfg)
+        self.bank_listing = bank_listing
         self.exp_dir, self.stop_after_epochs = exp_dir, stop_after_epochs
         self.epoch_counter = EpochCounter(cfg.train.epochs)
         self.log = TrainLog()
@@ -510,7 +508,7 @@ def _latest(checkpointer: AtomicCheckpointer):
     return checkpointer.find_checkpoint()  # most recent by SpeechBrain's recency key
 
 
-def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str) -> None:
+def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str, listing: str | None) -> None:
     """Rank 0, before anything reads the experiment: leftovers of interrupted runs removed, the
     checkpoints of another config or other data dropped, the resolved config saved."""
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -524,7 +522,7 @@ def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str) -> None:
         changed = [what for what, key, now in (("config", "config_digest", config_digest(cfg)),
                                                ("training data", "data_digest", inputs))
                    if latest.meta.get(key) != now]
-        if latest.meta.get("bank_listing") not in (None, bank_listing(cfg)):
+        if latest.meta.get("bank_listing") not in (None, listing):
             changed.append("the augmentation bank's files")
         if changed:
             print(f"[train] {exp_dir}: {' and '.join(changed)} changed since the last checkpoint; training from scratch")
@@ -566,9 +564,9 @@ def _finish_last_save(exp_dir: Path, latest) -> None:
 
 def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
            world: World) -> dict:
-    inputs = data_digest(cfg, data_dir)
+    inputs, listing = data_digest(cfg, data_dir), bank_listing(cfg)
     if world.main:
-        _tidy_experiment(cfg, exp_dir, inputs)
+        _tidy_experiment(cfg, exp_dir, inputs, listing)
     ddp_barrier()
     latest = _latest(AtomicCheckpointer(exp_dir / "ckpt"))
     if latest is not None and latest.meta["epoch"] >= cfg.train.epochs:
@@ -606,7 +604,7 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     dev_windows = SplitWindows(dev_split, window_length(model), window_hop(cfg))
     dev_labels = dev_split.labels[dev_windows.index]
     brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs, inputs,
-                        world, channel_on_device)
+                        world, channel_on_device, listing)
     dev_share = Subset(dev_windows, shard(len(dev_windows), world.rank, world.size)) if world.parallel else dev_windows
     # dev is read by workers too: on a GPU, main-process reading halved the scoring rate (README)
     dev_loader = DataLoader(dev_share, batch_size=cfg.score.batch_size, shuffle=False,

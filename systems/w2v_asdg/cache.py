@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir
 from core.prepared_split import CODEC_FOLDER
-from core.stamps import STAMP_NAME, file_signature, listing_digest, options_digest, stage_is_current, write_stamp
+from core.stamps import STAMP_NAME, file_signature, folder_listing, options_digest, stage_is_current, write_stamp
 from systems.common.sampling import item_key
 
 
@@ -38,8 +38,7 @@ def augmentation_inputs(dataset) -> str:
     parts = {}
     cfg = dataset.augmenter.cfg if dataset.augmenter is not None else None
     if cfg is not None and cfg.musan:
-        root = Path(cfg.musan)
-        parts["bank"] = listing_digest([p for p in root.rglob("*") if p.is_file()], root)
+        parts["bank"] = folder_listing(cfg.musan)
     codec_stamp = dataset.split.folder / CODEC_FOLDER / STAMP_NAME
     if cfg is not None and cfg.p_codec > 0 and codec_stamp.is_file():
         parts["codec_variants"] = hashlib.sha256(codec_stamp.read_bytes()).hexdigest()
