@@ -44,6 +44,27 @@ def stage_is_current(out_dir: str | os.PathLike, options: dict[str, Any], inputs
     return True
 
 
+def read_stamp(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The options a stage's stamp holds; None when there is no readable stamp."""
+    try:
+        saved = json.loads((Path(out_dir) / STAMP_NAME).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    options = saved.get("options") if isinstance(saved, dict) else None
+    return options if isinstance(options, dict) else None
+
+
+def same_file(signature: Any, path: str | os.PathLike) -> bool:
+    """Whether `path` is still the file a file_signature recorded: the same size and modification
+    time. The recorded path itself is not compared: a copied experiment folder (cp -a,
+    shutil.copytree) keeps both, and its files stand where the originals stood."""
+    path = Path(path)
+    if not isinstance(signature, dict) or not path.is_file():
+        return False
+    st = path.stat()
+    return signature.get("size") == st.st_size and signature.get("mtime_ns") == st.st_mtime_ns
+
+
 def output_files(out_dir: str | os.PathLike) -> list[str]:
     """The names of the files directly in `out_dir` (not the stamp): a stage's outputs when it
     writes them in place."""

@@ -1,7 +1,7 @@
 """Which algorithm made this audio? Apply a trained kit to files, folders or a list of files.
 
     python -m submit.predict --exp exp PATH [PATH ...] [--out pred.tsv] [--method NAME]
-                             [--backend torch|onnx] [--device auto] [--batch_size N]
+                             [--backend torch|onnx] [--device auto] [--batch_size N] [--ngpu N]
 
 PATH is an audio file (anything the kit reads: wav, flac, ogg, mp3; any sample rate, any channel
 count), a folder (searched recursively) or a list file (`.txt`, `.lst`, `.scp`: one path per line).
@@ -18,7 +18,8 @@ scores: shares summing to 1 for the methods that give them (max softmax, score f
 fusion's eq. 2–4 or softmax, and so every method `submit_method: auto` submits); OpenMax's unknown
 share is the unknown score; the post-hoc unknown scores and two_stage give their own score columns.
 `unknown_score` = 1 − max p (OpenMax: its unknown probability): the label is 7 when max p < τ,
-i.e. unknown_score > 1 − τ. A file that
+i.e. unknown_score > 1 − τ. `--ngpu N` scores each system on N processes, one per GPU, through
+`systems.score --ngpu N` (torchrun) on the prepared files; the fusion runs once. A file that
 cannot be read gets label 7, empty scores and the reason in `error`; nothing is dropped, and the
 command exits 1 at the end when any file failed. Progress goes to stderr.
 """
@@ -176,8 +177,33 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
                          win_emb, windows.offsets)
 
 
+def run_system_processes(exp: Path, system: str, work: Path, nproc: int, device_name: str,
+                         batch_size: int | None) -> SystemOutputs:
+    """The torch backend on `nproc` processes: `systems.score --ngpu N` on the prepared files
+    (`work/data/test`), in `work/SYSTEM`, which links the system's config and checkpoints. Its
+    output goes to stderr: stdout may be the TSV."""
+    import subprocess
+
+    from core.links import link_parts
+    from core.scores import SystemScores
+
+    folder = work / system
+    link_parts(exp / system, folder, ("config.yaml", "ckpt"), "run the train stage", "")
+    argv = [sys.executable, "-m", "systems.score", "--exp", str(folder), "--data", str(work / "data"),
+            "--splits", "test", "--device", device_name, "--ngpu", str(nproc)]
+    if batch_size:
+        argv += ["--batch_size", str(batch_size)]
+    if subprocess.run(argv, stdout=sys.stderr).returncode:
+        fail(f"{exp / system}: scoring on {nproc} processes failed; its message is above")
+    scores = SystemScores(folder / "scores" / "test")
+    split = PreparedSplit(work / "data" / "test")
+    if scores.ids != [split.ids[i] for i in np.flatnonzero(split.readable)]:
+        fail(f"{folder / 'scores' / 'test'}: the scored files are not the readable inputs in input order")
+    return SystemOutputs(scores.logits, scores.embeddings, scores.window_embeddings, scores.window_offsets)
+
+
 def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
-            batch_size: int | None) -> list[dict]:
+            batch_size: int | None, nproc: int = 1) -> list[dict]:
     if not exp.is_dir():
         fail(f"--exp {exp}: no such folder; give a trained experiment (run_track3.sh's --exp)")
     summary_path = exp / "fusion" / "summary.json"
@@ -190,12 +216,18 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
     # single-system methods need one model; every fusion needs all members
     needed = [method.split(":", 1)[1]] if ":" in method else summary["systems"]
     with tempfile.TemporaryDirectory(prefix="predict.") as tmp:
-        split, errors = prepare_inputs(files, load_options(exp), Path(tmp))
+        work = Path(tmp)
+        folder = work / "data" / "test"
+        folder.mkdir(parents=True)
+        split, errors = prepare_inputs(files, load_options(exp), folder)
         readable = np.flatnonzero(split.readable)
         rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e}
                 for p, e in zip(split.paths, errors)]
         if len(readable):
-            outputs = {s: run_system(exp, s, split, backend, device, batch_size) for s in needed}
+            if nproc > 1:
+                outputs = {s: run_system_processes(exp, s, work, nproc, device, batch_size) for s in needed}
+            else:
+                outputs = {s: run_system(exp, s, split, backend, device, batch_size) for s in needed}
             labels, scores = apply_method(exp, needed, method, info, outputs, len(readable))
             for k, i in enumerate(readable):
                 rows[i]["label"] = int(labels[k])
@@ -242,17 +274,25 @@ def main() -> None:
     ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     ap.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda, cuda:1 ...")
     ap.add_argument("--batch_size", type=int, default=None, help="windows per batch (default: score.batch_size)")
+    ap.add_argument("--ngpu", type=int, default=1, help="torch backend: scoring processes, one per GPU (torchrun)")
     args = ap.parse_args()
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch_size {args.batch_size}: must be 1 or more")
+    if args.ngpu < 1:
+        fail(f"--ngpu {args.ngpu}: at least 1")
+    if args.ngpu > 1 and args.backend != "torch":
+        fail(f"--ngpu {args.ngpu}: several processes need the torch backend, not --backend {args.backend}")
     if args.method is not None and not args.method.strip():
         fail("--method: empty; leave it out for the submitted method")
     if args.backend == "torch":
         from systems.common.inference import pick_device
 
-        pick_device(args.device)  # a wrong --device fails before any file is read
+        from systems.common.distributed import check_processes, world_from_env
+
+        # a wrong --device or --ngpu fails before any file is read
+        check_processes(args.ngpu, world_from_env(), pick_device(args.device))
     exp = Path(args.exp)
-    rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size)
+    rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size, args.ngpu)
     method = rows[0]["method"]
     summary = read_json(exp / "fusion" / "summary.json", "fusion summary", "fusion")
     text = format_rows(rows, bool(summary["methods"][method].get("unknown_column")))

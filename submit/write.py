@@ -7,7 +7,10 @@ One line per file of the test folder, `<file id>.wav <label>`, sorted by id, no 
 checked against the test folder itself (listed again, not taken from a range). Test files that could
 not be read get label 7 (unknown): the kit cannot attribute audio it cannot decode, and 7 costs a
 known class only recall, never the precision of another class. They are listed on the console.
-Missing, extra or duplicate ids and labels outside 0–7 are refused, naming them.
+Missing, extra or duplicate ids and labels outside 0–7 are refused, naming them. With `--fusion`,
+predictions older than what they stand for are refused too: score files changed since the fusion
+read them, or a test split prepared again since it was scored (the submit stage run alone after
+stage 2 or 4 would otherwise submit the old decisions).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from core.label_files import read_label_lines, utt_id_of
 from core.labels import ALL_LABELS, UNKNOWN
 from core.prepared_split import PreparedSplit
 from core.stage_files import read_json
+from core.stamps import read_stamp, same_file
 
 UNREADABLE_LABEL = UNKNOWN
 
@@ -57,6 +61,28 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
     return [f"{u}.wav {labels[u]}" for u in sorted(labels)], unreadable
 
 
+def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
+    """The fusion's predictions are of the score files as they are now, and each member's test scores
+    are of the test split as it is prepared now (by the stamps of stages 5 and 4; a stamp of an older
+    kit without these records passes)."""
+    options = read_stamp(fusion_dir)
+    if options is None:
+        fail(f"{fusion_dir}: no stage stamp (the fusion stage did not finish); run the fusion stage")
+    manifest = test_dir / "manifest.tsv"
+    for system, signatures in (options.get("scores") or {}).items():
+        folder = fusion_dir.parent / system / "scores"
+        for signature in signatures:
+            recorded = Path(str(signature.get("path", "")))
+            path = folder / recorded.parent.name / recorded.name
+            if not same_file(signature, path):
+                fail(f"{path}: changed since {fusion_dir} was made from it; run the fusion stage again "
+                     "before submitting")
+        scored = read_stamp(folder / "test") or {}
+        if "manifest" in scored and not same_file(scored["manifest"], manifest):
+            fail(f"{manifest}: prepared again since {folder / 'test'} was scored; run the score and "
+                 "fusion stages again before submitting")
+
+
 def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[Path, Path]:
     """The .txt and its .zip (what is uploaded), each built under a temporary name. Two files cannot
     be renamed at once, so the order makes the zip the mark of completion: the old zip goes first,
@@ -90,6 +116,7 @@ def main() -> None:
         summary = read_json(Path(args.fusion) / "summary.json", "fusion summary", "fusion",
                             keys={"submit_method": str})
         method = summary["submit_method"]
+        check_fusion_is_current(Path(args.fusion), Path(args.test_manifest))
         pred = Path(args.fusion) / method.replace(":", "__") / "test_pred.txt"
         print(f"[submit] method {method}: {pred}")
     lines, unreadable = build_lines(pred, args.test_manifest)

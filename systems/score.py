@@ -51,11 +51,13 @@ from systems.common.windows import SplitWindows
 WINDOW_SPLITS = ("dev", "test")
 
 
-def split_options(split_name: str, data_dir: Path, ckpt_sig: dict, cfg, device: torch.device) -> dict:
+def split_options(split_name: str, data_dir: Path, ckpt_sig: dict, cfg, device: torch.device,
+                  batch_size: int) -> dict:
     """What a split's scores depend on: checkpoint, data, score settings and the precision the
     device scores in (bf16 or fp32: scores move by bf16's rounding)."""
+    score = dict(cfg.to_dict()["score"], batch_size=batch_size)
     return {"checkpoint": ckpt_sig, "manifest": file_signature(data_dir / split_name / "manifest.tsv"),
-            "windows": split_name in WINDOW_SPLITS, "score": cfg.to_dict()["score"],
+            "windows": split_name in WINDOW_SPLITS, "score": score,
             "bf16": inference_bf16(device, cfg.train.bf16), "version": 3}
 
 
@@ -84,14 +86,14 @@ def gather_shares(target: Path, world: World, win_logits: np.ndarray | None, win
 
 
 def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, device, options: dict,
-                world: World = World()) -> None:
+                world: World = World(), batch_size: int | None = None) -> None:
     split = PreparedSplit(data_dir / split_name)
     windows = SplitWindows(split, window_length(model), window_hop(cfg))
     share = Subset(windows, shard(len(windows), world.rank, world.size)) if world.parallel else windows
     t0 = time.time()
     win_logits = win_emb = None
     if len(share) or not world.parallel:
-        win_logits, win_emb = score_windows(model, share, device, cfg.score.batch_size, cfg.train.bf16,
+        win_logits, win_emb = score_windows(model, share, device, batch_size or cfg.score.batch_size, cfg.train.bf16,
                                             desc=f"score {split_name}" if world.main else None,
                                             num_workers=cfg.train.num_workers, pin_memory=cfg.train.pin_memory)
     if world.parallel:
@@ -111,13 +113,13 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
 
 
 def splits_to_score(exp: Path, data: Path, splits: str, sig: dict, cfg, device: torch.device,
-                    speak: bool) -> dict[str, dict]:
+                    speak: bool, batch_size: int) -> dict[str, dict]:
     """The splits whose scores are missing or stale, with the options their stamps will hold."""
     todo = {}
     for split_name in [s for s in splits.split(",") if s]:
         if not (data / split_name / "manifest.tsv").is_file():
             fail(f"{data / split_name}: not prepared; run the prepare stage")
-        options = split_options(split_name, data, sig, cfg, device)
+        options = split_options(split_name, data, sig, cfg, device, batch_size)
         if stage_is_current(exp / "scores" / split_name, options):
             if speak:
                 print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
@@ -133,7 +135,10 @@ def main() -> None:
     ap.add_argument("--splits", default="train,dev,test")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     ap.add_argument("--ngpu", type=int, default=1, help="scoring processes, one per GPU, through torchrun")
+    ap.add_argument("--batch_size", type=int, default=None, help="windows per batch (default: score.batch_size)")
     args = ap.parse_args()
+    if args.batch_size is not None and args.batch_size < 1:
+        fail(f"--batch_size {args.batch_size}: must be 1 or more")
     world = world_from_env()
     device = pick_device(args.device)
     check_processes(args.ngpu, world, device)
@@ -145,16 +150,18 @@ def main() -> None:
     if best.meta.get("config_digest") != config_digest(cfg):
         fail(f"{best.path}: trained with another config than {exp / 'config.yaml'}; re-run the train stage")
     params = best.paramfiles["model"]
+    batch_size = args.batch_size or cfg.score.batch_size
     sig = file_signature(params)
     if args.ngpu > 1:
         # current splits start no processes at all
-        todo = splits_to_score(exp, data, args.splits, sig, cfg, device, speak=True)
+        todo = splits_to_score(exp, data, args.splits, sig, cfg, device, True, batch_size)
         if todo:
-            launch(args.ngpu, "systems.score", ["--exp", args.exp, "--data", args.data,
-                                                "--splits", ",".join(todo), "--device", args.device], what="scoring")
+            launch(args.ngpu, "systems.score", ["--exp", args.exp, "--data", args.data, "--splits", ",".join(todo),
+                                                "--device", args.device, "--batch_size", str(batch_size)],
+                   what="scoring")
         return
     device = process_device(world, device)
-    todo = splits_to_score(exp, data, args.splits, sig, cfg, device, speak=world.main)
+    todo = splits_to_score(exp, data, args.splits, sig, cfg, device, world.main, batch_size)
     if not todo:
         return  # nothing to score: the model is never loaded
     created = join(world, device)
@@ -165,7 +172,7 @@ def main() -> None:
         print(f"[score] {exp}: checkpoint of epoch {best.meta['epoch']} (dev F1 {best.meta['dev_f1']:.4f})"
               + (f", {world.size} processes" if world.parallel else ""))
     for split_name, options in todo.items():
-        score_split(model, cfg, split_name, data, exp / "scores" / split_name, device, options, world)
+        score_split(model, cfg, split_name, data, exp / "scores" / split_name, device, options, world, batch_size)
     leave(created)
 
 

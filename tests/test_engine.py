@@ -149,6 +149,30 @@ def test_a_renamed_noise_file_retrains(tiny_prepared, tiny_corpus, tmp_path):
     assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
 
 
+def test_replaced_ssl_weights_retrain(tiny_prepared, tiny_corpus, tiny_ssl_checkpoints, tmp_path, capsys):
+    """Other weights saved at the same `model.ssl_ckpt` path change what is fine-tuned while the config
+    reads the same: the checkpoint's SSL listing notices, and training starts over."""
+    import shutil
+
+    from transformers import HubertConfig, HubertModel
+
+    from .conftest import TINY_SSL
+
+    ssl = tmp_path / "hubert"
+    shutil.copytree(tiny_ssl_checkpoints["hubert"], ssl)
+    cfg = load_config(ROOT / "systems/hubert_ft/conf/demo.yaml",
+                      {"model.ssl_ckpt": str(ssl), "train.epochs": 1, "train.batch_size": 8, "augment.p_codec": 0.0,
+                       "augment.musan": str(tiny_corpus / "musan_demo")})
+    exp = tmp_path / "exp"
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
+    torch.manual_seed(1)
+    HubertModel(HubertConfig(**TINY_SSL)).save_pretrained(ssl)
+    capsys.readouterr()
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
+    assert "the SSL checkpoint's files changed since the last checkpoint" in capsys.readouterr().out
+
+
 def test_changed_config_starts_over(tiny_prepared, tiny_corpus, tmp_path):
     exp = tmp_path / "exp"
     train(tiny_config(tiny_corpus, **{"train.epochs": 1}), tiny_prepared, exp, torch.device("cpu"))

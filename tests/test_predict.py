@@ -59,6 +59,36 @@ def test_predict_folder_and_file_equal_the_submission(tiny_recipe, tiny_corpus, 
     assert len(one) == 1 and int(one[0]["label"]) == submitted[wavs[0].stem]
 
 
+def test_predict_on_two_processes_equals_one(tiny_recipe, tiny_corpus, tmp_path):
+    """`predict --ngpu 2` (torchrun, gloo on CPU) scores each system through `systems.score --ngpu 2`
+    and fuses once: the same rows as one process, the TSV alone on stdout (the scoring processes
+    speak on stderr). Scores within 1e-4: the score files hold 6 significant digits and each share
+    is batched differently; every label equal."""
+    work, _ = tiny_recipe
+    wavs = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[:6]
+    listing = tmp_path / "files.txt"
+    listing.write_text("".join(f"{w}\n" for w in wavs[:3]) + f"{tmp_path / 'missing.wav'}\n"
+                       + "".join(f"{w}\n" for w in wavs[3:]))
+    methods = json.loads((work / "exp" / "fusion" / "summary.json").read_text())["methods"]
+    chosen = [m for m in ("feature", "softmax:rawnet2") if m in methods]
+    assert chosen, sorted(methods)  # window embeddings (feature) and one system's logits
+    for method in chosen:
+        one = predict("--exp", str(work / "exp"), str(listing), "--method", method, check=False)
+        two = predict("--exp", str(work / "exp"), str(listing), "--method", method, "--ngpu", "2",
+                      "--device", "cpu", check=False)
+        assert one.returncode == two.returncode == 1, two.stderr[-3000:]
+        assert "2 processes)" in two.stderr and "[score]" not in two.stdout
+        a, b = rows_of(one.stdout), rows_of(two.stdout)
+        assert [r["utt_id"] for r in b] == [r["utt_id"] for r in a] and len(a) == 7
+        for ra, rb in zip(a, b):
+            assert (ra["label"], ra["error"]) == (rb["label"], rb["error"])
+            for column in [f"p_{c}" for c in range(7)] + ["unknown_score"]:
+                if ra["error"]:
+                    assert ra[column] == rb[column] == ""
+                else:
+                    assert float(rb[column]) == pytest.approx(float(ra[column]), abs=1e-4)
+
+
 def test_predict_bad_files_give_error_rows(tiny_recipe, tiny_corpus, tmp_path):
     work, _ = tiny_recipe
     good = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[0]
@@ -95,7 +125,9 @@ def test_predict_inputs_named_twice_are_scored_once_and_bad_lists_are_one_line_e
         assert proc.returncode == 2 and "\n" not in err and message in err, err
     for option, message in [(("--batch_size", "0"), "--batch_size 0: must be 1 or more"),
                             (("--device", "bogus"), "--device 'bogus': not a device name"),
-                            (("--method", ""), "--method: empty")]:
+                            (("--method", ""), "--method: empty"),
+                            (("--ngpu", "0"), "--ngpu 0: at least 1"),
+                            (("--ngpu", "2", "--backend", "onnx"), "several processes need the torch backend")]:
         proc = predict("--exp", str(tmp_path), str(folder), *option, check=False)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and "\n" not in err and message in err, err

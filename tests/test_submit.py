@@ -98,3 +98,34 @@ def test_a_zip_beside_the_txt_always_holds_that_txt(tmp_path, monkeypatch, kille
     with zipfile.ZipFile(zpath) as zf:
         assert zf.read("track3.txt").decode() == txt.read_text() == "a.wav 7\nb.wav 7\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["track3.txt", "track3.zip"]
+
+
+def test_submit_refuses_fusion_older_than_its_inputs(tiny_recipe, tmp_path):
+    """`submit.write --fusion` on a copy of a finished experiment (cp -a keeps sizes and times, so
+    the copy is current), then with the test split prepared again (a newer manifest) and with a
+    member's scores written again (newer than the fusion's record): both are refused, naming the file."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    work, _ = tiny_recipe
+    exp = tmp_path / "exp"
+    shutil.copytree(work / "exp", exp, symlinks=True, ignore=shutil.ignore_patterns("ckpt", "report"))
+
+    def submit() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "submit.write", "--fusion", str(exp / "fusion"),
+                               "--test_manifest", str(exp / "data" / "test"), "--name", "t",
+                               "--out", str(tmp_path / "sub")], cwd=ROOT, capture_output=True, text=True)
+
+    assert submit().returncode == 0
+    for path, message in ((exp / "data" / "test" / "manifest.tsv", "prepared again since"),
+                          (exp / "rawnet2" / "scores" / "dev" / "logits.tsv", "changed since")):
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+        proc = submit()
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and "\n" not in err and str(path) in err and message in err, err
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert submit().returncode == 0

@@ -18,7 +18,7 @@ from .conftest import ROOT, TINY_LFCC_RESNET18
 def export(cfg, data, target):
     torch.manual_seed(0)
     model, cpu = build_model(cfg), torch.device("cpu")
-    score_split(model, cfg, "dev", data, target, cpu, split_options("dev", data, {}, cfg, cpu))
+    score_split(model, cfg, "dev", data, target, cpu, split_options("dev", data, {}, cfg, cpu, cfg.score.batch_size))
     return SystemScores(target), model
 
 

@@ -54,7 +54,7 @@ from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
-from core.stamps import STAMP_NAME, folder_listing, options_digest
+from core.stamps import STAMP_NAME, folder_listing, listing_digest, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.base import default_training_loss, overrides_training_loss, regmixup_loss
 from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
@@ -89,13 +89,30 @@ def _folder_signature(folder: Path) -> dict:
             "newest_mtime_ns": max((p.stat().st_mtime_ns for p in files), default=0)}
 
 
-def bank_listing(cfg: SystemConfig) -> str | None:
-    """The augmentation bank's file names, sizes and times (core.stamps.listing_digest): noise files
-    are drawn by their place in a sorted list, so a renamed one changes training, though it leaves
-    the bank's count, bytes and newest time (in data_digest) as they were. Kept in the checkpoint's
-    meta beside data_digest, and compared only where a checkpoint holds it, so that checkpoints
-    saved before it existed are not retrained by an upgrade."""
-    return folder_listing(cfg.augment.musan) if cfg.augment.musan else None
+def input_listings(cfg: SystemConfig) -> dict[str, str | None]:
+    """File listings (core.stamps.listing_digest: names, sizes, times) of what training reads
+    outside the prepared data, kept in the checkpoint's meta beside data_digest and compared only
+    where a checkpoint holds them, so that checkpoints saved before they existed are not retrained
+    by an upgrade:
+    - bank_listing, the augmentation bank: noise files are drawn by their place in a sorted list, so
+      a renamed one changes training, though it leaves the bank's count, bytes and newest time (in
+      data_digest) as they were;
+    - ssl_listing, the pretrained checkpoint (`model.ssl_ckpt`, a folder or a file): other weights
+      at the same path change what is fine-tuned, though the config reads the same."""
+    ssl = cfg.model.get("ssl_ckpt")
+    ssl_path = Path(str(ssl)).expanduser() if ssl else None
+    if ssl_path is not None and ssl_path.is_file():
+        ssl_listing = listing_digest([ssl_path], ssl_path.parent)
+    elif ssl_path is not None and ssl_path.is_dir():
+        ssl_listing = folder_listing(ssl_path)
+    else:
+        ssl_listing = None  # no checkpoint, or a missing one (the model's build says so)
+    return {"bank_listing": folder_listing(cfg.augment.musan) if cfg.augment.musan else None,
+            "ssl_listing": ssl_listing}
+
+
+# what each listing stands for, in the message that training starts again
+LISTING_NAMES = {"bank_listing": "the augmentation bank's files", "ssl_listing": "the SSL checkpoint's files"}
 
 
 def data_digest(cfg: SystemConfig, data_dir: Path) -> str:
@@ -357,11 +374,11 @@ class SystemBrain(sb.Brain):
     def __init__(self, cfg: SystemConfig, model: nn.Module, train_data: Dataset, dev_windows: SplitWindows,
                  dev_labels: np.ndarray, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
                  data_digest: str, world: World = World(), channel_on_device: bool = False,
-                 bank_listing: str | None = None):
+                 listings: dict[str, str | None] | None = None):
         self.channel_on_device = channel_on_device
         self.cfg, self.train_data, self.dev_windows, self.dev_labels = cfg, train_data, dev_windows, dev_labels
         self.data_digest, self.world, self.train_device = data_digest, world, device
-        self.bank_listing = bank_listing
+        self.listings = listings or {}
         self.exp_dir, self.stop_after_epochs = exp_dir, stop_after_epochs
         self.epoch_counter = EpochCounter(cfg.train.epochs)
         self.log = TrainLog()
@@ -496,7 +513,7 @@ class SystemBrain(sb.Brain):
     def _save_epoch(self, epoch: int, dev_f1: float, row: dict) -> None:
         self.checkpointer.save_and_keep_only(
             meta={"dev_f1": float(dev_f1), "epoch": int(epoch), "config_digest": config_digest(self.cfg),
-                  "data_digest": self.data_digest, "bank_listing": self.bank_listing},
+                  "data_digest": self.data_digest, **self.listings},
             importance_keys=[best_key], num_to_keep=1, keep_recent=True, verbosity=10)
         self.log.write_csv(self.exp_dir / "train_log.csv")
         best = best_checkpoint(self.exp_dir / "ckpt")
@@ -508,7 +525,7 @@ def _latest(checkpointer: AtomicCheckpointer):
     return checkpointer.find_checkpoint()  # most recent by SpeechBrain's recency key
 
 
-def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str, listing: str | None) -> None:
+def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str, listings: dict[str, str | None]) -> None:
     """Rank 0, before anything reads the experiment: leftovers of interrupted runs removed, the
     checkpoints of another config or other data dropped, the resolved config saved."""
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -522,8 +539,7 @@ def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str, listing: str
         changed = [what for what, key, now in (("config", "config_digest", config_digest(cfg)),
                                                ("training data", "data_digest", inputs))
                    if latest.meta.get(key) != now]
-        if latest.meta.get("bank_listing") not in (None, listing):
-            changed.append("the augmentation bank's files")
+        changed += [LISTING_NAMES[key] for key, now in listings.items() if latest.meta.get(key) not in (None, now)]
         if changed:
             print(f"[train] {exp_dir}: {' and '.join(changed)} changed since the last checkpoint; training from scratch")
             shutil.rmtree(exp_dir / "ckpt")
@@ -564,9 +580,9 @@ def _finish_last_save(exp_dir: Path, latest) -> None:
 
 def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device, stop_after_epochs: int | None,
            world: World) -> dict:
-    inputs, listing = data_digest(cfg, data_dir), bank_listing(cfg)
+    inputs, listings = data_digest(cfg, data_dir), input_listings(cfg)
     if world.main:
-        _tidy_experiment(cfg, exp_dir, inputs, listing)
+        _tidy_experiment(cfg, exp_dir, inputs, listings)
     ddp_barrier()
     latest = _latest(AtomicCheckpointer(exp_dir / "ckpt"))
     if latest is not None and latest.meta["epoch"] >= cfg.train.epochs:
@@ -604,7 +620,7 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     dev_windows = SplitWindows(dev_split, window_length(model), window_hop(cfg))
     dev_labels = dev_split.labels[dev_windows.index]
     brain = SystemBrain(cfg, model, train_data, dev_windows, dev_labels, exp_dir, device, stop_after_epochs, inputs,
-                        world, channel_on_device, listing)
+                        world, channel_on_device, listings)
     dev_share = Subset(dev_windows, shard(len(dev_windows), world.rank, world.size)) if world.parallel else dev_windows
     # dev is read by workers too: on a GPU, main-process reading halved the scoring rate (README)
     dev_loader = DataLoader(dev_share, batch_size=cfg.score.batch_size, shuffle=False,
