@@ -9,8 +9,8 @@ not be read get label 7 (unknown): the kit cannot attribute audio it cannot deco
 known class only recall, never the precision of another class. They are listed on the console.
 Missing, extra or duplicate ids and labels outside 0–7 are refused, naming them. With `--fusion`,
 predictions older than what they stand for are refused too: score files changed since the fusion
-read them, or a test split prepared again since it was scored (the submit stage run alone after
-stage 2 or 4 would otherwise submit the old decisions).
+read them, a test split prepared again or a system trained again since it was scored (the submit
+stage run alone after stage 2, 3 or 4 would otherwise submit the old decisions).
 """
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
 
 def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
     """The fusion's predictions are of the score files as they are now, and each member's test scores
-    are of the test split as it is prepared now (by the stamps of stages 5 and 4; a stamp of an older
-    kit without these records passes)."""
+    are of the test split as it is prepared now and of the checkpoint the system holds now (by the
+    stamps of stages 5 and 4; a stamp of an older kit without these records passes)."""
     options = read_stamp(fusion_dir)
     if options is None:
         fail(f"{fusion_dir}: no stage stamp (the fusion stage did not finish); run the fusion stage")
@@ -81,6 +81,14 @@ def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
         if "manifest" in scored and not same_file(scored["manifest"], manifest):
             fail(f"{manifest}: prepared again since {folder / 'test'} was scored; run the score and "
                  "fusion stages again before submitting")
+        checkpoint, ckpt_root = scored.get("checkpoint"), fusion_dir.parent / system / "ckpt"
+        if isinstance(checkpoint, dict) and "path" in checkpoint and ckpt_root.is_dir():
+            # where the scored checkpoint stands in this experiment (the stamp's path may be a copy's origin)
+            recorded = Path(str(checkpoint["path"]))
+            path = ckpt_root / recorded.parent.name / recorded.name
+            if not same_file(checkpoint, path):
+                fail(f"{path}: not the checkpoint {folder / 'test'} was scored with (trained again since, or "
+                     "replaced); run the score and fusion stages again before submitting")
 
 
 def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[Path, Path]:

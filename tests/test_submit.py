@@ -102,17 +102,20 @@ def test_a_zip_beside_the_txt_always_holds_that_txt(tmp_path, monkeypatch, kille
 
 def test_submit_refuses_fusion_older_than_its_inputs(tiny_recipe, tmp_path):
     """`submit.write --fusion` on a copy of a finished experiment (cp -a keeps sizes and times, so
-    the copy is current), then with the test split prepared again (a newer manifest) and with a
-    member's scores written again (newer than the fusion's record): both are refused, naming the file."""
+    the copy is current), then with the test split prepared again (a newer manifest), a member's
+    scores written again (newer than the fusion's record) and its scored checkpoint replaced: each
+    is refused, naming the file."""
+    import json
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
     from .conftest import ROOT
 
     work, _ = tiny_recipe
     exp = tmp_path / "exp"
-    shutil.copytree(work / "exp", exp, symlinks=True, ignore=shutil.ignore_patterns("ckpt", "report"))
+    shutil.copytree(work / "exp", exp, symlinks=True, ignore=shutil.ignore_patterns("report"))
 
     def submit() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "submit.write", "--fusion", str(exp / "fusion"),
@@ -120,8 +123,12 @@ def test_submit_refuses_fusion_older_than_its_inputs(tiny_recipe, tmp_path):
                                "--out", str(tmp_path / "sub")], cwd=ROOT, capture_output=True, text=True)
 
     assert submit().returncode == 0
+    scored = json.loads((exp / "rawnet2" / "scores" / "test" / ".options.json").read_text())
+    recorded = Path(scored["options"]["checkpoint"]["path"])
+    checkpoint = exp / "rawnet2" / "ckpt" / recorded.parent.name / recorded.name
     for path, message in ((exp / "data" / "test" / "manifest.tsv", "prepared again since"),
-                          (exp / "rawnet2" / "scores" / "dev" / "logits.tsv", "changed since")):
+                          (exp / "rawnet2" / "scores" / "dev" / "logits.tsv", "changed since"),
+                          (checkpoint, "not the checkpoint")):
         st = path.stat()
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
         proc = submit()
