@@ -97,9 +97,12 @@ def listing_digest(files: list[Path], root: str | os.PathLike) -> str:
 
 
 def folder_listing(root: str | os.PathLike) -> str:
-    """listing_digest of every file below `root` (an augmentation bank: its files are drawn by their
-    place in a sorted list, so a renamed one changes what is drawn though count and bytes stay)."""
+    """listing_digest of every file below `root`, or of `root` itself when it is a file (an
+    augmentation bank: its files are drawn by their place in a sorted list, so a renamed one
+    changes what is drawn though count and bytes stay; a pretrained checkpoint, folder or file)."""
     root = Path(root)
+    if root.is_file():
+        return listing_digest([root], root.parent)
     return listing_digest([p for p in root.rglob("*") if p.is_file()], root)
 
 

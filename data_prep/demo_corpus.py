@@ -341,8 +341,7 @@ def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None 
 
 
 def main() -> None:
-    ap = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/demo", help="corpus folder (replaced only when complete)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every class count")
     ap.add_argument("--test_scale", type=float, default=None,

@@ -5,7 +5,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from core.config_types import check_types
 from core.errors import KitError, fail
 from core.yaml_files import read_yaml

@@ -177,26 +177,26 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
                          win_emb, windows.offsets)
 
 
-def run_system_processes(exp: Path, system: str, work: Path, nproc: int, device_name: str,
+def run_system_processes(exp: Path, system: str, split: PreparedSplit, nproc: int, device_name: str,
                          batch_size: int | None) -> SystemOutputs:
-    """The torch backend on `nproc` processes: `systems.score --ngpu N` on the prepared files
-    (`work/data/test`), in `work/SYSTEM`, which links the system's config and checkpoints. Its
-    output goes to stderr: stdout may be the TSV."""
+    """The torch backend on `nproc` processes: `systems.score --ngpu N` on the prepared files (`split`,
+    WORK/data/test), in WORK/SYSTEM, which links the system's config and checkpoints. Its output
+    goes to stderr: stdout may be the TSV."""
     import subprocess
 
     from core.links import link_parts
     from core.scores import SystemScores
 
-    folder = work / system
+    data = split.folder.parent
+    folder = data.parent / system
     link_parts(exp / system, folder, ("config.yaml", "ckpt"), "run the train stage", "")
-    argv = [sys.executable, "-m", "systems.score", "--exp", str(folder), "--data", str(work / "data"),
+    argv = [sys.executable, "-m", "systems.score", "--exp", str(folder), "--data", str(data),
             "--splits", "test", "--device", device_name, "--ngpu", str(nproc)]
     if batch_size:
         argv += ["--batch_size", str(batch_size)]
     if subprocess.run(argv, stdout=sys.stderr).returncode:
         fail(f"{exp / system}: scoring on {nproc} processes failed; its message is above")
     scores = SystemScores(folder / "scores" / "test")
-    split = PreparedSplit(work / "data" / "test")
     if scores.ids != [split.ids[i] for i in np.flatnonzero(split.readable)]:
         fail(f"{folder / 'scores' / 'test'}: the scored files are not the readable inputs in input order")
     return SystemOutputs(scores.logits, scores.embeddings, scores.window_embeddings, scores.window_offsets)
@@ -216,8 +216,7 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
     # single-system methods need one model; every fusion needs all members
     needed = [method.split(":", 1)[1]] if ":" in method else summary["systems"]
     with tempfile.TemporaryDirectory(prefix="predict.") as tmp:
-        work = Path(tmp)
-        folder = work / "data" / "test"
+        folder = Path(tmp) / "data" / "test"
         folder.mkdir(parents=True)
         split, errors = prepare_inputs(files, load_options(exp), folder)
         readable = np.flatnonzero(split.readable)
@@ -225,7 +224,7 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
                 for p, e in zip(split.paths, errors)]
         if len(readable):
             if nproc > 1:
-                outputs = {s: run_system_processes(exp, s, work, nproc, device, batch_size) for s in needed}
+                outputs = {s: run_system_processes(exp, s, split, nproc, device, batch_size) for s in needed}
             else:
                 outputs = {s: run_system(exp, s, split, backend, device, batch_size) for s in needed}
             labels, scores = apply_method(exp, needed, method, info, outputs, len(readable))
@@ -285,9 +284,8 @@ def main() -> None:
     if args.method is not None and not args.method.strip():
         fail("--method: empty; leave it out for the submitted method")
     if args.backend == "torch":
-        from systems.common.inference import pick_device
-
         from systems.common.distributed import check_processes, world_from_env
+        from systems.common.inference import pick_device
 
         # a wrong --device or --ngpu fails before any file is read
         check_processes(args.ngpu, world_from_env(), pick_device(args.device))

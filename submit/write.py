@@ -61,6 +61,13 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
     return [f"{u}.wav {labels[u]}" for u in sorted(labels)], unreadable
 
 
+def where_in(root: Path, signature: dict) -> Path:
+    """Where the file a stamp's file_signature recorded stands under `root` (its folder and name
+    below it): the recorded absolute path may be a copied experiment's origin."""
+    recorded = Path(str(signature.get("path", "")))
+    return root / recorded.parent.name / recorded.name
+
+
 def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
     """The fusion's predictions are of the score files as they are now, and each member's test scores
     are of the test split as it is prepared now and of the checkpoint the system holds now (by the
@@ -72,8 +79,7 @@ def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
     for system, signatures in (options.get("scores") or {}).items():
         folder = fusion_dir.parent / system / "scores"
         for signature in signatures:
-            recorded = Path(str(signature.get("path", "")))
-            path = folder / recorded.parent.name / recorded.name
+            path = where_in(folder, signature)
             if not same_file(signature, path):
                 fail(f"{path}: changed since {fusion_dir} was made from it; run the fusion stage again "
                      "before submitting")
@@ -83,9 +89,7 @@ def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
                  "fusion stages again before submitting")
         checkpoint, ckpt_root = scored.get("checkpoint"), fusion_dir.parent / system / "ckpt"
         if isinstance(checkpoint, dict) and "path" in checkpoint and ckpt_root.is_dir():
-            # where the scored checkpoint stands in this experiment (the stamp's path may be a copy's origin)
-            recorded = Path(str(checkpoint["path"]))
-            path = ckpt_root / recorded.parent.name / recorded.name
+            path = where_in(ckpt_root, checkpoint)
             if not same_file(checkpoint, path):
                 fail(f"{path}: not the checkpoint {folder / 'test'} was scored with (trained again since, or "
                      "replaced); run the score and fusion stages again before submitting")

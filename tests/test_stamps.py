@@ -153,3 +153,20 @@ def test_augmented_dev_is_redone_after_a_noise_file_is_renamed(tiny_prepared, ti
     noise = sorted((bank / "noise").rglob("*.wav"))[0]
     noise.rename(noise.with_name("zz-" + noise.name))
     assert not augment_split(clean, target, bank)["skipped"]
+
+
+def test_folder_listing_of_a_single_file_follows_that_file(tmp_path):
+    """A pretrained checkpoint may be one file: its listing is that file's, not an empty folder's,
+    and it changes when the file is replaced in place (a new modification time)."""
+    import os
+
+    from core.stamps import folder_listing
+
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"one")
+    (tmp_path / "empty").mkdir()
+    before = folder_listing(weights)
+    assert before != folder_listing(tmp_path / "empty")
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    assert folder_listing(weights) != before

@@ -54,7 +54,7 @@ from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
-from core.stamps import STAMP_NAME, folder_listing, listing_digest, options_digest
+from core.stamps import STAMP_NAME, folder_listing, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.base import default_training_loss, overrides_training_loss, regmixup_loss
 from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
@@ -101,14 +101,9 @@ def input_listings(cfg: SystemConfig) -> dict[str, str | None]:
       at the same path change what is fine-tuned, though the config reads the same."""
     ssl = cfg.model.get("ssl_ckpt")
     ssl_path = Path(str(ssl)).expanduser() if ssl else None
-    if ssl_path is not None and ssl_path.is_file():
-        ssl_listing = listing_digest([ssl_path], ssl_path.parent)
-    elif ssl_path is not None and ssl_path.is_dir():
-        ssl_listing = folder_listing(ssl_path)
-    else:
-        ssl_listing = None  # no checkpoint, or a missing one (the model's build says so)
+    # no checkpoint, or a missing one (the model's build says so): nothing to list
     return {"bank_listing": folder_listing(cfg.augment.musan) if cfg.augment.musan else None,
-            "ssl_listing": ssl_listing}
+            "ssl_listing": folder_listing(ssl_path) if ssl_path is not None and ssl_path.exists() else None}
 
 
 # what each listing stands for, in the message that training starts again
