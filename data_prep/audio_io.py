@@ -180,14 +180,37 @@ class LoadOptions:
     trim_top_db: float = 60.0
 
 
-def load_for_model(path: str | Path, opts: LoadOptions = LoadOptions()) -> tuple[np.ndarray, int]:
-    """Decode, mix to mono, resample, crop edge silence, normalise. Returns (audio, original sr)."""
+# at or below two steps of 16-bit PCM (-84 dBFS) a file holds digital silence or dither, not speech;
+# normalisation would lift it to speech level, so it is judged before
+NO_SIGNAL_PEAK = 2.0 ** -14
+# the trimming floor (trim_edge_silence's min_keep_s): five LFCC frames, too little to attribute
+MIN_EVIDENCE_S = 0.1
+
+
+def evidence_warning(x: np.ndarray, sr: int) -> str:
+    """Why a readable file's label would say little ("" when nothing): no signal, or under
+    MIN_EVIDENCE_S of audio. Such files are still labelled (a submission needs every line)."""
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    if peak <= NO_SIGNAL_PEAK:
+        level = (f"loudest sample {20 * math.log10(peak):.1f} dBFS, at or below "
+                 f"{20 * math.log10(NO_SIGNAL_PEAK):.0f} dBFS") if peak > 0 else "digital silence"
+        return f"no signal ({level}): its label carries no evidence"
+    if len(x) < MIN_EVIDENCE_S * sr:
+        return (f"{len(x) / sr:.4f} s of audio (under {MIN_EVIDENCE_S} s): its label carries almost no "
+                "evidence")
+    return ""
+
+
+def read_for_model(path: str | Path, opts: LoadOptions = LoadOptions()) -> tuple[np.ndarray, int, str]:
+    """Decode, mix to mono, resample, crop edge silence, normalise. Returns the audio, the file's
+    original rate and its evidence_warning."""
     x, sr = read_audio(path)
     x = resample(x, sr, opts.sample_rate)
+    warning = evidence_warning(x, opts.sample_rate)
     if opts.trim_silence:
         x = trim_edge_silence(x, opts.sample_rate, opts.trim_top_db)
     x = normalise_level(x, opts.normalise, opts.target_dbfs)
-    return x, sr
+    return x, sr, warning
 
 
 def ffmpeg_decode(path: str | Path, sr: int = TARGET_SR, input_format: str | None = None) -> np.ndarray:

@@ -5,7 +5,8 @@
 
 For every split it writes `<out>/<split>/` (format and reader: core/prepared_split.py):
   manifest.tsv, audio.f32, offsets.npy
-  report.txt     unreadable, missing and unlabelled files
+  report.txt     unreadable, missing and unlabelled files, and files kept with little or no
+                 signal ("weak": digital silence or dither, or under 0.1 s)
   .options.json  the resolved options; the split is skipped when they and the inputs are unchanged
   train/codec_variants/  K codec round trips of every training utterance (--codec_variants K,
                  default 3; 0: none), read by training's codec augmentation (data_prep/codec_cache.py)
@@ -37,7 +38,7 @@ from core.labels import ALL_LABELS, NUM_KNOWN
 from core.prepared_split import write_manifest
 from core.stamps import file_signature, listing_digest, stage_is_current, write_stamp
 
-from .audio_io import AudioReadError, LoadOptions, load_for_model
+from .audio_io import AudioReadError, LoadOptions, read_for_model
 from .augment import CODECS, AugmentConfig, musan_folders
 from .codec_cache import build_codec_cache
 from .dev_augment import augment_split
@@ -108,12 +109,12 @@ def discover(data_root: str | Path) -> dict[str, SplitSource]:
 def _load_one(args):
     path, opts = args
     try:
-        x, sr = load_for_model(path, opts)
-        return path, x, sr, ""
+        x, sr, warning = read_for_model(path, opts)
+        return path, x, sr, "", warning
     except AudioReadError as err:
-        return path, None, 0, _one_line(str(err))
+        return path, None, 0, _one_line(str(err)), ""
     except Exception as err:  # any decoder failure must be reported for this file, not kill the run
-        return path, None, 0, _one_line(f"{type(err).__name__}: {err}")
+        return path, None, 0, _one_line(f"{type(err).__name__}: {err}"), ""
 
 
 def _one_line(reason: str) -> str:
@@ -195,6 +196,8 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
                      f"(e.g. {min(labels)}); wrong label file or folder?")
 
     n_ok = 0
+    # prepared and kept, but with little or nothing to attribute (audio_io.evidence_warning)
+    weak: list[str] = []
     with atomic_dir(target) as stage:
         offsets = [0]
         rows = []
@@ -204,7 +207,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
                 ctx.Pool(max(1, nj)) as pool:
             # imap keeps the file order, so the cache is written sequentially and rows follow the sorted ids
             results = pool.imap(_load_one, [(p, opts) for p in wavs], chunksize=8)
-            for path, x, sr, error in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
+            for path, x, sr, error, warning in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
                 utt = utt_id_of(path.name)
                 label = labels.get(utt, -1)
                 if x is None:
@@ -214,6 +217,8 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
                     rows.append((utt, str(path), label, 0, 0.0, 0, f"unreadable: {error}"))
                     offsets.append(offsets[-1])
                     continue
+                if warning:
+                    weak.append(f"weak\t{utt}\t{path}: {warning}")
                 audio_fh.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
                 offsets.append(offsets[-1] + len(x))
                 rows.append((utt, str(path), label, sr, round(_stored_duration(path), 4), len(x), "ok"))
@@ -222,10 +227,10 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
             fail(f"{src.wav_dir}: none of the {len(wavs)} files of split {src.name} could be read")
         save_npy(stage / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         write_manifest(stage / "manifest.tsv", rows)
-        write_text_atomic(stage / "report.txt", f"# split {src.name}: {n_ok} prepared, {len(problems)} problem(s)\n"
-                          + "".join(p + "\n" for p in problems))
+        write_text_atomic(stage / "report.txt", f"# split {src.name}: {n_ok} prepared ({len(weak)} with little or no "
+                          f"signal), {len(problems)} problem(s)\n" + "".join(p + "\n" for p in problems + weak))
         write_stamp(stage, options, inputs=inputs)
-    for p in problems:
+    for p in problems + weak:
         kind, utt, detail = p.split("\t", 2)
         print(f"[prepare {src.name}] {kind}: {detail} (utterance {utt})")
     return {"split": src.name, "skipped": False, "prepared": n_ok, "problems": len(problems)}

@@ -37,7 +37,7 @@ from core.label_files import text_lines
 from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
 from core.prepared_split import PreparedSplit, write_manifest
 from core.stage_files import read_json
-from data_prep.audio_io import AudioReadError, LoadOptions, load_for_model
+from data_prep.audio_io import AudioReadError, LoadOptions, read_for_model
 from fusion.calibrate import known_max
 from fusion.config import load_fusion_config
 from fusion.members import SplitScores, align_windows, load_members
@@ -45,7 +45,8 @@ from fusion.scorers import FusionContext, build_scorer
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
 LIST_SUFFIXES = {".txt", ".lst", ".scp"}
-COLUMNS = ("utt_id", "path", "label", *[f"p_{c}" for c in KNOWN_CLASSES], "unknown_score", "method", "error")
+COLUMNS = ("utt_id", "path", "label", *[f"p_{c}" for c in KNOWN_CLASSES], "unknown_score", "method", "error",
+           "warning")
 
 
 def list_inputs(paths: list[str]) -> list[Path]:
@@ -95,30 +96,32 @@ def load_options(exp: Path) -> LoadOptions:
         fail(f"{stamp}: unreadable stage stamp ({err}); re-run the prepare stage")
 
 
-def prepare_inputs(files: list[Path], opts: LoadOptions, folder: Path) -> tuple[PreparedSplit, list[str]]:
+def prepare_inputs(files: list[Path], opts: LoadOptions, folder: Path) -> tuple[PreparedSplit, list[str], list[str]]:
     """The files as a prepared split (the test stage's format) in `folder`, and per file the reason
-    it could not be read ("" when it could)."""
+    it could not be read and its evidence warning (each "" when there is none)."""
     from tqdm import tqdm
 
-    rows, offsets = [], [0]
+    rows, offsets, warnings = [], [0], []
     with open(folder / "audio.f32", "wb") as fh:
         for i, path in enumerate(tqdm(files, desc="prepare", unit="file", file=sys.stderr, mininterval=2.0)):
             try:
                 if not path.is_file():
                     raise AudioReadError("no such file")
-                x, sr = load_for_model(path, opts)
+                x, sr, warning = read_for_model(path, opts)
                 if not np.all(np.isfinite(x)):
                     raise AudioReadError("samples are NaN or infinite")
             except AudioReadError as err:
                 rows.append((str(i), str(path), NO_LABEL, 0, 0.0, 0, f"unreadable: {err}"))
                 offsets.append(offsets[-1])
+                warnings.append("")
                 continue
+            warnings.append(warning)
             fh.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
             offsets.append(offsets[-1] + len(x))
             rows.append((str(i), str(path), NO_LABEL, sr, round(len(x) / opts.sample_rate, 4), len(x), "ok"))
     np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     write_manifest(folder / "manifest.tsv", rows)
-    return PreparedSplit(folder), [r[-1].split(": ", 1)[1] if r[-1] != "ok" else "" for r in rows]
+    return PreparedSplit(folder), [r[-1].split(": ", 1)[1] if r[-1] != "ok" else "" for r in rows], warnings
 
 
 class SystemOutputs:
@@ -218,10 +221,10 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
     with tempfile.TemporaryDirectory(prefix="predict.") as tmp:
         folder = Path(tmp) / "data" / "test"
         folder.mkdir(parents=True)
-        split, errors = prepare_inputs(files, load_options(exp), folder)
+        split, errors, warnings = prepare_inputs(files, load_options(exp), folder)
         readable = np.flatnonzero(split.readable)
-        rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e}
-                for p, e in zip(split.paths, errors)]
+        rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e, "warning": w}
+                for p, e, w in zip(split.paths, errors, warnings)]
         if len(readable):
             if nproc > 1:
                 outputs = {s: run_system_processes(exp, s, split, nproc, device, batch_size) for s in needed}
@@ -260,7 +263,8 @@ def format_rows(rows: list[dict], unknown_column: bool) -> str:
             known = s[:-1] if unknown_column else s
             probs = [f"{v:.6f}" for v in known]
             unknown = f"{(s[-1] if unknown_column else 1.0 - known_max(s[None], False)[0]):.6f}"
-        lines.append("\t".join([r["utt_id"], r["path"], str(r["label"]), *probs, unknown, r["method"], r["error"]]))
+        lines.append("\t".join([r["utt_id"], r["path"], str(r["label"]), *probs, unknown, r["method"], r["error"],
+                                r["warning"]]))
     return "\n".join(lines) + "\n"
 
 
@@ -301,9 +305,13 @@ def main() -> None:
     else:
         sys.stdout.write(text)
     failed = [r for r in rows if r["error"]]
+    weak = [r for r in rows if r["warning"]]
     for r in failed:
         print(f"[predict] {r['path']}: {r['error']}", file=sys.stderr)
-    print(f"[predict] {len(rows)} file(s), {len(failed)} unreadable; method {method}", file=sys.stderr)
+    for r in weak:
+        print(f"[predict] {r['path']}: labelled {r['label']}, but {r['warning']}", file=sys.stderr)
+    print(f"[predict] {len(rows)} file(s), {len(failed)} unreadable, {len(weak)} with little or no signal; "
+          f"method {method}", file=sys.stderr)
     if failed:
         sys.exit(1)
 

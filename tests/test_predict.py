@@ -105,6 +105,25 @@ def test_predict_bad_files_give_error_rows(tiny_recipe, tiny_corpus, tmp_path):
     assert "no such file" in rows[2]["error"]
 
 
+def test_predict_flags_files_with_little_or_no_signal(tiny_recipe, tiny_corpus, tmp_path):
+    """Silent and near-empty files are labelled and scored like any other (a new test set's
+    submission needs them), but their rows say the label carries no evidence; not an error."""
+    from .test_prepare import weak_files
+
+    work, _ = tiny_recipe
+    good = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[0]
+    expected = weak_files(tmp_path / "weak")
+    proc = predict("--exp", str(work / "exp"), str(good), str(tmp_path / "weak"), "--method", "softmax:rawnet2")
+    rows = {r["utt_id"]: r for r in rows_of(proc.stdout)}
+    assert rows[good.stem]["warning"] == ""
+    for name, flagged in expected.items():
+        row = rows[name]
+        assert (row["warning"] != "") == flagged, name
+        assert row["error"] == "" and row["unknown_score"] != "" and row["label"] in set("01234567")
+        assert (f"weak/{name}.wav: labelled {row['label']}, but " in proc.stderr) == flagged, name
+    assert f"{sum(expected.values())} with little or no signal" in proc.stderr
+
+
 def test_predict_inputs_named_twice_are_scored_once_and_bad_lists_are_one_line_errors(tmp_path):
     from submit.predict import list_inputs
 

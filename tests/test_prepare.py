@@ -14,9 +14,9 @@ from core.prepared_split import PreparedSplit
 from data_prep.audio_io import (
     AudioReadError,
     LoadOptions,
-    load_for_model,
     normalise_level,
     read_audio,
+    read_for_model,
     rms_dbfs,
     trim_edge_silence,
 )
@@ -34,7 +34,7 @@ def tone(sr: float, seconds: float = 1.0, freq: float = 440.0) -> np.ndarray:
 def test_any_rate_becomes_16k_with_the_same_tone(tmp_path, sr):
     path = tmp_path / "x.wav"
     sf.write(path, tone(sr), sr, subtype="PCM_16")
-    x, orig = load_for_model(path, LoadOptions(trim_silence=False, normalise="none"))
+    x, orig, _ = read_for_model(path, LoadOptions(trim_silence=False, normalise="none"))
     assert orig == sr and abs(len(x) - 16000) <= 1
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     assert abs(np.argmax(spectrum) * 16000 / len(x) - 440) < 2
@@ -121,7 +121,7 @@ def test_prepared_cache_matches_direct_loading(tiny_prepared):
     split = PreparedSplit(tiny_prepared / "dev")
     assert len(split) > 0 and split.readable.all()
     i = len(split) // 2
-    direct, _ = load_for_model(split.paths[i])
+    direct, _, _ = read_for_model(split.paths[i])
     np.testing.assert_array_equal(split.audio(i), direct)
 
 
@@ -146,6 +146,51 @@ def test_bad_files_are_reported_not_dropped_silently(tiny_corpus, tmp_path):
     assert not test.readable[bad] and test.num_samples(bad) == 0
     stereo = test.ids.index("ADD2023_T3_E_99999999")
     assert test.readable[stereo] and abs(test.num_samples(stereo) - 16000) <= 1
+
+
+def weak_files(folder: Path) -> dict[str, bool]:
+    """Files around the evidence limits (-84 dBFS peak, 0.1 s), and whether each must be flagged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    cases = {
+        "silent": (np.zeros(48000, np.float32), 16000, "PCM_16", True),
+        # -120 dBFS noise in a float file: rms normalisation alone would lift it to speech level
+        "floor_noise": ((1e-6 * rng.standard_normal(48000)).astype(np.float32), 16000, "FLOAT", True),
+        # one step of 16-bit PCM: dither, not speech
+        "dither": (rng.choice([-1, 0, 1], 48000).astype(np.float32) / 32768, 16000, "PCM_16", True),
+        "one_sample": (np.array([0.5], np.float32), 16000, "PCM_16", True),
+        "short": (tone(16000, seconds=0.09), 16000, "PCM_16", True),
+        # 44.1 kHz: 0.1 s there is 1,600 samples at 16 kHz after resampling, so not flagged
+        "long_enough": (tone(44100, seconds=0.1), 44100, "PCM_16", False),
+        # three steps of 16-bit PCM peak: quiet, but a signal
+        "quiet": ((3 / 32768) * np.sign(tone(16000, seconds=3.0)), 16000, "PCM_16", False),
+        "speech_level": (tone(16000, seconds=3.0), 16000, "PCM_16", False),
+    }
+    for name, (x, sr, subtype, _) in cases.items():
+        sf.write(folder / f"{name}.wav", x, sr, subtype=subtype)
+    return {name: flagged for name, (*_, flagged) in cases.items()}
+
+
+def test_files_with_little_or_no_signal_are_flagged(tmp_path):
+    for name, flagged in weak_files(tmp_path).items():
+        x, _, warning = read_for_model(tmp_path / f"{name}.wav")
+        assert bool(warning) == flagged, (name, warning)
+        assert len(x) > 0  # flagged, never dropped
+    assert "no signal" in read_for_model(tmp_path / "silent.wav")[2]
+    assert "under 0.1 s" in read_for_model(tmp_path / "one_sample.wav")[2]
+
+
+def test_prepare_reports_weak_test_files_and_keeps_them(tmp_path):
+    expected = weak_files(tmp_path / "wav")
+    out = tmp_path / "o"
+    proc = run_module("data_prep.prepare", "--split", "test", "--wav_dir", str(tmp_path / "wav"), "--out", str(out))
+    report = (out / "test" / "report.txt").read_text()
+    for name, flagged in expected.items():
+        assert (f"weak\t{name}\t" in report) == flagged, name
+        assert (f"{name}.wav: " in proc.stdout) == flagged, name
+    assert f"({sum(expected.values())} with little or no signal)" in report
+    split = PreparedSplit(out / "test")
+    assert sorted(split.ids) == sorted(expected) and split.readable.all()
 
 
 def test_audio_that_is_not_read_is_reported(tmp_path):
