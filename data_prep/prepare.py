@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,8 @@ def discover(data_root: str | Path) -> dict[str, SplitSource]:
 
 def _load_one(args):
     path, opts = args
+    if not path.is_file():
+        return path, None, 0, "no such file", ""
     try:
         x, sr, warning = read_for_model(path, opts)
         return path, x, sr, "", warning
@@ -115,6 +118,21 @@ def _load_one(args):
         return path, None, 0, _one_line(str(err)), ""
     except Exception as err:  # any decoder failure must be reported for this file, not kill the run
         return path, None, 0, _one_line(f"{type(err).__name__}: {err}"), ""
+
+
+def read_files(paths: list[Path], opts: LoadOptions, nj: int) -> Iterator[tuple[Path, np.ndarray | None, int, str, str]]:
+    """Every file read for the model, in the given order, on `nj` processes (1: this one): its
+    path, audio (None when unreadable), original rate, why it is unreadable and its evidence
+    warning ("" when none)."""
+    jobs = [(p, opts) for p in paths]
+    if nj <= 1:
+        yield from map(_load_one, jobs)
+        return
+    # fork: workers inherit the loaded modules instead of re-importing torch/scipy per process
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    with ctx.Pool(nj) as pool:
+        # imap keeps the order, so a cache is written sequentially and rows follow the inputs
+        yield from pool.imap(_load_one, jobs, chunksize=8)
 
 
 def _one_line(reason: str) -> str:
@@ -201,13 +219,9 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
     with atomic_dir(target) as stage:
         offsets = [0]
         rows = []
-        # fork: workers inherit the loaded modules instead of re-importing torch/scipy per process
-        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-        with writing(target / "audio.f32"), open(stage / "audio.f32", "wb") as audio_fh, \
-                ctx.Pool(max(1, nj)) as pool:
-            # imap keeps the file order, so the cache is written sequentially and rows follow the sorted ids
-            results = pool.imap(_load_one, [(p, opts) for p in wavs], chunksize=8)
-            for path, x, sr, error, warning in tqdm(results, total=len(wavs), desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
+        with writing(target / "audio.f32"), open(stage / "audio.f32", "wb") as audio_fh:
+            for path, x, sr, error, warning in tqdm(read_files(wavs, opts, nj), total=len(wavs),
+                                                    desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
                 utt = utt_id_of(path.name)
                 label = labels.get(utt, -1)
                 if x is None:

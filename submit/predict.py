@@ -2,6 +2,7 @@
 
     python -m submit.predict --exp exp PATH [PATH ...] [--out pred.tsv] [--method NAME]
                              [--backend torch|onnx] [--device auto] [--batch_size N] [--ngpu N]
+                             [--nj N]
 
 PATH is an audio file (anything the kit reads: wav, flac, ogg, mp3; any sample rate, any channel
 count), a folder (searched recursively) or a list file (`.txt`, `.lst`, `.scp`: one path per line).
@@ -11,7 +12,7 @@ checkpoints; `--backend onnx` runs the exported `model.onnx` files instead, see
 systems/onnx_export.py) and the fusion method with the τ the fusion stage chose on dev (default:
 the submitted method). Output, a TSV on stdout or `--out`, one row per input file, in input order:
 
-  utt_id  path  label  p_0 … p_6  unknown_score  method  error
+  utt_id  path  label  p_0 … p_6  unknown_score  method  error  warning
 
 `label` is 0 (real), 1–6 (a known algorithm) or 7 (unknown); `p_c` are the method's per-class
 scores: shares summing to 1 for the methods that give them (max softmax, score fusion, feature
@@ -21,11 +22,14 @@ share is the unknown score; the post-hoc unknown scores and two_stage give their
 i.e. unknown_score > 1 − τ. `--ngpu N` scores each system on N processes, one per GPU, through
 `systems.score --ngpu N` (torchrun) on the prepared files; the fusion runs once. A file that
 cannot be read gets label 7, empty scores and the reason in `error`; nothing is dropped, and the
-command exits 1 at the end when any file failed. Progress goes to stderr.
+command exits 1 at the end when any file failed. A readable file with little or no signal (digital
+silence, dither, under 0.1 s) is labelled as usual and says so in `warning`. `--nj N` reads and
+prepares the files on N processes. Progress goes to stderr.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -37,7 +41,8 @@ from core.label_files import text_lines
 from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
 from core.prepared_split import PreparedSplit, write_manifest
 from core.stage_files import read_json
-from data_prep.audio_io import AudioReadError, LoadOptions, read_for_model
+from data_prep.audio_io import LoadOptions
+from data_prep.prepare import read_files
 from fusion.calibrate import known_max
 from fusion.config import load_fusion_config
 from fusion.members import SplitScores, align_windows, load_members
@@ -96,32 +101,29 @@ def load_options(exp: Path) -> LoadOptions:
         fail(f"{stamp}: unreadable stage stamp ({err}); re-run the prepare stage")
 
 
-def prepare_inputs(files: list[Path], opts: LoadOptions, folder: Path) -> tuple[PreparedSplit, list[str], list[str]]:
-    """The files as a prepared split (the test stage's format) in `folder`, and per file the reason
-    it could not be read and its evidence warning (each "" when there is none)."""
+def prepare_inputs(files: list[Path], opts: LoadOptions, folder: Path, nj: int = 1
+                   ) -> tuple[PreparedSplit, list[str], list[str]]:
+    """The files as a prepared split (the test stage's format) in `folder`, read on `nj` processes,
+    and per file the reason it could not be read and its evidence warning (each "" when none)."""
     from tqdm import tqdm
 
-    rows, offsets, warnings = [], [0], []
+    rows, offsets, errors, warnings = [], [0], [], []
     with open(folder / "audio.f32", "wb") as fh:
-        for i, path in enumerate(tqdm(files, desc="prepare", unit="file", file=sys.stderr, mininterval=2.0)):
-            try:
-                if not path.is_file():
-                    raise AudioReadError("no such file")
-                x, sr, warning = read_for_model(path, opts)
-                if not np.all(np.isfinite(x)):
-                    raise AudioReadError("samples are NaN or infinite")
-            except AudioReadError as err:
-                rows.append((str(i), str(path), NO_LABEL, 0, 0.0, 0, f"unreadable: {err}"))
-                offsets.append(offsets[-1])
-                warnings.append("")
-                continue
+        read = tqdm(read_files(files, opts, nj), total=len(files), desc="prepare", unit="file", file=sys.stderr,
+                    mininterval=2.0)
+        for i, (path, x, sr, error, warning) in enumerate(read):
+            errors.append(error)
             warnings.append(warning)
+            if x is None:
+                rows.append((str(i), str(path), NO_LABEL, 0, 0.0, 0, f"unreadable: {error}"))
+                offsets.append(offsets[-1])
+                continue
             fh.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
             offsets.append(offsets[-1] + len(x))
             rows.append((str(i), str(path), NO_LABEL, sr, round(len(x) / opts.sample_rate, 4), len(x), "ok"))
     np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     write_manifest(folder / "manifest.tsv", rows)
-    return PreparedSplit(folder), [r[-1].split(": ", 1)[1] if r[-1] != "ok" else "" for r in rows], warnings
+    return PreparedSplit(folder), errors, warnings
 
 
 class SystemOutputs:
@@ -206,7 +208,7 @@ def run_system_processes(exp: Path, system: str, split: PreparedSplit, nproc: in
 
 
 def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
-            batch_size: int | None, nproc: int = 1) -> list[dict]:
+            batch_size: int | None, nproc: int = 1, nj: int = 1) -> list[dict]:
     if not exp.is_dir():
         fail(f"--exp {exp}: no such folder; give a trained experiment (run_track3.sh's --exp)")
     summary_path = exp / "fusion" / "summary.json"
@@ -221,7 +223,7 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
     with tempfile.TemporaryDirectory(prefix="predict.") as tmp:
         folder = Path(tmp) / "data" / "test"
         folder.mkdir(parents=True)
-        split, errors, warnings = prepare_inputs(files, load_options(exp), folder)
+        split, errors, warnings = prepare_inputs(files, load_options(exp), folder, nj)
         readable = np.flatnonzero(split.readable)
         rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e, "warning": w}
                 for p, e, w in zip(split.paths, errors, warnings)]
@@ -278,9 +280,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda, cuda:1 ...")
     ap.add_argument("--batch_size", type=int, default=None, help="windows per batch (default: score.batch_size)")
     ap.add_argument("--ngpu", type=int, default=1, help="torch backend: scoring processes, one per GPU (torchrun)")
+    ap.add_argument("--nj", type=int, default=min(2, os.cpu_count() or 1),
+                    help="processes that read and prepare the files (default: 2, or 1 on one core)")
     args = ap.parse_args()
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch_size {args.batch_size}: must be 1 or more")
+    if args.nj < 1:
+        fail(f"--nj {args.nj}: at least 1")
     if args.ngpu < 1:
         fail(f"--ngpu {args.ngpu}: at least 1")
     if args.ngpu > 1 and args.backend != "torch":
@@ -294,7 +300,8 @@ def main() -> None:
         # a wrong --device or --ngpu fails before any file is read
         check_processes(args.ngpu, world_from_env(), pick_device(args.device))
     exp = Path(args.exp)
-    rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size, args.ngpu)
+    rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size, args.ngpu,
+                   args.nj)
     method = rows[0]["method"]
     summary = read_json(exp / "fusion" / "summary.json", "fusion summary", "fusion")
     text = format_rows(rows, bool(summary["methods"][method].get("unknown_column")))

@@ -60,8 +60,8 @@ def test_predict_folder_and_file_equal_the_submission(tiny_recipe, tiny_corpus, 
 
 
 def test_predict_on_two_processes_equals_one(tiny_recipe, tiny_corpus, tmp_path):
-    """`predict --ngpu 2` (torchrun, gloo on CPU) scores each system through `systems.score --ngpu 2`
-    and fuses once: the same rows as one process, the TSV alone on stdout (the scoring processes
+    """`predict --ngpu 2 --nj 2` (torchrun, gloo on CPU; 2 reading processes) scores each system
+    through `systems.score --ngpu 2` and fuses once: the same rows as one process, the TSV alone on stdout (the scoring processes
     speak on stderr). Scores within 1e-4: the score files hold 6 significant digits and each share
     is batched differently; every label equal."""
     work, _ = tiny_recipe
@@ -73,9 +73,10 @@ def test_predict_on_two_processes_equals_one(tiny_recipe, tiny_corpus, tmp_path)
     chosen = [m for m in ("feature", "softmax:rawnet2") if m in methods]
     assert chosen, sorted(methods)  # window embeddings (feature) and one system's logits
     for method in chosen:
-        one = predict("--exp", str(work / "exp"), str(listing), "--method", method, check=False)
+        # the files read in this process against 2 reading processes as well
+        one = predict("--exp", str(work / "exp"), str(listing), "--method", method, "--nj", "1", check=False)
         two = predict("--exp", str(work / "exp"), str(listing), "--method", method, "--ngpu", "2",
-                      "--device", "cpu", check=False)
+                      "--device", "cpu", "--nj", "2", check=False)
         assert one.returncode == two.returncode == 1, two.stderr[-3000:]
         assert "2 processes)" in two.stderr and "[score]" not in two.stdout
         a, b = rows_of(one.stdout), rows_of(two.stdout)
@@ -146,6 +147,7 @@ def test_predict_inputs_named_twice_are_scored_once_and_bad_lists_are_one_line_e
                             (("--device", "bogus"), "--device 'bogus': not a device name"),
                             (("--method", ""), "--method: empty"),
                             (("--ngpu", "0"), "--ngpu 0: at least 1"),
+                            (("--nj", "0"), "--nj 0: at least 1"),
                             (("--ngpu", "2", "--backend", "onnx"), "several processes need the torch backend")]:
         proc = predict("--exp", str(tmp_path), str(folder), *option, check=False)
         err = proc.stderr.strip()
