@@ -247,7 +247,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
     for p in problems + weak:
         kind, utt, detail = p.split("\t", 2)
         print(f"[prepare {src.name}] {kind}: {detail} (utterance {utt})")
-    return {"split": src.name, "skipped": False, "prepared": n_ok, "problems": len(problems)}
+    return {"split": src.name, "skipped": False, "prepared": n_ok, "problems": len(problems), "weak": len(weak)}
 
 
 def main() -> None:
@@ -297,7 +297,8 @@ def main() -> None:
         if info["skipped"]:
             print(f"[prepare] {folder}: up to date, skipped")
         else:
-            print(f"[prepare] {folder}: {info['prepared']} utterances, {info['problems']} problem(s); "
+            print(f"[prepare] {folder}: {info['prepared']} utterances, {info['problems']} problem(s), "
+                  f"{info['weak']} with little or no signal; "
                   f"report {out / folder / 'report.txt'}")
         if src.name == "train" and args.codec_variants:
             t0 = time.time()

@@ -189,6 +189,7 @@ def test_prepare_reports_weak_test_files_and_keeps_them(tmp_path):
         assert (f"weak\t{name}\t" in report) == flagged, name
         assert (f"{name}.wav: " in proc.stdout) == flagged, name
     assert f"({sum(expected.values())} with little or no signal)" in report
+    assert f"{sum(expected.values())} with little or no signal; report" in proc.stdout
     split = PreparedSplit(out / "test")
     assert sorted(split.ids) == sorted(expected) and split.readable.all()
 
