@@ -22,6 +22,9 @@ def test_paper_config_loads_the_saved_checkpoint(tiny_ssl_checkpoints, system, k
     cfg = load_config(ROOT / f"systems/{system}/conf/paper.yaml", {"model.ssl_ckpt": str(ckpt)})
     model = build_model(cfg)
     assert not model.is_random
+    assert cfg.model["gradient_checkpointing"]  # paper.yaml: on, so
+    on = getattr(type(model.ssl), "is_activation_checkpointing", None) or type(model.ssl).is_gradient_checkpointing
+    assert on.fget(model.ssl)
     saved = AutoModel.from_pretrained(str(ckpt), local_files_only=True).state_dict()
     for name, value in model.ssl.state_dict().items():
         torch.testing.assert_close(value, saved[name], msg=name)

@@ -62,7 +62,9 @@ class SSLFineTune(System):
             for p in self.ssl.feature_extractor.parameters():
                 p.requires_grad = False
         if gradient_checkpointing:
-            self.ssl.gradient_checkpointing_enable()
+            # transformers 5 renamed it (the old name warns, and goes in v6); earlier 5.x have the old one only
+            enable = getattr(self.ssl, "activation_checkpointing_enable", None) or self.ssl.gradient_checkpointing_enable
+            enable()
         self.head = EmbeddingHead(self.ssl.config.hidden_size, embedding_dim, num_classes)
 
     def may_skip_parameters(self) -> bool:
