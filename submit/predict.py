@@ -208,7 +208,8 @@ def run_system_processes(exp: Path, system: str, split: PreparedSplit, nproc: in
 
 
 def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
-            batch_size: int | None, nproc: int = 1, nj: int = 1) -> list[dict]:
+            batch_size: int | None, nproc: int = 1, nj: int = 1) -> tuple[list[dict], bool]:
+    """One row per file, in input order, and whether the method's last score is its own unknown score."""
     if not exp.is_dir():
         fail(f"--exp {exp}: no such folder; give a trained experiment (run_track3.sh's --exp)")
     summary_path = exp / "fusion" / "summary.json"
@@ -236,7 +237,7 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
             for k, i in enumerate(readable):
                 rows[i]["label"] = int(labels[k])
                 rows[i]["scores"] = None if scores is None else scores[k]
-    return rows
+    return rows, bool(info.get("unknown_column"))
 
 
 def apply_method(exp: Path, systems: list[str], method: str, info: dict, outputs: dict[str, SystemOutputs],
@@ -300,11 +301,10 @@ def main() -> None:
         # a wrong --device or --ngpu fails before any file is read
         check_processes(args.ngpu, world_from_env(), pick_device(args.device))
     exp = Path(args.exp)
-    rows = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device, args.batch_size, args.ngpu,
-                   args.nj)
+    rows, unknown_column = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device,
+                                   args.batch_size, args.ngpu, args.nj)
     method = rows[0]["method"]
-    summary = read_json(exp / "fusion" / "summary.json", "fusion summary", "fusion")
-    text = format_rows(rows, bool(summary["methods"][method].get("unknown_column")))
+    text = format_rows(rows, unknown_column)
     if args.out:
         from core.atomic import write_text_atomic
 
