@@ -120,7 +120,8 @@ def _load_one(args):
         return path, None, 0, _one_line(f"{type(err).__name__}: {err}"), ""
 
 
-def read_files(paths: list[Path], opts: LoadOptions, nj: int) -> Iterator[tuple[Path, np.ndarray | None, int, str, str]]:
+def read_files(paths: list[Path], opts: LoadOptions, nj: int
+               ) -> Iterator[tuple[Path, np.ndarray | None, int, str, str]]:
     """Every file read for the model, in the given order, on `nj` processes (1: this one): its
     path, audio (None when unreadable), original rate, why it is unreadable and its evidence
     warning ("" when none)."""

@@ -61,9 +61,9 @@ def test_predict_folder_and_file_equal_the_submission(tiny_recipe, tiny_corpus, 
 
 def test_predict_on_two_processes_equals_one(tiny_recipe, tiny_corpus, tmp_path):
     """`predict --ngpu 2 --nj 2` (torchrun, gloo on CPU; 2 reading processes) scores each system
-    through `systems.score --ngpu 2` and fuses once: the same rows as one process, the TSV alone on stdout (the scoring processes
-    speak on stderr). Scores within 1e-4: the score files hold 6 significant digits and each share
-    is batched differently; every label equal."""
+    through `systems.score --ngpu 2` and fuses once: the same rows as one process, the TSV alone on
+    stdout (the scoring processes speak on stderr). Scores within 1e-4: the score files hold 6
+    significant digits and each share is batched differently; every label equal."""
     work, _ = tiny_recipe
     wavs = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[:6]
     listing = tmp_path / "files.txt"
