@@ -38,6 +38,11 @@ class System(nn.Module):
         """Parameter groups for the optimiser. Default: every trainable parameter at `lr`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
+    def cosine_scale(self) -> float | None:
+        """The scale s when the logits are s·cos(embedding, class weight) (a CosineClassifier),
+        which an additive angular margin needs; None for an unconstrained linear classifier."""
+        return None
+
     def may_skip_parameters(self) -> bool:
         """Whether a training step can leave a trainable parameter out of its loss (a loss term that
         only some batches have, a dropped layer). Several processes (DDP) then search for such
@@ -73,6 +78,29 @@ def default_training_loss(system: System, wave: torch.Tensor, labels: torch.Tens
     """(loss, logits) of the default loss: the cross-entropy, LogitNorm's when `logitnorm_tau` > 0."""
     logits, _ = system(wave)
     return logitnorm_cross_entropy(logits, labels, logitnorm_tau), logits
+
+
+def additive_margin_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, margin: float,
+                                  scale: float) -> torch.Tensor:
+    """CosFace / AM-softmax (Wang et al., 2018): the cross-entropy of cosine logits s·cos θ_j with
+    the margin m taken from each row's target class, s·(cos θ_y − m). Each class must then win by m
+    in cosine, which packs its embeddings into a tighter cone than the plain softmax does."""
+    logits = logits.float()
+    target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    return F.cross_entropy(logits - scale * margin * target, labels)
+
+
+class CosineClassifier(nn.Module):
+    """logits = s·cos(x, w_j): input and class weights L2-normalised, no bias (NormFace / CosFace)."""
+
+    def __init__(self, in_dim: int, num_classes: int, scale: float):
+        super().__init__()
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
 
 
 def regmixup_loss(system: System, wave: torch.Tensor, labels: torch.Tensor,

@@ -54,6 +54,9 @@ class TrainConfig:
     # 0.04 (CIFAR-10). Training only: scoring reads the logits as they are. Like RegMixup, only
     # systems trained by the default cross-entropy loss take it
     logitnorm_tau: float = 0.0
+    # CosFace / AM-softmax margin m (Wang et al., 2018) in cosine units; 0 turns it off. It needs a
+    # cosine classifier (model.classifier: cosine, RawNet2). The papers' m is 0.2-0.35 with s = 30
+    am_margin: float = 0.0
     # train.batch_size is the batch of one optimiser step, whatever the split: its items are cut
     # into world size × grad_accumulation equal micro-batches, so it must divide by that product
     grad_accumulation: int = 1
@@ -78,6 +81,8 @@ class TrainConfig:
             fail(f"train.regmixup_alpha {self.regmixup_alpha}: must be >= 0 (0 turns RegMixup off)")
         if self.logitnorm_tau < 0:
             fail(f"train.logitnorm_tau {self.logitnorm_tau}: must be >= 0 (0 turns LogitNorm off)")
+        if not 0 <= self.am_margin < 1:
+            fail(f"train.am_margin {self.am_margin}: a cosine margin in [0, 1) (0 turns it off)")
         if self.num_workers < 0 or self.prefetch_factor < 1:
             fail("train: num_workers >= 0 and prefetch_factor >= 1")
         if self.warmup_epochs < 0 or self.step_epochs < 1 or not 0 < self.step_gamma <= 1 \

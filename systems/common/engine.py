@@ -56,7 +56,12 @@ from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
 from core.stamps import STAMP_NAME, folder_listing, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
-from systems.common.base import default_training_loss, overrides_training_loss, regmixup_loss
+from systems.common.base import (
+    additive_margin_cross_entropy,
+    default_training_loss,
+    overrides_training_loss,
+    regmixup_loss,
+)
 from systems.common.config import SystemConfig, TrainConfig, resolved_pin_memory
 from systems.common.device_effects import apply_channel
 from systems.common.distributed import World, join, leave, process_device, world_from_env
@@ -342,15 +347,32 @@ class AtomicCheckpointer(Checkpointer):
         return gone
 
 
+def check_margin(cfg, model: nn.Module) -> None:
+    """train.am_margin needs cosine logits, and replaces the losses of RegMixup and LogitNorm."""
+    t = cfg.train
+    if t.am_margin <= 0:
+        return
+    if model.cosine_scale() is None:
+        fail(f"train.am_margin {t.am_margin}: {cfg.system} has no cosine classifier "
+             f"(RawNet2: model.classifier: cosine)")
+    if t.regmixup_alpha > 0 or t.logitnorm_tau > 0:
+        fail(f"train.am_margin {t.am_margin}: not combined with train.regmixup_alpha or train.logitnorm_tau")
+
+
 class TrainingStep(nn.Module):
     """The system's training loss as a forward pass. DDP averages the gradients of what runs
     through its wrapped module's forward, and systems train through `training_loss`, not forward."""
 
-    def __init__(self, system: nn.Module, regmixup_alpha: float = 0.0, logitnorm_tau: float = 0.0):
+    def __init__(self, system: nn.Module, regmixup_alpha: float = 0.0, logitnorm_tau: float = 0.0,
+                 am_margin: float = 0.0):
         super().__init__()
         self.system, self.regmixup_alpha, self.logitnorm_tau = system, regmixup_alpha, logitnorm_tau
+        self.am_margin = am_margin
 
     def forward(self, wave, label, domain, progress: float):
+        if self.am_margin > 0:
+            logits, _ = self.system(wave)
+            return additive_margin_cross_entropy(logits, label, self.am_margin, self.system.cosine_scale()), logits
         if self.regmixup_alpha > 0:
             return regmixup_loss(self.system, wave, label, self.regmixup_alpha, self.logitnorm_tau)
         if self.logitnorm_tau > 0:
@@ -381,7 +403,7 @@ class SystemBrain(sb.Brain):
         self.batches = EpochBatches(len(train_data), t.batch_size, t.seed, world.rank, world.size, t.grad_accumulation)
         self.train_loader = train_loader(train_data, self.batches, t, device)
         self.steps_per_epoch = self.batches.steps  # optimiser steps
-        self.step_module: nn.Module = TrainingStep(model, t.regmixup_alpha, t.logitnorm_tau)
+        self.step_module: nn.Module = TrainingStep(model, t.regmixup_alpha, t.logitnorm_tau, t.am_margin)
         checkpointer = AtomicCheckpointer(exp_dir / "ckpt", recoverables={
             "model": model, "counter": self.epoch_counter, "rng": RNGState(), "log": self.log})
         precision = "bf16" if t.bf16 and device.type == "cuda" else "fp32"
@@ -595,10 +617,12 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     seed_everything(cfg.train.seed)
     model = build_model(cfg).to(device)
     for option, value, method in (("regmixup_alpha", cfg.train.regmixup_alpha, "RegMixup"),
-                                  ("logitnorm_tau", cfg.train.logitnorm_tau, "LogitNorm")):
+                                  ("logitnorm_tau", cfg.train.logitnorm_tau, "LogitNorm"),
+                                  ("am_margin", cfg.train.am_margin, "the additive margin")):
         if value > 0 and overrides_training_loss(model):
             fail(f"train.{option} {value}: {cfg.system} trains with its own loss "
                  f"({type(model).__name__}.training_loss); {method} applies to the default cross-entropy only")
+    check_margin(cfg, model)
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
     augmenter = build_augmenter(cfg, train_split, quiet=not world.main)
     crops = TrainCrops(train_split, window_length(model), augmenter, cfg.train.seed)

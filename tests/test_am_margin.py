@@ -1,0 +1,130 @@
+"""The additive-margin (CosFace / AM-softmax) option of RawNet2: `model.classifier: cosine` gives
+logits s·cos(embedding, class weight), checked against sklearn's cosine similarity;
+`train.am_margin` trains them with the margin taken from the target class, checked against
+scipy's log-softmax of the margin-shifted logits; resume, refusals, digest, ONNX export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import log_softmax
+from sklearn.metrics.pairwise import cosine_similarity
+
+from core.errors import KitError
+from systems.common.base import NUM_CLASSES, CosineClassifier, additive_margin_cross_entropy
+from systems.common.config import load_config
+from systems.common.engine import train
+from systems.onnx_backend import OnnxSystem
+from systems.onnx_export import export_model
+from systems.rawnet2.model import RawNet2
+
+from .conftest import ROOT
+from .test_engine import assert_same_weights, latest_weights
+from .test_regmixup import LINEAR_HEAD
+
+CONFIG = ROOT / "systems/rawnet2/conf/demo.yaml"
+# rawnet2/conf/paper.yaml's digest at ecc7d2b, before it named its classifier
+PAPER_BEFORE = "135ef38ffa330dd55d75ff309c4d65913268c563667894fc8448d677b7335d1a"
+TINY = {"model.channels": [8, 16], "model.gru_hidden": 16, "model.gru_layers": 1, "train.batch_size": 8,
+        "train.num_workers": 0, "train.bf16": False, "train.epochs": 2}
+
+
+def tiny_cosine(tiny_corpus, **extra):
+    settings = dict(TINY, **{"augment.musan": str(tiny_corpus / "musan_demo"), "model.classifier": "cosine"})
+    return load_config(CONFIG, dict(settings, **extra))
+
+
+def test_loss_is_the_cosface_objective():
+    rng = np.random.default_rng(0)
+    scale, labels = 30.0, np.array([0, 3, 6, 2, 2])
+    cos = rng.uniform(-1, 1, size=(5, NUM_CLASSES))
+    for margin in (0.0, 0.2, 0.35):
+        got = additive_margin_cross_entropy(torch.tensor(scale * cos), torch.tensor(labels), margin, scale)
+        # Wang et al.'s eq.: the target's logit is s·(cos θ_y − m), every other s·cos θ_j
+        shifted = scale * cos
+        shifted[np.arange(len(labels)), labels] -= scale * margin
+        # scipy's log-softmax, not sklearn's log loss, which clips probabilities at s = 30
+        expected = -np.mean(log_softmax(shifted, axis=1)[np.arange(len(labels)), labels])
+        assert float(got) == pytest.approx(expected, rel=1e-6)
+    # the margin makes the same logits cost more
+    logits, y = torch.tensor(scale * cos), torch.tensor(labels)
+    assert additive_margin_cross_entropy(logits, y, 0.2, scale) > additive_margin_cross_entropy(logits, y, 0.0, scale)
+
+
+def test_cosine_classifier_is_scaled_cosine_similarity():
+    torch.manual_seed(0)
+    head = CosineClassifier(32, NUM_CLASSES, scale=20.0)
+    x = torch.randn(9, 32) * torch.rand(9, 1) * 10  # rows of any norm
+    expected = 20.0 * cosine_similarity(x.numpy(), head.weight.detach().numpy())
+    np.testing.assert_allclose(head(x).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_margin_training_resumes_and_trains_something_else(tiny_prepared, tiny_corpus, tmp_path):
+    cfg = tiny_cosine(tiny_corpus, **{"train.am_margin": 0.2})
+    train(cfg, tiny_prepared, tmp_path / "whole", torch.device("cpu"))
+    train(cfg, tiny_prepared, tmp_path / "resumed", torch.device("cpu"), stop_after_epochs=1)
+    train(cfg, tiny_prepared, tmp_path / "resumed", torch.device("cpu"))
+    assert_same_weights(latest_weights(tmp_path / "resumed")[1], latest_weights(tmp_path / "whole")[1])
+    # the margin trains something else: the same cosine model from the same seed without it ends elsewhere
+    plain = tiny_cosine(tiny_corpus, **{"train.am_margin": 0.0})
+    train(plain, tiny_prepared, tmp_path / "plain", torch.device("cpu"))
+    a, b = latest_weights(tmp_path / "plain")[1], latest_weights(tmp_path / "whole")[1]
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.am_margin": 1.5}, r"train.am_margin 1.5: a cosine margin in \[0, 1\)"),
+    ({"train.am_margin": -0.1}, r"train.am_margin -0.1: a cosine margin in \[0, 1\)"),
+])
+def test_margin_out_of_range_is_a_config_error(overrides, message):
+    with pytest.raises(KitError, match=message):
+        load_config(CONFIG, overrides)
+
+
+def test_unknown_classifier_and_bad_scale_are_one_line_errors():
+    with pytest.raises(KitError, match="model.classifier 'arcface': valid are linear, cosine"):
+        RawNet2(classifier="arcface")
+    with pytest.raises(KitError, match="model.cosine_scale 0.0: must be > 0"):
+        RawNet2(classifier="cosine", cosine_scale=0.0)
+
+
+NOT_COMBINED = "not combined with train.regmixup_alpha or train.logitnorm_tau"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.classifier": "linear", "train.am_margin": 0.2}, "rawnet2 has no cosine classifier"),
+    ({"train.am_margin": 0.2, "train.logitnorm_tau": 0.1}, NOT_COMBINED),
+    ({"train.am_margin": 0.2, "train.regmixup_alpha": 10.0}, NOT_COMBINED),
+])
+def test_margin_refusals_come_before_training(overrides, message, tiny_prepared, tiny_corpus, tmp_path):
+    with pytest.raises(KitError, match=message) as err:
+        train(tiny_cosine(tiny_corpus, **overrides), tiny_prepared, tmp_path / "exp", torch.device("cpu"))
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "exp").glob("ckpt/CKPT*"))  # refused before the first epoch
+
+
+def test_option_off_keeps_earlier_checkpoints_current():
+    """With the linear head and no margin, rawnet2's configs hash as before the options existed,
+    written out or not: demo.yaml as 28ff175 computed it (test_regmixup.py), paper.yaml as ecc7d2b
+    (the last commit without the keys) did. The cosine head retrains, and so does the margin."""
+    from systems.common.inference import config_digest
+
+    plain = config_digest(load_config(CONFIG, LINEAR_HEAD))
+    assert plain == "deeaceeacd6f55687218abaf42750f612959cf05627db01b3c0ece6319289a83"
+    assert config_digest(load_config(ROOT / "systems/rawnet2/conf/paper.yaml")) == PAPER_BEFORE
+    cosine = config_digest(load_config(CONFIG, {"train.am_margin": 0.0}))
+    margin = config_digest(load_config(CONFIG))
+    assert len({plain, cosine, margin}) == 3
+
+
+def test_cosine_rawnet2_exports_to_onnx(tmp_path):
+    torch.manual_seed(0)
+    model = RawNet2(channels=(8, 16), gru_hidden=16, gru_layers=1, classifier="cosine").eval()
+    export_model(model, "rawnet2", tmp_path / "model.onnx")
+    wave = torch.randn(3, model.input_samples)
+    logits, emb = OnnxSystem(tmp_path / "model.onnx")(wave.numpy())
+    with torch.no_grad():
+        ref_logits, ref_emb = model(wave)
+    np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-3)
+    np.testing.assert_allclose(emb, ref_emb.numpy(), atol=1e-3)
+    assert np.abs(logits).max() <= 30.0 + 1e-3  # s·cos is bounded by s
