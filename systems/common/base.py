@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from speechbrain.nnet.losses import AngularMargin
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -83,11 +84,12 @@ def default_training_loss(system: System, wave: torch.Tensor, labels: torch.Tens
 def additive_margin_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, margin: float,
                                   scale: float) -> torch.Tensor:
     """CosFace / AM-softmax (Wang et al., 2018): the cross-entropy of cosine logits s·cos θ_j with
-    the margin m taken from each row's target class, s·(cos θ_y − m). Each class must then win by m
-    in cosine, which packs its embeddings into a tighter cone than the plain softmax does."""
+    the margin m taken from each row's target class, s·(cos θ_y − m), the shift made by
+    SpeechBrain's AngularMargin. Each class must then win by m in cosine, which packs its
+    embeddings into a tighter cone than the plain softmax does."""
     logits = logits.float()
     target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
-    return F.cross_entropy(logits - scale * margin * target, labels)
+    return F.cross_entropy(AngularMargin(margin, scale)(logits / scale, target), labels)
 
 
 class CosineClassifier(nn.Module):
