@@ -84,6 +84,9 @@ class TrainConfig:
             fail(f"train.logitnorm_tau {self.logitnorm_tau}: must be >= 0 (0 turns LogitNorm off)")
         if not 0 <= self.am_margin < 1:
             fail(f"train.am_margin {self.am_margin}: a cosine margin in [0, 1) (0 turns it off)")
+        if self.am_margin > 0 and (self.regmixup_alpha > 0 or self.logitnorm_tau > 0):
+            # the margin's loss replaces the cross-entropy that those two modify
+            fail(f"train.am_margin {self.am_margin}: not combined with train.regmixup_alpha or train.logitnorm_tau")
         if self.num_workers < 0 or self.prefetch_factor < 1:
             fail("train: num_workers >= 0 and prefetch_factor >= 1")
         if self.warmup_epochs < 0 or self.step_epochs < 1 or not 0 < self.step_gamma <= 1 \

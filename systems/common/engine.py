@@ -347,18 +347,6 @@ class AtomicCheckpointer(Checkpointer):
         return gone
 
 
-def check_margin(cfg, model: nn.Module) -> None:
-    """train.am_margin needs cosine logits, and replaces the losses of RegMixup and LogitNorm."""
-    t = cfg.train
-    if t.am_margin <= 0:
-        return
-    if model.cosine_scale() is None:
-        fail(f"train.am_margin {t.am_margin}: {cfg.system} has no cosine classifier "
-             f"(RawNet2: model.classifier: cosine)")
-    if t.regmixup_alpha > 0 or t.logitnorm_tau > 0:
-        fail(f"train.am_margin {t.am_margin}: not combined with train.regmixup_alpha or train.logitnorm_tau")
-
-
 class TrainingStep(nn.Module):
     """The system's training loss as a forward pass. DDP averages the gradients of what runs
     through its wrapped module's forward, and systems train through `training_loss`, not forward."""
@@ -622,7 +610,9 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
         if value > 0 and overrides_training_loss(model):
             fail(f"train.{option} {value}: {cfg.system} trains with its own loss "
                  f"({type(model).__name__}.training_loss); {method} applies to the default cross-entropy only")
-    check_margin(cfg, model)
+    if cfg.train.am_margin > 0 and model.cosine_scale() is None:
+        fail(f"train.am_margin {cfg.train.am_margin}: {cfg.system} has no cosine classifier "
+             f"(RawNet2: model.classifier: cosine)")
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
     augmenter = build_augmenter(cfg, train_split, quiet=not world.main)
     crops = TrainCrops(train_split, window_length(model), augmenter, cfg.train.seed)
