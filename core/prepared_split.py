@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.atomic import save_npy, writing
 from core.errors import fail
 from core.stage_files import load_npy
 from core.stamps import STAMP_NAME, stage_is_current
@@ -27,6 +28,46 @@ MANIFEST_DTYPES = {"utt_id": str, "path": str, "label": "int64", "orig_sr": "int
 
 def write_manifest(path: Path, rows: list[tuple]) -> None:
     write_table(path, pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(MANIFEST_DTYPES))
+
+
+class PreparedSplitWriter:
+    """Writes a prepared split into `folder` (an existing folder, e.g. atomic_dir's staging one),
+    one utterance at a time: the audio is appended to audio.f32 as it comes (memory holds one
+    utterance), offsets.npy and manifest.tsv are written when the block ends without an error.
+    `target`: the path that error messages name (the split's final folder; `folder` by default).
+
+        with PreparedSplitWriter(stage, target) as split:
+            split.add(utt_id, path, label, orig_sr, duration_s, audio)
+            split.add_unreadable(utt_id, path, label, reason)
+    """
+
+    def __init__(self, folder: Path, target: Path | None = None):
+        self.folder, self.target = Path(folder), Path(target or folder)
+        self.rows: list[tuple] = []
+        self._offsets = [0]
+
+    def __enter__(self) -> "PreparedSplitWriter":
+        with writing(self.target / "audio.f32"):
+            self._audio = open(self.folder / "audio.f32", "wb")
+        return self
+
+    def add(self, utt_id: str, path, label: int, orig_sr: int, duration_s: float, audio: np.ndarray) -> None:
+        with writing(self.target / "audio.f32"):
+            self._audio.write(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+        self._offsets.append(self._offsets[-1] + len(audio))
+        self.rows.append((utt_id, str(path), int(label), int(orig_sr), float(duration_s), len(audio), "ok"))
+
+    def add_unreadable(self, utt_id: str, path, label: int, reason: str) -> None:
+        """A row without audio (num_samples 0), so that the utterance keeps its place and its line."""
+        self._offsets.append(self._offsets[-1])
+        self.rows.append((utt_id, str(path), int(label), 0, 0.0, 0, f"unreadable: {reason}"))
+
+    def __exit__(self, kind, value, traceback) -> None:
+        with writing(self.target / "audio.f32"):
+            self._audio.close()
+        if kind is None:
+            save_npy(self.folder / "offsets.npy", np.asarray(self._offsets, dtype=np.int64))
+            write_manifest(self.folder / "manifest.tsv", self.rows)
 
 
 class PreparedSplit:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ArgumentParser, fail, run_cli
-from core.prepared_split import CodecVariants, PreparedSplit, write_manifest
+from core.prepared_split import CodecVariants, PreparedSplit, PreparedSplitWriter
 
 from .augment import CODECS, AugmentConfig, MusanAugmenter, fit_length
 from .codec_cache import build_codec_cache
@@ -45,20 +45,14 @@ def synthetic_setup(root: Path, utterances: int = 40, nj: int = 2, k: int = 3) -
     import soundfile as sf
 
     from core.stamps import write_stamp
-    from core.atomic import save_npy
 
     rng = np.random.default_rng(0)
     train = root / "data" / "train"
     train.mkdir(parents=True)
-    offsets, rows = [0], []
-    with open(train / "audio.f32", "wb") as fh:
+    with PreparedSplitWriter(train) as split:
         for i in range(utterances):
             x = speechlike(int(rng.uniform(2, 6) * SR), rng)
-            fh.write(x.tobytes())
-            offsets.append(offsets[-1] + len(x))
-            rows.append((f"utt{i:05d}", f"utt{i:05d}.wav", i % 7, SR, len(x) / SR, len(x), "ok"))
-    save_npy(train / "offsets.npy", np.asarray(offsets, np.int64))
-    write_manifest(train / "manifest.tsv", rows)
+            split.add(f"utt{i:05d}", f"utt{i:05d}.wav", i % 7, SR, len(x) / SR, x)
     write_stamp(train, {"synthetic": utterances})
     build_codec_cache(train, k, CODECS, seed=0, nj=nj)
     bank = root / "musan"

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.atomic import atomic_dir, save_npy, write_text_atomic, writing
+from core.atomic import atomic_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import read_label_file, utt_id_of
 from core.labels import ALL_LABELS, NUM_KNOWN
-from core.prepared_split import write_manifest
+from core.prepared_split import PreparedSplitWriter
 from core.stamps import file_signature, listing_digest, stage_is_current, write_stamp
 
 from .audio_io import AudioReadError, LoadOptions, read_for_model
@@ -218,30 +218,22 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
     # prepared and kept, but with little or nothing to attribute (audio_io.evidence_warning)
     weak: list[str] = []
     with atomic_dir(target) as stage:
-        offsets = [0]
-        rows = []
-        with writing(target / "audio.f32"), open(stage / "audio.f32", "wb") as audio_fh:
+        with PreparedSplitWriter(stage, target) as split:
             for path, x, sr, error, warning in tqdm(read_files(wavs, opts, nj), total=len(wavs),
                                                     desc=f"prepare {src.name}", unit="utt", mininterval=1.0):
                 utt = utt_id_of(path.name)
                 label = labels.get(utt, -1)
                 if x is None:
                     problems.append(f"unreadable\t{utt}\t{path}: {error}")
-                    if src.name != "test":
-                        continue
-                    rows.append((utt, str(path), label, 0, 0.0, 0, f"unreadable: {error}"))
-                    offsets.append(offsets[-1])
+                    if src.name == "test":
+                        split.add_unreadable(utt, path, label, error)
                     continue
                 if warning:
                     weak.append(f"weak\t{utt}\t{path}: {warning}")
-                audio_fh.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-                offsets.append(offsets[-1] + len(x))
-                rows.append((utt, str(path), label, sr, round(_stored_duration(path), 4), len(x), "ok"))
+                split.add(utt, path, label, sr, round(_stored_duration(path), 4), x)
                 n_ok += 1
-        if not n_ok:
-            fail(f"{src.wav_dir}: none of the {len(wavs)} files of split {src.name} could be read")
-        save_npy(stage / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-        write_manifest(stage / "manifest.tsv", rows)
+            if not n_ok:
+                fail(f"{src.wav_dir}: none of the {len(wavs)} files of split {src.name} could be read")
         write_text_atomic(stage / "report.txt", f"# split {src.name}: {n_ok} prepared ({len(weak)} with little or no "
                           f"signal), {len(problems)} problem(s)\n" + "".join(p + "\n" for p in problems + weak))
         write_stamp(stage, options, inputs=inputs)

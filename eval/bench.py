@@ -65,15 +65,12 @@ def device_name(device: str) -> str:
 # ----------------------------------------------------------------------------- synthetic inputs
 
 def write_split(folder: Path, utterances: list[np.ndarray], labels: list[int]) -> None:
-    from core.prepared_split import write_manifest
+    from core.prepared_split import PreparedSplitWriter
 
     folder.mkdir(parents=True, exist_ok=True)
-    offsets = np.concatenate([[0], np.cumsum([len(x) for x in utterances])]).astype(np.int64)
-    np.concatenate(utterances).astype(np.float32).tofile(folder / "audio.f32")
-    np.save(folder / "offsets.npy", offsets)
-    write_manifest(folder / "manifest.tsv", [
-        (f"utt{i:06d}", f"utt{i:06d}.wav", int(c), SR, len(x) / SR, len(x), "ok")
-        for i, (x, c) in enumerate(zip(utterances, labels))])
+    with PreparedSplitWriter(folder) as split:
+        for i, (x, c) in enumerate(zip(utterances, labels)):
+            split.add(f"utt{i:06d}", f"utt{i:06d}.wav", c, SR, len(x) / SR, x)
 
 
 def write_musan(folder: Path, rng: np.random.Generator, files: int, seconds: float) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import text_lines
 from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
-from core.prepared_split import PreparedSplit, write_manifest
+from core.prepared_split import PreparedSplit, PreparedSplitWriter
 from core.stage_files import read_json
 from data_prep.audio_io import LoadOptions
 from data_prep.prepare import read_files
@@ -107,22 +107,17 @@ def prepare_inputs(files: list[Path], opts: LoadOptions, folder: Path, nj: int =
     and per file the reason it could not be read and its evidence warning (each "" when none)."""
     from tqdm import tqdm
 
-    rows, offsets, errors, warnings = [], [0], [], []
-    with open(folder / "audio.f32", "wb") as fh:
+    errors, warnings = [], []
+    with PreparedSplitWriter(folder) as split:
         read = tqdm(read_files(files, opts, nj), total=len(files), desc="prepare", unit="file", file=sys.stderr,
                     mininterval=2.0)
         for i, (path, x, sr, error, warning) in enumerate(read):
             errors.append(error)
             warnings.append(warning)
             if x is None:
-                rows.append((str(i), str(path), NO_LABEL, 0, 0.0, 0, f"unreadable: {error}"))
-                offsets.append(offsets[-1])
-                continue
-            fh.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-            offsets.append(offsets[-1] + len(x))
-            rows.append((str(i), str(path), NO_LABEL, sr, round(len(x) / opts.sample_rate, 4), len(x), "ok"))
-    np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-    write_manifest(folder / "manifest.tsv", rows)
+                split.add_unreadable(str(i), path, NO_LABEL, error)
+            else:
+                split.add(str(i), path, NO_LABEL, sr, round(len(x) / opts.sample_rate, 4), x)
     return PreparedSplit(folder), errors, warnings
 
 

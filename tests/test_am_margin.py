@@ -1,4 +1,4 @@
-"""The additive-margin (CosFace / AM-softmax) option of RawNet2: `model.classifier: cosine` gives
+"""The additive-margin (CosFace / AM-softmax) option of RawNet2 and LFCC-ResNet18: `model.classifier: cosine` gives
 logits s·cos(embedding, class weight), checked against sklearn's cosine similarity;
 `train.am_margin` trains them with the margin taken from the target class, checked against
 scipy's log-softmax of the margin-shifted logits; resume, refusals, digest, ONNX export."""
@@ -16,6 +16,7 @@ from systems.common.config import load_config
 from systems.common.engine import train
 from systems.onnx_backend import OnnxSystem
 from systems.onnx_export import export_model
+from systems.lfcc_resnet18.model import LFCCResNet18
 from systems.rawnet2.model import RawNet2
 
 from .conftest import ROOT
@@ -81,11 +82,43 @@ def test_margin_out_of_range_is_a_config_error(overrides, message):
         load_config(CONFIG, overrides)
 
 
-def test_unknown_classifier_and_bad_scale_are_one_line_errors():
+@pytest.mark.parametrize("system", [RawNet2, LFCCResNet18])
+def test_unknown_classifier_and_bad_scale_are_one_line_errors(system):
     with pytest.raises(KitError, match="model.classifier 'arcface': valid are linear, cosine"):
-        RawNet2(classifier="arcface")
+        system(classifier="arcface")
     with pytest.raises(KitError, match="model.cosine_scale 0.0: must be > 0"):
-        RawNet2(classifier="cosine", cosine_scale=0.0)
+        system(classifier="cosine", cosine_scale=0.0)
+
+
+LFCC_TINY = {"blocks": (1, 1, 1, 1), "channels": (4, 8, 8, 8)}
+
+
+def test_cosine_lfcc_resnet18_logits_are_scaled_cosines_of_its_embedding():
+    """CosFace's head: s·cos of the exported embedding itself (no ReLU in between, unlike the
+    linear head), so the margin shapes the embedding the fusion and the scorers read."""
+    torch.manual_seed(0)
+    model = LFCCResNet18(classifier="cosine", cosine_scale=25.0, **LFCC_TINY).eval()
+    with torch.no_grad():
+        logits, emb = model(torch.randn(4, model.input_samples))
+    expected = 25.0 * cosine_similarity(emb.numpy(), model.head.classify.weight.detach().numpy())
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert model.cosine_scale() == 25.0 and LFCCResNet18(**LFCC_TINY).cosine_scale() is None
+
+
+def test_linear_lfcc_resnet18_keeps_its_checkpoint_layout():
+    """Checkpoints trained before the option load into the default (linear) head: same names, same shapes."""
+    names = {k: tuple(v.shape) for k, v in LFCCResNet18().state_dict().items() if k.startswith("head.")}
+    assert names == {"head.embed.weight": (256, 512), "head.embed.bias": (256,),
+                     "head.classify.1.weight": (NUM_CLASSES, 256), "head.classify.1.bias": (NUM_CLASSES,)}
+
+
+def test_margin_on_a_linear_lfcc_resnet18_is_refused(tiny_prepared, tiny_corpus, tmp_path):
+    cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml",
+                      {"model.classifier": "linear", "train.am_margin": 0.2, "train.epochs": 1,
+                       "train.bf16": False, "augment.musan": str(tiny_corpus / "musan_demo")})
+    with pytest.raises(KitError, match="lfcc_resnet18 has no cosine classifier") as err:
+        train(cfg, tiny_prepared, tmp_path / "exp", torch.device("cpu"))
+    assert "\n" not in str(err.value)
 
 
 NOT_COMBINED = "not combined with train.regmixup_alpha or train.logitnorm_tau"

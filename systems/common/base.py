@@ -19,6 +19,7 @@ from speechbrain.nnet.losses import AngularMargin
 from torch import nn
 from torch.utils.data import Dataset
 
+from core.errors import fail
 from core.labels import NUM_KNOWN
 from systems.common.lfcc import LFCC
 
@@ -42,7 +43,7 @@ class System(nn.Module):
     def cosine_scale(self) -> float | None:
         """The scale s when the logits are s·cos(embedding, class weight) (a CosineClassifier),
         which an additive angular margin needs; None for an unconstrained linear classifier."""
-        return None
+        return next((m.scale for m in self.modules() if isinstance(m, CosineClassifier)), None)
 
     def may_skip_parameters(self) -> bool:
         """Whether a training step can leave a trainable parameter out of its loss (a loss term that
@@ -105,6 +106,19 @@ class CosineClassifier(nn.Module):
         return self.scale * F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
 
 
+CLASSIFIERS = ("linear", "cosine")
+
+
+def classifier_layer(kind: str, in_dim: int, num_classes: int, cosine_scale: float) -> nn.Module:
+    """The last layer, `model.classifier`: linear (affine logits) or cosine (s·cos, which
+    train.am_margin needs)."""
+    if kind not in CLASSIFIERS:
+        fail(f"model.classifier {kind!r}: valid are {', '.join(CLASSIFIERS)}")
+    if not cosine_scale > 0:
+        fail(f"model.cosine_scale {cosine_scale}: must be > 0")
+    return nn.Linear(in_dim, num_classes) if kind == "linear" else CosineClassifier(in_dim, num_classes, cosine_scale)
+
+
 def regmixup_loss(system: System, wave: torch.Tensor, labels: torch.Tensor,
                   alpha: float, logitnorm_tau: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """RegMixup (Pinto et al., NeurIPS 2022, eq. 3 with η = 1): the batch's cross-entropy plus the
@@ -125,12 +139,16 @@ def regmixup_loss(system: System, wave: torch.Tensor, labels: torch.Tensor,
 
 
 class EmbeddingHead(nn.Module):
-    """pooled features → Linear → 256-d embedding; ReLU → Linear → 7 logits (two FC layers, seed 004)."""
+    """pooled features → Linear → 256-d embedding; ReLU → Linear → 7 logits (two FC layers, seed 004).
+    With the cosine classifier the logits are s·cos(embedding, class weight), on the embedding
+    itself as in CosFace: a ReLU first would confine the cosines to the positive orthant."""
 
-    def __init__(self, in_dim: int, embedding_dim: int = EMBEDDING_DIM, num_classes: int = NUM_CLASSES):
+    def __init__(self, in_dim: int, embedding_dim: int = EMBEDDING_DIM, num_classes: int = NUM_CLASSES,
+                 classifier: str = "linear", cosine_scale: float = 30.0):
         super().__init__()
         self.embed = nn.Linear(in_dim, embedding_dim)
-        self.classify = nn.Sequential(nn.ReLU(), nn.Linear(embedding_dim, num_classes))
+        last = classifier_layer(classifier, embedding_dim, num_classes, cosine_scale)
+        self.classify = nn.Sequential(nn.ReLU(), last) if classifier == "linear" else last
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embed(pooled)

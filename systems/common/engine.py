@@ -612,7 +612,7 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
                  f"({type(model).__name__}.training_loss); {method} applies to the default cross-entropy only")
     if cfg.train.am_margin > 0 and model.cosine_scale() is None:
         fail(f"train.am_margin {cfg.train.am_margin}: {cfg.system} has no cosine classifier "
-             f"(RawNet2: model.classifier: cosine)")
+             f"(model.classifier: cosine, in RawNet2 and LFCC-ResNet18)")
     train_split, dev_split = PreparedSplit(data_dir / "train"), PreparedSplit(data_dir / "dev")
     augmenter = build_augmenter(cfg, train_split, quiet=not world.main)
     crops = TrainCrops(train_split, window_length(model), augmenter, cfg.train.seed)

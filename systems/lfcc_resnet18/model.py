@@ -3,7 +3,7 @@ OpenMax; Yi et al., ADD 2023, and Yan et al., seed 000 §IV).
 
 Standard ResNet18 (He et al., 2016; BasicBlock [2, 2, 2, 2], 64–512 channels, 7×7/2 stem with
 3×3/2 max-pool) with a 1-channel LFCC input, adaptive average pooling, a 256-d embedding layer
-and a 7-way classifier.
+and a 7-way classifier (`model.classifier`: seed 004's linear one, or cosine for train.am_margin).
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ class BasicBlock(nn.Module):
 class LFCCResNet18(LFCCSegmentSystem):
     def __init__(self, num_classes: int = NUM_CLASSES, embedding_dim: int = EMBEDDING_DIM,
                  lfcc_preset: str = "res2net", segment_frames: int = 400,
-                 blocks: tuple[int, ...] = (2, 2, 2, 2), channels: tuple[int, ...] = (64, 128, 256, 512)):
+                 blocks: tuple[int, ...] = (2, 2, 2, 2), channels: tuple[int, ...] = (64, 128, 256, 512),
+                 classifier: str = "linear", cosine_scale: float = 30.0):
         super().__init__(lfcc_preset, segment_frames)
         self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 7, 2, 3, bias=False), nn.BatchNorm2d(channels[0]),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
@@ -45,7 +46,7 @@ class LFCCResNet18(LFCCSegmentSystem):
                 in_ch = ch
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = EmbeddingHead(in_ch, embedding_dim, num_classes)
+        self.head = EmbeddingHead(in_ch, embedding_dim, num_classes, classifier, cosine_scale)
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(self.features(wave))  # (B, 64, 15, 100) for a (1, 60, 400) input

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import fail
-from systems.common.base import EMBEDDING_DIM, NUM_CLASSES, CosineClassifier, System
+from systems.common.base import EMBEDDING_DIM, NUM_CLASSES, System, classifier_layer
 
 
 def mel_band_edges(n_filters: int, sample_rate: int) -> np.ndarray:
@@ -88,10 +87,6 @@ class RawNet2(System):
                  channels: tuple[int, int] = (20, 128), gru_hidden: int = 1024, gru_layers: int = 3,
                  classifier: str = "linear", cosine_scale: float = 30.0):
         super().__init__()
-        if classifier not in ("linear", "cosine"):
-            fail(f"model.classifier {classifier!r}: valid are linear, cosine")
-        if not cosine_scale > 0:
-            fail(f"model.cosine_scale {cosine_scale}: must be > 0")
         self.input_samples = input_samples
         c1, c2 = channels
         self.sinc = FixedSincConv(sinc_filters, sinc_taps)
@@ -102,12 +97,7 @@ class RawNet2(System):
         self.pre_gru = nn.Sequential(nn.BatchNorm1d(c2), nn.SELU(inplace=True))
         self.gru = nn.GRU(c2, gru_hidden, num_layers=gru_layers, batch_first=True)
         self.embed = nn.Linear(gru_hidden, embedding_dim)
-        # cosine: logits s·cos(embedding, class weight), which train.am_margin needs
-        self.classifier = (nn.Linear(embedding_dim, num_classes) if classifier == "linear"
-                           else CosineClassifier(embedding_dim, num_classes, cosine_scale))
-
-    def cosine_scale(self) -> float | None:
-        return self.classifier.scale if isinstance(self.classifier, CosineClassifier) else None
+        self.classifier = classifier_layer(classifier, embedding_dim, num_classes, cosine_scale)
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.sinc(wave.unsqueeze(1))  # (B, 20, 63576)
