@@ -112,6 +112,19 @@ def test_linear_lfcc_resnet18_keeps_its_checkpoint_layout():
                      "head.classify.1.weight": (NUM_CLASSES, 256), "head.classify.1.bias": (NUM_CLASSES,)}
 
 
+# lfcc_resnet18/conf/paper.yaml's digest at cc6fefb, before it named its classifier and margin
+LFCC_PAPER_BEFORE = "fcafcb1ea684869cb675a1b150f56ad2f82b1d211b96fa541de3594ba3395705"
+
+
+def test_lfcc_paper_config_keeps_its_digest():
+    """paper.yaml writes out the linear head and no margin: its trained systems stay current."""
+    from systems.common.inference import config_digest
+
+    paper = load_config(ROOT / "systems/lfcc_resnet18/conf/paper.yaml")
+    assert paper.model["classifier"] == "linear" and paper.train.am_margin == 0.0
+    assert config_digest(paper) == LFCC_PAPER_BEFORE
+
+
 def test_margin_on_a_linear_lfcc_resnet18_is_refused(tiny_prepared, tiny_corpus, tmp_path):
     cfg = load_config(ROOT / "systems/lfcc_resnet18/conf/demo.yaml",
                       {"model.classifier": "linear", "train.am_margin": 0.2, "train.epochs": 1,
