@@ -43,7 +43,7 @@ class PreparedSplitWriter:
 
     def __init__(self, folder: Path, target: Path | None = None):
         self.folder, self.target = Path(folder), Path(target or folder)
-        self.rows: list[tuple] = []
+        self._rows: list[tuple] = []
         self._offsets = [0]
 
     def __enter__(self) -> "PreparedSplitWriter":
@@ -55,19 +55,19 @@ class PreparedSplitWriter:
         with writing(self.target / "audio.f32"):
             self._audio.write(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
         self._offsets.append(self._offsets[-1] + len(audio))
-        self.rows.append((utt_id, str(path), int(label), int(orig_sr), float(duration_s), len(audio), "ok"))
+        self._rows.append((utt_id, str(path), int(label), int(orig_sr), float(duration_s), len(audio), "ok"))
 
     def add_unreadable(self, utt_id: str, path, label: int, reason: str) -> None:
         """A row without audio (num_samples 0), so that the utterance keeps its place and its line."""
         self._offsets.append(self._offsets[-1])
-        self.rows.append((utt_id, str(path), int(label), 0, 0.0, 0, f"unreadable: {reason}"))
+        self._rows.append((utt_id, str(path), int(label), 0, 0.0, 0, f"unreadable: {reason}"))
 
     def __exit__(self, kind, value, traceback) -> None:
         with writing(self.target / "audio.f32"):
             self._audio.close()
         if kind is None:
             save_npy(self.folder / "offsets.npy", np.asarray(self._offsets, dtype=np.int64))
-            write_manifest(self.folder / "manifest.tsv", self.rows)
+            write_manifest(self.folder / "manifest.tsv", self._rows)
 
 
 class PreparedSplit:

@@ -55,8 +55,8 @@ class TrainConfig:
     # systems trained by the default cross-entropy loss take it
     logitnorm_tau: float = 0.0
     # CosFace / AM-softmax margin m (Wang et al., 2018) in cosine units; 0 turns it off. It needs a
-    # cosine classifier (model.classifier: cosine: RawNet2, LFCC-ResNet18). AM-softmax's paper uses m = 0.35 with
-    # s = 30; speaker-recognition recipes use m = 0.2
+    # cosine classifier (model.classifier: cosine, in RawNet2 and LFCC-ResNet18). AM-softmax's paper
+    # uses m = 0.35 with s = 30; speaker-recognition recipes use m = 0.2
     am_margin: float = 0.0
     # train.batch_size is the batch of one optimiser step, whatever the split: its items are cut
     # into world size × grad_accumulation equal micro-batches, so it must divide by that product

@@ -355,12 +355,13 @@ class TrainingStep(nn.Module):
                  am_margin: float = 0.0):
         super().__init__()
         self.system, self.regmixup_alpha, self.logitnorm_tau = system, regmixup_alpha, logitnorm_tau
-        self.am_margin = am_margin
+        # found once: System.cosine_scale walks the model's modules, too much for every step
+        self.am_margin, self.margin_scale = am_margin, system.cosine_scale() if am_margin > 0 else None
 
     def forward(self, wave, label, domain, progress: float):
         if self.am_margin > 0:
             logits, _ = self.system(wave)
-            return additive_margin_cross_entropy(logits, label, self.am_margin, self.system.cosine_scale()), logits
+            return additive_margin_cross_entropy(logits, label, self.am_margin, self.margin_scale), logits
         if self.regmixup_alpha > 0:
             return regmixup_loss(self.system, wave, label, self.regmixup_alpha, self.logitnorm_tau)
         if self.logitnorm_tau > 0:

@@ -104,7 +104,8 @@ def build_model(cfg: SystemConfig) -> nn.Module:
 # leaves one off hashes as before the option existed, so earlier checkpoints stay current
 ADDED_OFF = {"regmixup_alpha": 0.0, "logitnorm_tau": 0.0, "am_margin": 0.0}
 ADDED_AUGMENT_DEFAULTS = {"effects_on": "auto"}
-# model keys added later, at the values every earlier config meant (RawNet2's linear classifier)
+# model keys added later, at the values every earlier config meant (the linear classifier of
+# RawNet2 and LFCC-ResNet18)
 ADDED_MODEL_DEFAULTS = {"classifier": "linear", "cosine_scale": 30.0}
 
 
