@@ -18,7 +18,7 @@ from core.metrics import (
     per_class,
     per_condition,
 )
-from core.prepared_split import write_manifest
+from core.prepared_split import PreparedSplitWriter
 from core.scores import write_scores
 from fusion.config import FusionConfig
 from fusion.run import run_fusion
@@ -194,15 +194,12 @@ def synthetic_experiment(root):
     run_fusion(exp, ["a", "b"], cfg)
     wav = root / "test" / "wav"
     wav.mkdir(parents=True)
-    rows = []
-    for u in test_ids:
-        (wav / f"{u}.wav").write_bytes(b"")
-        rows.append((u, str(wav / f"{u}.wav"), NO_LABEL, 16000, 0.0, 0, "ok"))
     prepared = root / "prepared_test"
     prepared.mkdir()
-    write_manifest(prepared / "manifest.tsv", rows)
-    np.save(prepared / "offsets.npy", np.zeros(len(rows) + 1, dtype=np.int64))
-    (prepared / "audio.f32").write_bytes(b"")
+    with PreparedSplitWriter(prepared) as split:  # the report reads only ids, paths and labels
+        for u in test_ids:
+            (wav / f"{u}.wav").write_bytes(b"")
+            split.add(u, wav / f"{u}.wav", NO_LABEL, 16000, 0.0, np.zeros(0, dtype=np.float32))
     names = ["clean", "noise:music:10", "noise:effects:8+codec:mp3", "codec:gsm"]
     for i, (u, t) in enumerate(zip(test_ids, truth)):
         key[u] = int(t)
