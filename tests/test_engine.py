@@ -118,7 +118,7 @@ def test_a_kill_after_the_last_checkpoint_is_finished_by_the_next_run(tiny_prepa
     cfg = tiny_config(tiny_corpus, **{"train.epochs": 2})
     exp = tmp_path / "exp"
     train(cfg, tiny_prepared, exp, torch.device("cpu"))
-    whole_log = (exp / "train_log.csv").read_text()
+    whole_log = (exp / "train_log.csv").read_bytes()
     kept = sorted(p.name for p in (exp / "ckpt").iterdir())
     # the state of the kill: a superseded checkpoint still there, the log's last row missing
     latest = AtomicCheckpointer(exp / "ckpt").find_checkpoint()
@@ -127,10 +127,25 @@ def test_a_kill_after_the_last_checkpoint_is_finished_by_the_next_run(tiny_prepa
     meta = yaml.safe_load((old / "CKPT.yaml").read_text())
     meta.update(epoch=1, dev_f1=-1.0, unixtime=1.0)
     (old / "CKPT.yaml").write_text(yaml.safe_dump(meta))
-    (exp / "train_log.csv").write_text("".join(whole_log.splitlines(keepends=True)[:2]))
+    (exp / "train_log.csv").write_bytes(b"".join(whole_log.splitlines(keepends=True)[:2]))
     assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
-    assert (exp / "train_log.csv").read_text() == whole_log
+    assert (exp / "train_log.csv").read_bytes() == whole_log
     assert sorted(p.name for p in (exp / "ckpt").iterdir()) == kept
+
+
+def test_a_trained_experiment_run_again_writes_nothing(tiny_prepared, tiny_corpus, tmp_path, capsys):
+    """A second run over a finished training leaves its log alone (before, a log written with \\r\\n
+    line ends never compared equal to itself, so every run rewrote it and said it had completed it)."""
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 1})
+    exp = tmp_path / "exp"
+    train(cfg, tiny_prepared, exp, torch.device("cpu"))
+    log = exp / "train_log.csv"
+    written, stamp = log.read_bytes(), log.stat().st_mtime_ns
+    assert b"\r" not in written and written.count(b"\n") == 2  # header and one epoch, \n line ends
+    capsys.readouterr()
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
+    assert "completed from the last checkpoint's log" not in capsys.readouterr().out
+    assert log.read_bytes() == written and log.stat().st_mtime_ns == stamp
 
 
 def test_a_renamed_noise_file_retrains(tiny_prepared, tiny_corpus, tmp_path):

@@ -305,7 +305,8 @@ class TrainLog:
 
     def csv_text(self) -> str:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS)
+        # the csv module ends rows with \r\n by default; the kit's tables end them with \n
+        writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         return out.getvalue()
@@ -579,7 +580,8 @@ def _finish_last_save(exp_dir: Path, latest) -> None:
     log = TrainLog()
     log.load(Path(latest.path) / "log.ckpt")
     csv_path = exp_dir / "train_log.csv"
-    if not csv_path.is_file() or csv_path.read_text() != log.csv_text():
+    # bytes, not read_text(): universal newlines would hide a difference in line endings
+    if not csv_path.is_file() or csv_path.read_bytes() != log.csv_text().encode():
         log.write_csv(csv_path)
         print(f"[train] {csv_path}: completed from the last checkpoint's log")
 
