@@ -378,6 +378,20 @@ def fused_embeddings(fusion: Path, split: str, n: int) -> np.ndarray:
     return emb
 
 
+# t-SNE points per split: at the challenge's sizes (8,400 dev, 79,490 test) all of them would take
+# tens of minutes on a few cores and draw an unreadable cloud; a random sample keeps the class shares
+TSNE_POINTS_PER_SPLIT = 4000
+
+
+def tsne_sample(n: int, cap: int | None = None) -> np.ndarray:
+    """Sorted row indices of a split for the t-SNE figure: all n rows, or `cap` (default
+    TSNE_POINTS_PER_SPLIT) drawn at random without replacement (seed 0: the same figure every run)."""
+    cap = TSNE_POINTS_PER_SPLIT if cap is None else cap
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=cap, replace=False))
+
+
 def plot_tsne(fusion: Path, key, out: Path) -> bool:
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
@@ -395,6 +409,12 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
         parts.append(fused_embeddings(fusion, "test", len(truth)))
         labels.append(truth)
         markers.append("test")
+    titles = []
+    for i, (emb, name) in enumerate(zip(parts, markers)):
+        rows = tsne_sample(len(emb))
+        titles.append(f"fused embeddings, {name}" if len(rows) == len(emb) else
+                      f"fused embeddings, {name} ({len(rows):,} of {len(emb):,} at random)")
+        parts[i], labels[i] = emb[rows], labels[i][rows]
     Z = np.concatenate(parts)
     if len(Z) < 10:  # t-SNE needs a perplexity below a third of the points
         return False
@@ -402,7 +422,7 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
     fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 5), squeeze=False)
     start = 0
     cmap = plt.get_cmap("tab10")
-    for ax, lab, name in zip(axes.flat, labels, markers):
+    for ax, lab, title in zip(axes.flat, labels, titles):
         seg = xy[start:start + len(lab)]
         start += len(lab)
         for c in ALL_LABELS:
@@ -410,7 +430,7 @@ def plot_tsne(fusion: Path, key, out: Path) -> bool:
             if sel.any():
                 ax.scatter(seg[sel, 0], seg[sel, 1], s=8, color=cmap(c), label=f"{c} {LABEL_NAMES[c]}",
                            marker="x" if c == UNKNOWN else "o")
-        ax.set_title(f"fused embeddings, {name}")
+        ax.set_title(title)
         ax.legend(fontsize=7, markerscale=2)
     fig.tight_layout()
     save_figure(fig, out / "tsne.png")
