@@ -378,8 +378,8 @@ def fused_embeddings(fusion: Path, split: str, n: int) -> np.ndarray:
     return emb
 
 
-# t-SNE points per split: at the challenge's sizes (8,400 dev, 79,490 test) all of them would take
-# tens of minutes on a few cores and draw an unreadable cloud; a random sample keeps the class shares
+# t-SNE points per split: at the challenge's sizes (8,400 dev, 79,490 test) all of them took 18 min
+# on 2 cores (README) and draw an unreadable cloud; a random sample keeps the class shares
 TSNE_POINTS_PER_SPLIT = 4000
 
 
