@@ -40,6 +40,17 @@ want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
 have=$(cat "$venv/.requirements.sha256" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
   echo "[setup] installing Python packages from requirements.txt into $venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/requirements.txt"
+  # PyPI's torch for Linux is the CUDA build: the venv takes 5.9 GB, and the install peaks about
+  # 2.4 GB above that while the wheels are on disk. Without pip's cache the wheels are not kept a
+  # second time, and pip's scratch space sits on the venv's own disk rather than on a small /tmp.
+  free_mb=$(df -Pm "$venv" | awk 'NR == 2 {print $4}')
+  if [ "${free_mb:-0}" -lt 8500 ]; then
+    echo "[setup] warning: $((free_mb / 1024)) GB free under $venv; the install needs about 8.5 GB at its peak" >&2
+  fi
+  pip_scratch="$venv/.pip-scratch"
+  mkdir -p "$pip_scratch"
+  TMPDIR="$pip_scratch" "$venv/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check \
+    -r "$root/requirements.txt"
+  rm -rf "$pip_scratch"
   echo "$want" > "$venv/.requirements.sha256"
 fi
