@@ -39,11 +39,12 @@ from core.metrics import (
     per_condition,
     require_known_class,
 )
+from core.prepared_split import PreparedSplit
 from core.stage_files import load_npy, read_ids, read_json
 from core.utt_tables import read_conditions
 from fusion.calibrate import decide_labels, known_max, tau_grid
 from fusion.logit_fusion import softmax
-from submit.write import build_lines
+from submit.write import checked_test_split, submission_labels
 
 
 def method_dir(fusion: Path, name: str) -> Path:
@@ -97,10 +98,10 @@ def same_ids(pred: dict[str, int], pred_path: Path, key: dict[str, int], key_pat
         fail(f"{pred_path}: {len(extra)} id(s) not in {key_path}, e.g. {extra[0]}; re-run the {STAGE} stage")
 
 
-def submitted_labels(folder: Path, test_manifest: Path, key: dict[str, int]) -> dict[str, int]:
-    """A method's test labels exactly as submitted: unreadable test files count as 7."""
-    lines, _ = build_lines(folder / "test_pred.txt", test_manifest)
-    sub = {ln.split()[0][:-4]: int(ln.split()[1]) for ln in lines}
+def submitted_labels(folder: Path, test: PreparedSplit, key: dict[str, int]) -> dict[str, int]:
+    """A method's test labels exactly as submitted (`test` from checked_test_split, which lists the
+    test folder: once per report, not once per method): unreadable test files count as 7."""
+    sub, _ = submission_labels(folder / "test_pred.txt", test)
     missing = sorted(set(key) - set(sub))
     if missing or set(sub) - set(key):
         fail(f"answer key and test folder disagree (e.g. {(missing or sorted(set(sub) - set(key)))[0]})")
@@ -131,6 +132,7 @@ def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | No
     summary = summary or read_summary(fusion)
     dev_key = read_dev_key(fusion)
     truth = test_truth(fusion, key)[1] if key is not None else None
+    test = checked_test_split(test_manifest) if key is not None else None
     rows = []
     for name, info in summary["methods"].items():
         folder = method_dir(fusion, name)
@@ -144,7 +146,7 @@ def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | No
                "submitted": name == summary["submit_method"]}
         if key is not None:
             # scored exactly as submitted: unreadable test files count as 7, as in the submission
-            sub = submitted_labels(folder, test_manifest, key)
+            sub = submitted_labels(folder, test, key)
             tids = sorted(key)
             rep = full_report([key[u] for u in tids], [sub[u] for u in tids])
             o = rep["open_set"]
@@ -172,7 +174,7 @@ class SubmittedTest:
 def submitted_decisions(fusion: Path, test_manifest: Path, key: dict[str, int], summary: dict) -> SubmittedTest:
     name = summary["submit_method"]
     folder = method_dir(fusion, name)
-    sub = submitted_labels(folder, test_manifest, key)
+    sub = submitted_labels(folder, checked_test_split(test_manifest), key)
     tids = sorted(key)
     closed = None
     if (folder / "test_scores.npy").is_file():
@@ -484,8 +486,6 @@ def random_frontend_systems(exp: Path, systems: list[str]) -> list[str]:
 
 def key_matches_test_set(key: dict[str, int], key_path: str, test_manifest: Path) -> None:
     """The answer key labels exactly the prepared test utterances: else one line naming the key."""
-    from core.prepared_split import PreparedSplit
-
     test_ids = set(PreparedSplit(test_manifest).ids)
     missing, extra = sorted(test_ids - set(key)), sorted(set(key) - test_ids)
     if missing:

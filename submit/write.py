@@ -34,8 +34,9 @@ def _names(ids, limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + more
 
 
-def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[list[str], list[str]]:
-    """Validated submission lines and the ids of unreadable test files that were given label 7."""
+def checked_test_split(test_manifest_dir: str | Path) -> PreparedSplit:
+    """The prepared test split, checked against the audio folder(s) its manifest names: a
+    submission must give a line to every test file there, so the two must agree."""
     test = PreparedSplit(test_manifest_dir)
     # the folder is listed again rather than trusting the manifest: test ids have gaps (no range)
     folders = sorted({str(Path(p).parent) for p in test.paths})
@@ -49,6 +50,13 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
         fail(f"test folder and {test.folder / 'manifest.tsv'} disagree (not prepared: "
              f"{_names(on_disk - in_manifest) or 'none'}; gone: {_names(in_manifest - on_disk) or 'none'}); "
              "re-run the prepare stage")
+    return test
+
+
+def submission_labels(pred_path: str | Path, test: PreparedSplit) -> tuple[dict[str, int], list[str]]:
+    """Every test id's submitted label from a prediction file (a checked_test_split's), and the ids
+    of unreadable test files that were given label 7."""
+    in_manifest = set(test.ids)
     preds = {u: lab for u, lab, _ in read_label_lines(pred_path, ALL_LABELS, "prediction file")}
     extra = set(preds) - in_manifest
     if extra:
@@ -57,7 +65,12 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
     missing = in_manifest - set(preds) - set(unreadable)
     if missing:
         fail(f"{pred_path}: no prediction for {len(missing)} test file(s): {_names(missing)}")
-    labels = {**preds, **{u: UNREADABLE_LABEL for u in unreadable}}
+    return {**preds, **{u: UNREADABLE_LABEL for u in unreadable}}, unreadable
+
+
+def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[list[str], list[str]]:
+    """Validated submission lines and the ids of unreadable test files that were given label 7."""
+    labels, unreadable = submission_labels(pred_path, checked_test_split(test_manifest_dir))
     return [f"{u}.wav {labels[u]}" for u in sorted(labels)], unreadable
 
 
