@@ -34,7 +34,6 @@ from core.metrics import (
     equal_error_rate,
     fpr_at_tpr,
     full_report,
-    open_set_scores,
     per_class,
     per_condition,
     require_known_class,
@@ -42,7 +41,7 @@ from core.metrics import (
 from core.prepared_split import PreparedSplit
 from core.stage_files import load_npy, read_ids, read_json
 from core.utt_tables import read_conditions
-from fusion.calibrate import decide_labels, known_max, tau_grid
+from fusion.calibrate import f1_curve, known_max, tau_grid
 from fusion.logit_fusion import softmax
 from submit.write import checked_test_split, submission_labels
 
@@ -363,8 +362,7 @@ def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
             scores = method_scores(folder, "test", len(truth))
             grid = tau_grid(known_max(scores, unknown_col))
             grid = grid[np.isfinite(grid)]
-            f1 = [open_set_scores(truth, decide_labels(scores, t, None, unknown_col))["f1"] for t in grid]
-            ax.plot(grid, f1, label="test")
+            ax.plot(grid, f1_curve(scores, truth, grid, None, unknown_col), label="test")
         ax.set_xlabel("τ")
         ax.set_ylabel("open-set F1")
         ax.set_ylim(0, 1)

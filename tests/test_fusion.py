@@ -322,6 +322,27 @@ def test_leave_one_out_threshold_beats_accepting_everything():
     assert np.mean(softmax(logits).max(1) < q.tau) == pytest.approx(0.1, abs=0.02)
 
 
+@pytest.mark.parametrize("held_out,unknown_column", [(None, False), (3, False), (None, True), (5, True)])
+def test_f1_curve_equals_deciding_and_scoring_each_tau(held_out, unknown_column):
+    """The counting curve against its definition, decide_labels then open_set_scores at every τ:
+    equal bit for bit, with scores rounded so that many rows tie with each other and with τ."""
+    from core.labels import UNKNOWN
+    from core.metrics import open_set_scores
+    from fusion.calibrate import f1_curve, known_max, tau_grid
+
+    rng = np.random.default_rng(11)
+    n, columns = 3000, 6 + unknown_column if held_out is not None else 7 + unknown_column
+    scores = np.round(rng.random((n, columns)), 2)
+    truth = rng.integers(0, 8, n)
+    truth[:40] = 2  # a class with few predictions, so that its precision hits 0 / 0 at high τ
+    if held_out is not None:
+        truth = np.where(truth == held_out, UNKNOWN, truth)
+    grid = np.unique(np.concatenate([tau_grid(known_max(scores, unknown_column)), scores[:50, 0]]))
+    expected = [open_set_scores(truth, decide_labels(scores, t, held_out, unknown_column))["f1"] for t in grid]
+    np.testing.assert_array_equal(f1_curve(scores, truth, grid, held_out, unknown_column), expected)
+    assert len(set(expected)) > 20  # the curve moves: the check compares more than a constant
+
+
 def test_openmax_batch_equals_row_by_row():
     rng = np.random.default_rng(6)
     labels = np.repeat(np.arange(7), 25)
