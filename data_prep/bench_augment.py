@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from core.errors import ArgumentParser, fail, run_cli
 from core.prepared_split import CodecVariants, PreparedSplit, PreparedSplitWriter
+from core.provenance import commit_id
 
 from .augment import CODECS, AugmentConfig, MusanAugmenter, fit_length
 from .codec_cache import build_codec_cache
@@ -62,18 +62,6 @@ def synthetic_setup(root: Path, utterances: int = 40, nj: int = 2, k: int = 3) -
             x = speechlike(60 * SR, rng) if kind != "noise" else 0.05 * rng.standard_normal(60 * SR)
             sf.write(bank / kind / f"{kind}{j}.wav", x, SR, subtype="PCM_16")
     return root / "data", bank
-
-
-def commit_id() -> str:
-    """The checkout's short commit, '+dirty' when tracked files changed; 'unknown' outside git."""
-    try:
-        root = Path(__file__).resolve().parents[1]
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _one_sample(split: PreparedSplit, augmenter: MusanAugmenter | None, n: int, j: int) -> np.ndarray:

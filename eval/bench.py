@@ -39,7 +39,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from core.errors import ArgumentParser, fail, run_cli
-from data_prep.bench_augment import commit_id, speechlike
+from core.provenance import commit_id, package_versions
+from data_prep.bench_augment import speechlike
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -500,7 +501,7 @@ def main() -> None:
             fail(f"--sections: unknown section {s!r}; valid: {', '.join(SECTIONS)}")
     device = str(pick_device(args.device))
     results = {"device": device_name(device), "torch": torch.__version__, "commit": commit_id(),
-               "quick": args.quick}
+               "packages": package_versions(), "quick": args.quick}
     print(f"device: {results['device']} ({device}); torch {results['torch']}; commit {results['commit']}"
           f"{'; quick sizes' if args.quick else ''}")
     t_all = time.perf_counter()

@@ -39,6 +39,7 @@ from core.metrics import (
     require_known_class,
 )
 from core.prepared_split import PreparedSplit
+from core.provenance import environment
 from core.stage_files import load_npy, read_ids, read_json
 from core.utt_tables import read_conditions
 from fusion.calibrate import f1_curve, known_max, tau_grid
@@ -555,7 +556,14 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     if has_tsne:
         text += ["## t-SNE of the fused embeddings", "", "![t-SNE](tsne.png)", ""]
     text += [f"## Confusion matrix ({submitted['method']}, {cm_split})", "", "![confusion](confusion.png)", ""]
+    made_with = environment()
+    text += ["## Environment of this report", "",
+             "The same commit trains other members under other package builds, so compare figures made with "
+             "the same versions (the systems were trained by whatever environment stage 3 ran in).", "",
+             f"Commit {made_with['commit']}, Python {made_with['python']}; "
+             + ", ".join(f"{name} {version}" for name, version in made_with["packages"].items()) + ".", ""]
     write_text_atomic(out / "README.md", "\n".join(text))
+    write_text_atomic(out / "environment.json", json.dumps(made_with, indent=2) + "\n")
     write_text_atomic(out / "results.json", json.dumps(
         [{k: v for k, v in r.items() if not k.endswith("confusion")} for r in rows], indent=2) + "\n")
     # a table this run cannot make leaves no earlier run's file behind for eval.seeds to read
