@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 
 KIT_ROOT = Path(__file__).resolve().parents[1]
+# written by the training stage into each system's folder: a list, one record per training call
+TRAIN_ENVIRONMENT = "train_environment.json"
 
 # the packages whose arithmetic or defaults reach the kit's figures
 RESULT_PACKAGES = ("torch", "torchaudio", "speechbrain", "numpy", "scipy", "scikit-learn", "pandas",

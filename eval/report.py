@@ -39,7 +39,7 @@ from core.metrics import (
     require_known_class,
 )
 from core.prepared_split import PreparedSplit
-from core.provenance import environment
+from core.provenance import TRAIN_ENVIRONMENT, environment
 from core.stage_files import load_npy, read_ids, read_json
 from core.utt_tables import read_conditions
 from fusion.calibrate import f1_curve, known_max, tau_grid
@@ -493,6 +493,41 @@ def key_matches_test_set(key: dict[str, int], key_path: str, test_manifest: Path
         fail(f"{key_path}: {len(extra)} id(s) not in the test set {test_manifest}, e.g. {extra[0]}")
 
 
+def training_environments(exp: Path, systems: list[str]) -> dict[str, list | None]:
+    """Each system's training calls as stage 3 recorded them (None: trained before the record
+    existed, or the record is unreadable). A seed ensemble's or a new test set's system folder
+    links the trained folder's config.yaml, beside which the record lies."""
+    found = {}
+    for system in systems:
+        path = exp / system / TRAIN_ENVIRONMENT
+        if not path.is_file():
+            path = (exp / system / "config.yaml").resolve().parent / TRAIN_ENVIRONMENT
+        try:
+            records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            records = None
+        found[system] = records if isinstance(records, list) else None
+    return found
+
+
+def environment_markdown(made_with: dict) -> list[str]:
+    def versions(record: dict) -> str:
+        return (f"commit {record.get('commit')}, Python {record.get('python')}; "
+                + ", ".join(f"{n} {v}" for n, v in dict(record.get("packages", {})).items()))
+
+    lines = ["## Environment", "",
+             "The same commit trains other members under other package builds (training amplifies their "
+             "rounding), so compare figures made with the same versions.", "",
+             f"- this report: {versions(made_with['report'])}"]
+    for system, records in made_with["training"].items():
+        if not records:
+            lines.append(f"- {system}: no record of its training environment")
+        for r in records or []:
+            lines.append(f"- {system}, training from epoch {r.get('first_epoch')} on {r.get('device')} "
+                         f"({r.get('processes')} process(es)): {versions(r)}")
+    return lines + [""]
+
+
 def write_report(exp: Path, test_manifest: Path, key_path: str | None,
                  conditions_path: str | None = None) -> list[dict]:
     import matplotlib
@@ -556,12 +591,8 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     if has_tsne:
         text += ["## t-SNE of the fused embeddings", "", "![t-SNE](tsne.png)", ""]
     text += [f"## Confusion matrix ({submitted['method']}, {cm_split})", "", "![confusion](confusion.png)", ""]
-    made_with = environment()
-    text += ["## Environment of this report", "",
-             "The same commit trains other members under other package builds, so compare figures made with "
-             "the same versions (the systems were trained by whatever environment stage 3 ran in).", "",
-             f"Commit {made_with['commit']}, Python {made_with['python']}; "
-             + ", ".join(f"{name} {version}" for name, version in made_with["packages"].items()) + ".", ""]
+    made_with = {"report": environment(), "training": training_environments(exp, summary["systems"])}
+    text += environment_markdown(made_with)
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "environment.json", json.dumps(made_with, indent=2) + "\n")
     write_text_atomic(out / "results.json", json.dumps(

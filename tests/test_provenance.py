@@ -3,6 +3,7 @@ themselves report them (independent of importlib.metadata, which core.provenance
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -10,7 +11,7 @@ import scipy
 import sklearn
 import torch
 
-from core.provenance import KIT_ROOT, commit_id, environment, package_versions
+from core.provenance import KIT_ROOT, TRAIN_ENVIRONMENT, commit_id, environment, package_versions
 
 
 def test_package_versions_are_the_imported_packages_own():
@@ -30,12 +31,59 @@ def test_commit_is_gits_short_head():
 
 
 def test_report_names_its_environment(tmp_path):
-    from eval.report import write_report
+    from eval.report import training_environments, write_report
 
     from .test_metrics_ood import synthetic_experiment
 
     exp, prepared, key_path, _, _ = synthetic_experiment(tmp_path)
+    systems = json.loads((exp / "fusion" / "summary.json").read_text())["systems"]
+    trained = [{"first_epoch": 1, "device": "cpu", "processes": 1, "commit": "abc1234", "python": "3.11.7",
+                "packages": {"numpy": "0.0.1"}}]
+    (exp / systems[0] / TRAIN_ENVIRONMENT).write_text(json.dumps(trained))
     write_report(exp, prepared, str(key_path))
     recorded = json.loads((exp / "report" / "environment.json").read_text())
-    assert recorded == environment()
-    assert f"numpy {np.__version__}" in (exp / "report" / "README.md").read_text()
+    assert recorded["report"] == environment()
+    assert recorded["training"] == {s: trained if s == systems[0] else None for s in systems}
+    text = (exp / "report" / "README.md").read_text()
+    assert f"numpy {np.__version__}" in text and "commit abc1234" in text and "numpy 0.0.1" in text
+    assert f"- {systems[1]}: no record of its training environment" in text
+    # a folder that links a trained system's files (seed ensemble, new test set) finds its record
+    linked = tmp_path / "linked"
+    shutil.copytree(exp / "fusion", linked / "fusion")
+    for s in systems:
+        (linked / s).mkdir(parents=True)
+        (linked / s / "config.yaml").symlink_to(exp / s / "config.yaml")
+    assert training_environments(linked, systems) == recorded["training"]
+
+
+def test_training_records_each_call_that_trains(tiny_prepared, tiny_corpus, tmp_path, capsys):
+    """Two calls that each train leave two records (the second from the epoch it resumes at), a call
+    with nothing to train none; an unreadable record is said and replaced; a changed config, which
+    trains from scratch, starts the list again."""
+    from systems.common.engine import train
+
+    from .test_engine import tiny_config
+
+    cfg, cpu = tiny_config(tiny_corpus), torch.device("cpu")
+    exp = tmp_path / "exp"
+
+    def first_epochs():
+        return [r["first_epoch"] for r in json.loads((exp / TRAIN_ENVIRONMENT).read_text())]
+
+    train(cfg, tiny_prepared, exp, cpu, stop_after_epochs=1)
+    train(cfg, tiny_prepared, exp, cpu, stop_after_epochs=1)
+    train(cfg, tiny_prepared, exp, cpu)
+    assert first_epochs() == [1, 2, 3]
+    train(cfg, tiny_prepared, exp, cpu)
+    records = json.loads((exp / TRAIN_ENVIRONMENT).read_text())
+    assert [r["first_epoch"] for r in records] == [1, 2, 3]
+    assert all(r["packages"]["numpy"] == np.__version__ and r["device"] == "cpu" for r in records)
+
+    cfg.train.lr *= 2
+    train(cfg, tiny_prepared, exp, cpu, stop_after_epochs=1)
+    assert first_epochs() == [1]
+    (exp / TRAIN_ENVIRONMENT).write_text("[{truncated")
+    capsys.readouterr()
+    train(cfg, tiny_prepared, exp, cpu, stop_after_epochs=1)
+    assert "train_environment.json: unreadable" in capsys.readouterr().out
+    assert first_epochs() == [2]

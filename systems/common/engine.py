@@ -54,6 +54,7 @@ from core.errors import fail
 from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
+from core.provenance import TRAIN_ENVIRONMENT, environment
 from core.stamps import STAMP_NAME, folder_listing, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.base import (
@@ -566,6 +567,23 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
     return summary
 
 
+def record_training_environment(exp_dir: Path, first_epoch: int, device: torch.device, processes: int) -> None:
+    """Append this call's environment (core/provenance.py) to EXP/train_environment.json: one
+    record per training call that trains, since a resumed training may span set-ups whose package
+    builds round differently. A training from epoch 1 starts the list again."""
+    path = exp_dir / TRAIN_ENVIRONMENT
+    records = []
+    if first_epoch > 1 and path.is_file():
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            print(f"[train] {path}: unreadable ({str(err).splitlines()[0]}); the earlier calls' records are lost")
+        if not isinstance(records, list):
+            records = []
+    records.append({"first_epoch": first_epoch, "device": str(device), "processes": processes, **environment()})
+    write_text_atomic(path, json.dumps(records, indent=2) + "\n")
+
+
 def _finish_last_save(exp_dir: Path, latest) -> None:
     """What `_save_epoch` does after the checkpoint of the last epoch, in case a kill came in
     between: older checkpoints other than the best dropped, train_log.csv written from the log the
@@ -604,6 +622,9 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     if latest is not None and world.main:
         print(f"[train] resuming {exp_dir} after epoch {latest.meta['epoch']}"
               + (f" with {world.size} processes" if world.parallel else ""))
+    if world.main:
+        record_training_environment(exp_dir, 1 + (latest.meta["epoch"] if latest is not None else 0), device,
+                                    world.size)
 
     seed_everything(cfg.train.seed)
     model = build_model(cfg).to(device)
