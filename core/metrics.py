@@ -22,20 +22,30 @@ def require_known_class(y_true, key_path) -> None:
              f"one utterance of a known class 0–{UNKNOWN - 1}")
 
 
-def open_set_scores(y_true, y_pred, unknown: int = UNKNOWN) -> dict:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    known = [c for c in KNOWN_CLASSES if c != unknown and np.any(y_true == c)]
+def known_classes_present(y_true, unknown: int = UNKNOWN) -> list[int]:
+    """The known classes the open-set metric averages over: those the key holds."""
+    known = [c for c in KNOWN_CLASSES if c != unknown and np.any(np.asarray(y_true) == c)]
     if not known:
         raise ValueError("the answer key holds no known class")
-    precision, recall = [], []
-    for c in known:
-        tp = int(np.sum((y_true == c) & (y_pred == c)))
-        fp = int(np.sum((y_true != c) & (y_pred == c)))
-        fn = int(np.sum((y_true == c) & (y_pred != c)))
-        precision.append(tp / (tp + fp) if tp + fp else 0.0)
-        recall.append(tp / (tp + fn) if tp + fn else 0.0)
+    return known
+
+
+def macro_open_set(true_pos: list[int], predicted: list[int], support: list[int]) -> tuple[float, float, float]:
+    """Macro precision, recall and F1 over the known classes from each class's counts: utterances
+    of the class given it, utterances given it, utterances of it (a class never given has
+    precision 0)."""
+    precision = [tp / n if n else 0.0 for tp, n in zip(true_pos, predicted)]
+    recall = [tp / n if n else 0.0 for tp, n in zip(true_pos, support)]
     p, r = float(np.mean(precision)), float(np.mean(recall))
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def open_set_scores(y_true, y_pred, unknown: int = UNKNOWN) -> dict:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    known = known_classes_present(y_true, unknown)
+    p, r, f1 = macro_open_set([int(np.sum((y_true == c) & (y_pred == c))) for c in known],
+                              [int(np.sum(y_pred == c)) for c in known],
+                              [int(np.sum(y_true == c)) for c in known])
     unknown_mask = y_true == unknown
     unknown_recall = float(np.mean(y_pred[unknown_mask] == unknown)) if unknown_mask.any() else None
     return {"precision": p, "recall": r, "f1": f1, "known_classes": known, "unknown_recall": unknown_recall}

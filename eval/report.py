@@ -100,7 +100,7 @@ def same_ids(pred: dict[str, int], pred_path: Path, key: dict[str, int], key_pat
 
 def submitted_labels(folder: Path, test: PreparedSplit, key: dict[str, int]) -> dict[str, int]:
     """A method's test labels exactly as submitted (`test` from checked_test_split, which lists the
-    test folder: once per report, not once per method): unreadable test files count as 7."""
+    test folder: once per report, not once per method or table): unreadable test files count as 7."""
     sub, _ = submission_labels(folder / "test_pred.txt", test)
     missing = sorted(set(key) - set(sub))
     if missing or set(sub) - set(key):
@@ -127,12 +127,11 @@ def score_metrics(info: dict, scores: np.ndarray, truth: np.ndarray) -> dict:
             if both_fake else None}
 
 
-def evaluate_methods(fusion: Path, test_manifest: Path, key: dict[str, int] | None,
+def evaluate_methods(fusion: Path, test: PreparedSplit | None, key: dict[str, int] | None,
                      summary: dict | None = None) -> list[dict]:
     summary = summary or read_summary(fusion)
     dev_key = read_dev_key(fusion)
     truth = test_truth(fusion, key)[1] if key is not None else None
-    test = checked_test_split(test_manifest) if key is not None else None
     rows = []
     for name, info in summary["methods"].items():
         folder = method_dir(fusion, name)
@@ -171,10 +170,10 @@ class SubmittedTest:
     closed: list[int] | None
 
 
-def submitted_decisions(fusion: Path, test_manifest: Path, key: dict[str, int], summary: dict) -> SubmittedTest:
+def submitted_decisions(fusion: Path, test: PreparedSplit, key: dict[str, int], summary: dict) -> SubmittedTest:
     name = summary["submit_method"]
     folder = method_dir(fusion, name)
-    sub = submitted_labels(folder, checked_test_split(test_manifest), key)
+    sub = submitted_labels(folder, test, key)
     tids = sorted(key)
     closed = None
     if (folder / "test_scores.npy").is_file():
@@ -543,7 +542,9 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     if key is not None:
         require_known_class(list(key.values()), key_path)
         key_matches_test_set(key, key_path, test_manifest)
-    rows = evaluate_methods(fusion, test_manifest, key, summary)
+    # the test folder is listed once, for every method's row and the submitted method's tables
+    test = checked_test_split(test_manifest) if key is not None else None
+    rows = evaluate_methods(fusion, test, key, summary)
     out = ensure_dir(exp / "report")
     remove_stale_temporaries(out)  # what a killed earlier run's atomic writes left
     plot_max_scores(fusion, summary, key, out)
@@ -553,7 +554,7 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     cm_split = plot_confusion(submitted, out)
     table = results_table(rows)
     conditions_path = Path(conditions_path) if conditions_path else demo_conditions(key_path)
-    submitted_test = submitted_decisions(fusion, test_manifest, key, summary) if key is not None else None
+    submitted_test = submitted_decisions(fusion, test, key, summary) if key is not None else None
     by_condition = (condition_table(submitted_test, conditions_path)
                     if submitted_test is not None and conditions_path is not None else None)
     by_class = (per_class(submitted_test.truth, submitted_test.pred, submitted_test.closed)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.labels import FAKE_CLASSES, KNOWN_CLASSES, UNKNOWN, kept_classes
-from core.metrics import open_set_scores
+from core.labels import FAKE_CLASSES, UNKNOWN, kept_classes
+from core.metrics import known_classes_present, macro_open_set, open_set_scores
 
 # τ candidates at 201 quantiles of the dev scores: every distinct decision boundary of a small dev
 # set, and a bounded cost on a large one
@@ -26,17 +26,22 @@ def known_max(scores: np.ndarray, unknown_column: bool) -> np.ndarray:
     return (scores[:, :-1] if unknown_column else scores).max(axis=1)
 
 
+def class_decisions(scores: np.ndarray, held_out: int | None = None,
+                    unknown_column: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the argmax over the kept classes, its score (what τ is compared with), and whether
+    the unknown column wins regardless of τ."""
+    known = scores[:, :-1] if unknown_column else scores
+    top = known.max(axis=1)
+    to_unknown = scores[:, -1] > top if unknown_column else np.zeros(len(top), dtype=bool)
+    return kept_classes(held_out)[known.argmax(axis=1)], top, to_unknown
+
+
 def decide_labels(scores: np.ndarray, tau: float, held_out: int | None = None,
                   unknown_column: bool = False) -> np.ndarray:
     """Labels in 0–7: argmax over the kept classes, 7 when its score is below τ (or, with an
     unknown column, when the unknown score wins)."""
-    kept = kept_classes(held_out)
-    known = scores[:, :-1] if unknown_column else scores
-    labels = kept[known.argmax(axis=1)]
-    reject = known.max(axis=1) < tau
-    if unknown_column:
-        reject |= scores[:, -1] > known.max(axis=1)
-    return np.where(reject, UNKNOWN, labels)
+    labels, top, to_unknown = class_decisions(scores, held_out, unknown_column)
+    return np.where((top < tau) | to_unknown, UNKNOWN, labels)
 
 
 def tau_grid(values: np.ndarray) -> np.ndarray:
@@ -51,29 +56,18 @@ def f1_curve(scores: np.ndarray, truth: np.ndarray, grid: np.ndarray, held_out: 
     counts at every τ come from one sort of the kept utterances' top scores: at the challenge's
     79,490 test utterances that is one pass instead of one per τ."""
     truth = np.asarray(truth)
-    kept = kept_classes(held_out)
-    known = scores[:, :-1] if unknown_column else scores
-    labels, top = kept[known.argmax(axis=1)], known.max(axis=1)
-    keepable = ~(scores[:, -1] > top) if unknown_column else np.ones(len(top), dtype=bool)
-    classes = [c for c in KNOWN_CLASSES if c != UNKNOWN and np.any(truth == c)]
-    if not classes:
-        raise ValueError("the answer key holds no known class")
+    labels, top, to_unknown = class_decisions(scores, held_out, unknown_column)
+    classes = known_classes_present(truth)
 
     def kept_at_each_tau(rows: np.ndarray) -> np.ndarray:
         """How many of `rows` keep their class at each τ (top score ≥ τ, not sent to the unknown column)."""
-        ordered = np.sort(top[rows & keepable])
+        ordered = np.sort(top[rows & ~to_unknown])
         return len(ordered) - np.searchsorted(ordered, grid, side="left")
 
-    true_pos = [kept_at_each_tau((labels == c) & (truth == c)) for c in classes]
-    predicted = [kept_at_each_tau(labels == c) for c in classes]
+    true_pos = np.array([kept_at_each_tau((labels == c) & (truth == c)) for c in classes]).T
+    predicted = np.array([kept_at_each_tau(labels == c) for c in classes]).T
     support = [int(np.sum(truth == c)) for c in classes]
-    curve = np.empty(len(grid))
-    for j in range(len(grid)):
-        # the same float operations, in the same order, as open_set_scores
-        p = float(np.mean([int(tp[j]) / int(n[j]) if n[j] else 0.0 for tp, n in zip(true_pos, predicted)]))
-        r = float(np.mean([int(tp[j]) / n for tp, n in zip(true_pos, support)]))
-        curve[j] = 2 * p * r / (p + r) if p + r else 0.0
-    return curve
+    return np.array([macro_open_set(tp.tolist(), n.tolist(), support)[2] for tp, n in zip(true_pos, predicted)])
 
 
 @dataclass

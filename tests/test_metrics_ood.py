@@ -220,9 +220,10 @@ def test_report_has_score_columns_and_the_condition_table(tmp_path):
         results_table,
         submitted_decisions,
     )
+    from submit.write import checked_test_split
 
     exp, prepared, key_path, key, conditions = synthetic_experiment(tmp_path)
-    rows = {r["method"]: r for r in evaluate_methods(exp / "fusion", prepared, key)}
+    rows = {r["method"]: r for r in evaluate_methods(exp / "fusion", checked_test_split(prepared), key)}
     ids = (exp / "fusion" / "test_ids.txt").read_text().split()
     truth = np.array([key[u] for u in ids])
     for name in ("softmax:a", "energy:a", "knn:b", "feature", "openmax:a"):
@@ -237,7 +238,7 @@ def test_report_has_score_columns_and_the_condition_table(tmp_path):
     # the demo layout's meta.tsv (beside keys/) is found; the table is the submitted method's
     assert demo_conditions(str(key_path)) == (tmp_path / "meta.tsv").resolve()
     summary = json.loads((exp / "fusion" / "summary.json").read_text())
-    table = condition_table(submitted_decisions(exp / "fusion", prepared, key, summary), tmp_path / "meta.tsv")
+    table = condition_table(submitted_decisions(exp / "fusion", checked_test_split(prepared), key, summary), tmp_path / "meta.tsv")
     assert "| closed-set accuracy |" in conditions_markdown(table)
     pred = {ln.split()[0][:-4]: int(ln.split()[1])
             for ln in (exp / "fusion" / summary["submit_method"].replace(":", "__") / "test_pred.txt").read_text().splitlines()}
