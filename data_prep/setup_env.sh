@@ -7,10 +7,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${KIT_VENV:-$root/.venv}
 python=${PYTHON:-python3}
 # the installer of the Python packages: uv (pip where uv cannot serve) or pip alone
-kit_installer=${KIT_INSTALLER:-uv}
-case "$kit_installer" in
+installer=${KIT_INSTALLER:-uv}
+case "$installer" in
   uv|pip) ;;
-  *) echo "error: KIT_INSTALLER=$kit_installer: expected uv or pip" >&2; exit 2 ;;
+  *) echo "error: KIT_INSTALLER=$installer: expected uv or pip" >&2; exit 2 ;;
 esac
 
 debian_packages=(ffmpeg sox libsox-fmt-all espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k
@@ -63,7 +63,6 @@ if [ "$want" != "$have" ]; then
   # It reads no pip configuration, so an index configured for pip (a mirror) keeps pip; pip is also
   # the fallback wherever uv cannot be installed or fails. Bytecode is compiled at install time, as
   # pip does: where PYTHONDONTWRITEBYTECODE is set, every process would otherwise recompile it.
-  installer=$kit_installer
   if [ "$installer" = uv ] && { [ -n "${PIP_INDEX_URL:-}" ] || "$venv/bin/python" -m pip config get global.index-url >/dev/null 2>&1; }; then
     echo "[setup] pip has its own index configured; installing with pip"
     installer=pip
