@@ -51,7 +51,7 @@ if [ "$want" != "$have" ]; then
   # second time, and the scratch space sits on the venv's own disk rather than on a small /tmp.
   free_mb=$(df -Pm "$venv" | awk 'NR == 2 {print $4}')
   if [ "${free_mb:-0}" -lt 8500 ]; then
-    echo "[setup] warning: $((free_mb / 1024)) GB free under $venv; the install needs about 8.5 GB at its peak" >&2
+    echo "[setup] warning: $((free_mb / 1024)) GB free under $venv; the install needs about 6 GB at its peak (8.5 GB with pip)" >&2
   fi
   scratch="$venv/.pip-scratch"
   rm -rf "$scratch"
@@ -67,17 +67,34 @@ if [ "$want" != "$have" ]; then
     echo "[setup] pip has its own index configured; installing with pip"
     installer=pip
   fi
+  # uv reports an error line, then a chain of causes, then hints: the first and the last cause say it
+  uv_failure_reason() {
+    local head cause
+    head=$(grep -m 1 -E '^ *(error:|×)' "$1" | sed -E 's/^ *(error:|×) *//' || true)
+    cause=$(grep -E '^ *(cause:|Caused by:|╰─▶)' "$1" | tail -n 1 | sed -E 's/^ *(cause:|Caused by:|╰─▶) *//' || true)
+    [ -n "$head" ] || head=$(grep -v '^WARNING' "$1" | grep . | tail -n 1 || true)
+    echo "${head}${cause:+: $cause}" | cut -c1-300
+  }
   if [ "$installer" = uv ]; then
     uv_log="$scratch/uv.log"
     if ! pip_install --target "$scratch/uv" "uv>=0.13,<0.14" >"$uv_log" 2>&1 ||
        ! TMPDIR="$scratch" "$scratch/uv/bin/uv" pip install -q --python "$venv/bin/python" \
            --cache-dir "$scratch/cache" --compile-bytecode -r "$root/requirements.txt" >>"$uv_log" 2>&1; then
-      echo "[setup] uv failed ($(grep -v '^WARNING' "$uv_log" | grep . | tail -n 1 | cut -c1-200)); installing with pip instead" >&2
+      echo "[setup] uv failed ($(uv_failure_reason "$uv_log")); installing with pip instead" >&2
+      # uv's half-filled cache would otherwise take the disk pip needs
+      rm -rf "$scratch/uv" "$scratch/cache"
       installer=pip
     fi
   fi
-  if [ "$installer" = pip ]; then
-    pip_install -r "$root/requirements.txt"
+  if [ "$installer" = pip ] && ! pip_install -r "$root/requirements.txt"; then
+    rm -rf "$scratch"
+    free_mb=$(df -Pm "$venv" | awk 'NR == 2 {print $4}')
+    if [ "${free_mb:-0}" -lt 6000 ]; then
+      echo "error: installing requirements.txt into $venv failed with $free_mb MB free on its disk; the install needs about 6 GB free (8.5 GB with pip)" >&2
+    else
+      echo "error: installing requirements.txt into $venv failed; pip's reason is above" >&2
+    fi
+    exit 1
   fi
   rm -rf "$scratch"
   echo "$want" > "$venv/.requirements.sha256"
