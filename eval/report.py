@@ -482,14 +482,14 @@ def random_frontend_systems(exp: Path, systems: list[str]) -> list[str]:
     return flagged
 
 
-def key_matches_test_set(key: dict[str, int], key_path: str, test_manifest: Path) -> None:
+def key_matches_test_set(key: dict[str, int], key_path: str, test: PreparedSplit) -> None:
     """The answer key labels exactly the prepared test utterances: else one line naming the key."""
-    test_ids = set(PreparedSplit(test_manifest).ids)
+    test_ids = set(test.ids)
     missing, extra = sorted(test_ids - set(key)), sorted(set(key) - test_ids)
     if missing:
-        fail(f"{key_path}: no label for {len(missing)} utterance(s) of the test set {test_manifest}, e.g. {missing[0]}")
+        fail(f"{key_path}: no label for {len(missing)} utterance(s) of the test set {test.folder}, e.g. {missing[0]}")
     if extra:
-        fail(f"{key_path}: {len(extra)} id(s) not in the test set {test_manifest}, e.g. {extra[0]}")
+        fail(f"{key_path}: {len(extra)} id(s) not in the test set {test.folder}, e.g. {extra[0]}")
 
 
 def training_environments(exp: Path, systems: list[str]) -> dict[str, list | None]:
@@ -539,11 +539,13 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     key = read_label_file(key_path, ALL_LABELS, "answer key") if key_path else None
     if conditions_path and key is None:
         fail(f"--conditions {conditions_path}: the per-condition table scores the test set; give --key too")
+    # the test manifest is read and its folder listed once, for the key's check, every method's row
+    # and the submitted method's tables
+    test = None
     if key is not None:
         require_known_class(list(key.values()), key_path)
-        key_matches_test_set(key, key_path, test_manifest)
-    # the test folder is listed once, for every method's row and the submitted method's tables
-    test = checked_test_split(test_manifest) if key is not None else None
+        test = checked_test_split(test_manifest)
+        key_matches_test_set(key, key_path, test)
     rows = evaluate_methods(fusion, test, key, summary)
     out = ensure_dir(exp / "report")
     remove_stale_temporaries(out)  # what a killed earlier run's atomic writes left
