@@ -49,7 +49,8 @@ if [ "$want" != "$have" ]; then
   # PyPI's torch for Linux is the CUDA build: the venv takes 5.9 GB. pip peaks about 2.4 GB above
   # that while the wheels are on disk (uv about 0.1 GB); without a cache the wheels are not kept a
   # second time, and the scratch space sits on the venv's own disk rather than on a small /tmp.
-  free_mb=$(df -Pm "$venv" | awk 'NR == 2 {print $4}')
+  free_mb() { df -Pm "$venv" | awk 'NR == 2 {print $4}'; }
+  free_mb=$(free_mb)
   if [ "${free_mb:-0}" -lt 8500 ]; then
     echo "[setup] warning: $((free_mb / 1024)) GB free under $venv; the install needs about 6 GB at its peak (8.5 GB with pip)" >&2
   fi
@@ -67,11 +68,12 @@ if [ "$want" != "$have" ]; then
     echo "[setup] pip has its own index configured; installing with pip"
     installer=pip
   fi
-  # uv reports an error line, then a chain of causes, then hints: the first and the last cause say it
+  # uv, writing to a file, reports an `error:` line, then `cause:` lines, then hints: the error and
+  # its last cause say it. A log without an error line is pip's, from installing uv: its last line.
   uv_failure_reason() {
     local head cause
-    head=$(grep -m 1 -E '^ *(error:|×)' "$1" | sed -E 's/^ *(error:|×) *//' || true)
-    cause=$(grep -E '^ *(cause:|Caused by:|╰─▶)' "$1" | tail -n 1 | sed -E 's/^ *(cause:|Caused by:|╰─▶) *//' || true)
+    head=$(grep -m 1 '^error:' "$1" | sed 's/^error: *//' || true)
+    cause=$(grep -E '^ *cause:' "$1" | tail -n 1 | sed -E 's/^ *cause: *//' || true)
     [ -n "$head" ] || head=$(grep -v '^WARNING' "$1" | grep . | tail -n 1 || true)
     echo "${head}${cause:+: $cause}" | cut -c1-300
   }
@@ -88,7 +90,7 @@ if [ "$want" != "$have" ]; then
   fi
   if [ "$installer" = pip ] && ! pip_install -r "$root/requirements.txt"; then
     rm -rf "$scratch"
-    free_mb=$(df -Pm "$venv" | awk 'NR == 2 {print $4}')
+    free_mb=$(free_mb)
     if [ "${free_mb:-0}" -lt 6000 ]; then
       echo "error: installing requirements.txt into $venv failed with $free_mb MB free on its disk; the install needs about 6 GB free (8.5 GB with pip)" >&2
     else

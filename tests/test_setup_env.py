@@ -7,6 +7,7 @@ failed (tests/fixtures/uv_failures), after filling its cache folder as a real do
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_pip_fallback_that_succeeds_records_the_requirements(tmp_path):
     done = run_setup(tmp_path, "unresolvable.log", uv_rc=1, pip_rc=0)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "venv" / ".requirements.sha256").read_text().strip() == \
-        subprocess.run(["sha256sum", str(ROOT / "requirements.txt")], capture_output=True, text=True).stdout.split()[0]
+        hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()
 
 
 def test_uv_success_does_not_call_pip(tmp_path):
