@@ -94,7 +94,7 @@ def section_loader(args: dict) -> dict:
     from systems.common.config import load_config
     from systems.common.device_effects import apply_channel
     from systems.common.engine import TrainCrops, build_augmenter, effects_on_device, make_optimizer
-    from systems.common.inference import build_model, window_length
+    from systems.common.inference import build_model, to_channels_last, window_length
     from core.prepared_split import PreparedSplit
 
     rng = np.random.default_rng(0)
@@ -136,6 +136,8 @@ def section_loader(args: dict) -> dict:
         workers_rate = loader_workers_rate(TrainCrops(split, n, augmenter, seed=2, defer_effects=defer), batch,
                                            cfg.train, args["loader_workers"], args["loader_items"], args["device"])
         model = model.to(device).train()
+        if cfg.train.channels_last:  # the layout training uses
+            to_channels_last(model)
         opt = make_optimizer(cfg, model)
         items = [TrainCrops(split, n, augmenter, 0, defer_effects=defer)[i % len(split)] for i in range(batch)]
         collated = default_collate(items)  # what the training loader hands the step

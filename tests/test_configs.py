@@ -57,10 +57,11 @@ def test_demo_and_paper_share_keys(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "systems").glob("*/conf/demo_long.yaml")),
                          ids=lambda p: p.parent.parent.name)
 def test_demo_long_is_demo_with_a_longer_schedule(path):
-    """demo_long.yaml is a full copy of demo.yaml (configs do not inherit): only the schedule may
-    differ, so a change to demo.yaml's model, augmentation or scoring must reach both."""
+    """demo_long.yaml is a full copy of demo.yaml (configs do not inherit): only the schedule and the
+    training layout (channels_last: the same function, another float order) may differ, so a change
+    to demo.yaml's model, augmentation or scoring must reach both."""
     long, demo = load_config(path).to_dict(), load_config(path.with_name("demo.yaml")).to_dict()
-    schedule = {"epochs", "lr_schedule", "warmup_epochs"}
+    schedule = {"epochs", "lr_schedule", "warmup_epochs", "channels_last"}
     for section in (long.keys() | demo.keys()) - {"train"}:
         assert long.get(section) == demo.get(section), section
     assert {k: v for k, v in long["train"].items() if k not in schedule} == \

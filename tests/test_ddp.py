@@ -70,7 +70,14 @@ def test_two_processes_equal_one_process_accumulating(two_processes, tiny_prepar
 
     def one_process(name, **extra):
         cfg = load_config(CONFIG, overrides(tiny_corpus, **extra))
-        train(cfg, tiny_prepared, tmp_path / name, torch.device("cpu"), stop_after_epochs=1)
+        # one thread, as each torchrun process has: a CPU kernel's reduction order follows the
+        # thread count, and channels-last convolutions (demo.yaml) carry that into the weights
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            train(cfg, tiny_prepared, tmp_path / name, torch.device("cpu"), stop_after_epochs=1)
+        finally:
+            torch.set_num_threads(threads)
         return final_parameters(tmp_path / name)
 
     ddp = final_parameters(exp)

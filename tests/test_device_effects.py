@@ -159,7 +159,7 @@ def test_training_with_effects_on_the_device_matches_the_loader(tiny_prepared, t
                                    "augment.p_codec": 0.0, "augment.p_reverb": 0.5, "augment.p_bandpass": 0.3,
                                    "augment.p_eq": 0.3, "augment.p_clipping": 0.3, "train.epochs": 1,
                                    "train.batch_size": 8, "train.num_workers": 0, "train.optimizer": "sgd",
-                                   "train.lr": 0.05, **overrides})
+                                   "train.lr": 0.05, "train.channels_last": False, **overrides})
         train(cfg, tiny_prepared, tmp_path / name, torch.device("cpu"))
         row = next(csv.DictReader(open(tmp_path / name / "train_log.csv")))
         return float(row["train_loss"]), final_parameters(tmp_path / name)
@@ -172,7 +172,9 @@ def test_training_with_effects_on_the_device_matches_the_loader(tiny_prepared, t
     # LFCC's logarithm in quiet bands and by training, moves the two runs apart by an amount that
     # depends on the NumPy / SciPy builds (loss 2.9e-4 relative and weights 1.1e-2 with NumPy 2.4.6
     # and SciPy 1.17.1; weights 9e-4 in an earlier environment), so both are judged against leaving
-    # the channel out (loss 0.44 and weights 0.30 there), not against a fixed tolerance
+    # the channel out (loss 0.44 and weights 0.30 there), not against a fixed tolerance. The
+    # contiguous layout: channels-last training (demo.yaml's) amplifies the same rounding about 4×
+    # more (weights 0.044 against 0.30), and is checked on its own in test_channels_last_training.py
     assert abs(device[0] - loader[0]) < 0.1 * abs(plain[0] - loader[0])
     assert max_difference(device[1], loader[1]) < 0.1 * max_difference(plain[1], loader[1])
 

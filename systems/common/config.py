@@ -70,6 +70,11 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True  # autocast: training on GPU; scoring on GPU and on CPUs with native bf16
     deterministic: bool = False  # deterministic kernels, one CPU thread (see engine.torch_threads)
+    # 2-d convolution weights and activations in channels-last order while training (the layout
+    # oneDNN and cuDNN convolve fastest; the score stage always uses it): the same function, other
+    # float rounding, so a seed's run differs from one without it as from one on another thread
+    # count. Off keeps the trainings documented before the option bit for bit (README, Systems)
+    channels_last: bool = False
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw", "sgd"):

@@ -72,6 +72,7 @@ from systems.common.inference import (
     best_key,
     build_model,
     config_digest,
+    to_channels_last,
     window_hop,
     window_length,
 )
@@ -628,6 +629,8 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
 
     seed_everything(cfg.train.seed)
     model = build_model(cfg).to(device)
+    if cfg.train.channels_last:
+        to_channels_last(model)
     for option, value, method in (("regmixup_alpha", cfg.train.regmixup_alpha, "RegMixup"),
                                   ("logitnorm_tau", cfg.train.logitnorm_tau, "LogitNorm"),
                                   ("am_margin", cfg.train.am_margin, "the additive margin")):

@@ -40,13 +40,17 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=inference_bf16(device, enabled))
 
 
-def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """Eval mode, and 2-d convolution weights in channels-last order (the same values), the layout
-    oneDNN and cuDNN convolve fastest; 1-d models are left as they are."""
-    model.eval()
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """2-d convolution weights in channels-last order (the same values), the layout oneDNN and
+    cuDNN convolve fastest; a model without 2-d convolutions is left as it is."""
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def prepare_for_inference(model: nn.Module) -> nn.Module:
+    """Eval mode and channels-last convolution weights."""
+    return to_channels_last(model.eval())
 
 
 @torch.no_grad()
@@ -102,7 +106,7 @@ def build_model(cfg: SystemConfig) -> nn.Module:
 
 # training options added after the first release, with the value that means "off": a config that
 # leaves one off hashes as before the option existed, so earlier checkpoints stay current
-ADDED_OFF = {"regmixup_alpha": 0.0, "logitnorm_tau": 0.0, "am_margin": 0.0}
+ADDED_OFF = {"regmixup_alpha": 0.0, "logitnorm_tau": 0.0, "am_margin": 0.0, "channels_last": False}
 ADDED_AUGMENT_DEFAULTS = {"effects_on": "auto"}
 # model keys added later, at the values every earlier config meant (the linear classifier of
 # RawNet2 and LFCC-ResNet18)
