@@ -52,6 +52,7 @@ from .demo_synth import (
     SR,
     PiperEngine,
     crop_seconds,
+    festival_waves,
     espeak_variants,
     real_duration,
     real_speech_files,
@@ -74,6 +75,8 @@ DEBIAN_PACKAGES = ("ffmpeg", "sox", "libsox-fmt-all", "espeak-ng", "flite", "fes
                    "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "timidity", "freepats",
                    "asterisk-core-sounds-en-g722", "pocketsphinx-testdata", "asterisk-moh-opsound-g722",
                    "sound-theme-freedesktop", "sound-icons", "klettres-data")
+# festival texts per festival process (a batch is one pool job)
+FESTIVAL_BATCH = 10
 TOOLS = ("ffmpeg", "sox", "espeak-ng", "flite", "text2wave", "timidity")
 
 
@@ -264,12 +267,15 @@ def post_process(task: Task, x: np.ndarray, bank: Path) -> np.ndarray:
     return resample(x.astype(np.float32), SR, task.out_sr)
 
 
+def finish(task: Task, x: np.ndarray, out: Path, bank: Path) -> None:
+    write_wav(out / SPLIT_DIR[task.split] / "wav" / f"{task.utt_id}.wav", post_process(task, x, bank), task.out_sr)
+
+
 def render(task: Task, out: Path, bank: Path, engine=None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="demo_"))
     try:
         gen = engine if task.generator == "piper" else GENERATORS[task.generator]
-        x = post_process(task, gen(task, tmp), bank)
-        write_wav(out / SPLIT_DIR[task.split] / "wav" / f"{task.utt_id}.wav", x, task.out_sr)
+        finish(task, gen(task, tmp), out, bank)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -280,6 +286,13 @@ def _render_job(job) -> int:
         engine = PiperEngine(seed)
         for t in tasks:
             render(t, out, bank, engine)
+    elif kind == "festival":
+        tmp = Path(tempfile.mkdtemp(prefix="demo_"))
+        try:
+            for t, x in zip(tasks, festival_waves(tasks, tmp)):
+                finish(t, x, out, bank)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     else:
         for t in tasks:
             render(t, out, bank)
@@ -312,10 +325,16 @@ def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None 
         t1 = time.time()
         piper = [t for t in tasks if t.generator == "piper"]
         jobs = [("piper", piper, stage, bank, seed)]
+        # Festival's texts in batches, one festival process each; every other task alone
+        rest = []
+        for gen in ("festival_hts", "festival_diphone"):
+            said = [t for t in tasks if t.generator == gen]
+            rest += [("festival", said[i:i + FESTIVAL_BATCH]) for i in range(0, len(said), FESTIVAL_BATCH)]
+        rest += [("plain", [t]) for t in tasks if t.generator not in ("piper", "festival_hts", "festival_diphone")]
         # Heavy generators first so the pool does not end on a long tail.
         weight = {"world": 0, "griffin_lim": 1, "lpc_vocoder": 2, "festival_hts": 3}
-        rest = sorted((t for t in tasks if t.generator != "piper"), key=lambda t: (weight.get(t.generator, 9), t.index))
-        jobs += [("plain", [t], stage, bank, seed) for t in rest]
+        rest.sort(key=lambda job: (weight.get(job[1][0].generator, 9), job[1][0].index))
+        jobs += [(kind, batch, stage, bank, seed) for kind, batch in rest]
         ctx = mp.get_context("spawn")
         with ctx.Pool(max(1, nj)) as pool, tqdm(total=len(tasks), desc="demo corpus", unit="utt", mininterval=1.0) as bar:
             for done in pool.imap_unordered(_render_job, jobs):

@@ -135,3 +135,49 @@ def test_larger_test_split_leaves_train_and_dev_as_they_are():
     seen = {t.source for t in big if t.split in ("train", "dev") and t.source != "-"}
     assert not seen & {t.source for t in extra if t.generator in ("real", "world")}
     assert plan_tasks(scale, 5, scale)[0] == base  # test_scale == scale is the regular corpus
+
+
+def festival_tasks():
+    from data_prep.demo_corpus import plan_tasks
+
+    tasks, _ = plan_tasks(1.0, 0)
+    picked = []
+    for gen in ("festival_diphone", "festival_hts"):
+        said = [t for t in tasks if t.generator == gen]
+        voices = sorted({t.voice for t in said})
+        picked += [next(t for t in said if t.voice == v) for v in voices] + said[:2]
+    return picked
+
+
+def test_festival_batch_gives_text2wave_s_waves(tmp_path):
+    """One festival process for many texts gives, text by text, the samples of one text2wave call
+    each (the oracle: the program the corpus was made with), voices switching between texts."""
+    import numpy as np
+
+    from data_prep.demo_synth import festival_waves, gen_festival
+
+    tasks = festival_tasks()
+    assert len({t.voice for t in tasks}) >= 3
+    (tmp_path / "batch").mkdir()
+    batch = festival_waves(tasks, tmp_path / "batch")
+    assert len(batch) == len(tasks)
+    for i, task in enumerate(tasks):
+        (tmp_path / str(i)).mkdir()
+        alone = gen_festival(task, tmp_path / str(i))
+        assert alone.size > 8000 and np.array_equal(batch[i], alone), (task.voice, task.text)
+
+
+def test_festival_batch_failure_names_the_text(tmp_path):
+    """A batch festival cannot finish is said again text by text: the error is text2wave's, one line."""
+    import dataclasses
+
+    import pytest
+
+    from core.errors import KitError
+    from data_prep.demo_synth import festival_waves
+
+    good = festival_tasks()[0]
+    bad = dataclasses.replace(good, voice="no_such_voice")
+    with pytest.raises(KitError, match="festival text2wave failed: SIOD ERROR: unbound variable : voice_no_such_voice") as err:
+        festival_waves([good, bad], tmp_path)
+    assert "\n" not in str(err.value)
