@@ -3,6 +3,7 @@ The same commit trains different members under other NumPy / SciPy / torch build
 training amplifies), so reports and benchmarks name both."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -39,6 +40,34 @@ def package_versions(names: tuple[str, ...] = RESULT_PACKAGES) -> dict[str, str]
     return versions
 
 
+# the CPU features oneDNN and OpenBLAS choose their kernels by: which are present decides both the
+# speed (no bf16 scoring without avx512_bf16 or amx_bf16) and the order of a kernel's additions
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU as /proc/cpuinfo names it (model name, family and model number), the features in
+    CPU_FEATURES it has, and the cores this process may use. Another machine in a cloud's
+    "same" instance type can be another CPU generation."""
+    fields, flags = {}, set()
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": name, "cpu_features": [f for f in CPU_FEATURES if f in flags], "cores": cores}
+
+
 def environment() -> dict:
-    """The commit, Python and the result packages' versions, as one JSON-ready record."""
-    return {"commit": commit_id(), "python": platform.python_version(), "packages": package_versions()}
+    """The commit, Python, the result packages' versions and the machine, as one JSON-ready record."""
+    return {"commit": commit_id(), "python": platform.python_version(), "packages": package_versions(),
+            "machine": machine()}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from core.errors import ArgumentParser, fail, run_cli
-from core.provenance import commit_id, package_versions
+from core.provenance import CPU_FEATURES, commit_id, machine, package_versions
 from data_prep.bench_augment import speechlike
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,15 +51,9 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    box = machine()
+    features = ", ".join(box["cpu_features"]) or "no " + "/".join(CPU_FEATURES)
+    return f"{box['cpu']}, {box['cores']} cores, {features}"
 
 
 # ----------------------------------------------------------------------------- synthetic inputs
@@ -503,7 +496,7 @@ def main() -> None:
             fail(f"--sections: unknown section {s!r}; valid: {', '.join(SECTIONS)}")
     device = str(pick_device(args.device))
     results = {"device": device_name(device), "torch": torch.__version__, "commit": commit_id(),
-               "packages": package_versions(), "quick": args.quick}
+               "packages": package_versions(), "machine": machine(), "quick": args.quick}
     print(f"device: {results['device']} ({device}); torch {results['torch']}; commit {results['commit']}"
           f"{'; quick sizes' if args.quick else ''}")
     t_all = time.perf_counter()

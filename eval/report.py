@@ -39,7 +39,7 @@ from core.metrics import (
     require_known_class,
 )
 from core.prepared_split import PreparedSplit
-from core.provenance import TRAIN_ENVIRONMENT, environment
+from core.provenance import CPU_FEATURES, TRAIN_ENVIRONMENT, environment
 from core.stage_files import load_npy, read_ids, read_json
 from core.utt_tables import read_conditions
 from fusion.calibrate import f1_curve, known_max, tau_grid
@@ -511,12 +511,18 @@ def training_environments(exp: Path, systems: list[str]) -> dict[str, list | Non
 
 def environment_markdown(made_with: dict) -> list[str]:
     def versions(record: dict) -> str:
-        return (f"commit {record.get('commit')}, Python {record.get('python')}; "
+        text = (f"commit {record.get('commit')}, Python {record.get('python')}; "
                 + ", ".join(f"{n} {v}" for n, v in dict(record.get("packages", {})).items()))
+        box = record.get("machine")
+        if isinstance(box, dict):  # records made before 2026-12-06's evening have none
+            features = ", ".join(box.get("cpu_features") or []) or "none of " + ", ".join(CPU_FEATURES)
+            text += f"; {box.get('cpu')}, {box.get('cores')} cores, CPU features: {features}"
+        return text
 
     lines = ["## Environment", "",
-             "The same commit trains other members under other package builds (training amplifies their "
-             "rounding), so compare figures made with the same versions.", "",
+             "The same commit trains other members under other package builds and on other CPUs "
+             "(training amplifies their rounding), so compare figures made with the same versions "
+             "on the same kind of machine.", "",
              f"- this report: {versions(made_with['report'])}"]
     for system, records in made_with["training"].items():
         if not records:

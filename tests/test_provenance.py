@@ -87,3 +87,35 @@ def test_training_records_each_call_that_trains(tiny_prepared, tiny_corpus, tmp_
     train(cfg, tiny_prepared, exp, cpu, stop_after_epochs=1)
     assert "train_environment.json: unreadable" in capsys.readouterr().out
     assert first_epochs() == [2]
+
+
+def test_machine_reads_cpuinfo(tmp_path):
+    from core.provenance import machine
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC 9R14 96-Core Processor\n"
+                    "flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 sha_ni\n\n"
+                    "processor\t: 1\ncpu family\t: 99\nmodel\t\t: 1\nmodel name\t: another\nflags\t\t: fpu\n")
+    box = machine(info)
+    assert box["cpu"] == "AMD EPYC 9R14 96-Core Processor (family 25, model 17)"
+    assert box["cpu_features"] == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert box["cores"] >= 1
+    assert machine(tmp_path / "absent")["cpu_features"] == []
+
+
+def test_machine_agrees_with_torch_and_onednn():
+    """This machine's record against the libraries' own dispatch: ATen's CPU capability and
+    oneDNN's bf16 support (which decides bf16 scoring) must show in the features."""
+    from core.provenance import machine
+    from systems.common.inference import native_cpu_bf16
+
+    features = machine()["cpu_features"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        assert "avx512f" in features
+    if capability == "AVX2":
+        assert "avx2" in features
+    if native_cpu_bf16():
+        assert "avx512_bf16" in features or "amx_bf16" in features
+    assert environment()["machine"] == machine()
