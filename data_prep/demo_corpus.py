@@ -52,8 +52,8 @@ from .demo_synth import (
     SR,
     PiperEngine,
     crop_seconds,
-    festival_waves,
     espeak_variants,
+    festival_waves,
     real_duration,
     real_speech_files,
 )

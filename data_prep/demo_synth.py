@@ -131,6 +131,9 @@ def gen_flite(task, tmp: Path) -> np.ndarray:
     return read_any(out)
 
 
+FESTIVAL_ERROR = "SIOD ERROR"  # how festival's Scheme reports an error (its exit status stays 0)
+
+
 def gen_festival(task, tmp: Path) -> np.ndarray:
     txt, out = tmp / "t.txt", tmp / "t.wav"
     txt.write_text(task.text + "\n")
@@ -141,8 +144,7 @@ def gen_festival(task, tmp: Path) -> np.ndarray:
 
 # text2wave's own steps (text2wave is itself a festival script: init.scm, the voice, tts_file in the
 # text's mode, the utterances' waves joined into one RIFF file whose header is rewritten at the end),
-# run for many texts by one festival process: a start-up costs about 0.27 s, most of a diphone text's
-FESTIVAL_ERROR = "SIOD ERROR"  # how festival's Scheme reports an error (its exit status stays 0)
+# run for many texts by one festival process: a start-up costs about 0.27 s, most of a diphone text's time
 FESTIVAL_BATCH_HEAD = """(load (path-append datadir "init.scm"))
 (gc-status nil)
 (defvar kit_fp nil)
@@ -168,7 +170,7 @@ FESTIVAL_BATCH_HEAD = """(load (path-append datadir "init.scm"))
 def festival_waves(tasks: list, tmp: Path) -> list[np.ndarray]:
     """gen_festival's waves for many tasks from one festival process, in task order; the same bytes
     as one text2wave call per task (tests/test_demo_corpus.py). If the batch fails, the tasks run one
-    by one, so that the error names the text festival could not say."""
+    by one through text2wave, so that the error is the failing task's own."""
     lines = [FESTIVAL_BATCH_HEAD]
     for i, task in enumerate(tasks):
         (tmp / f"t{i}.txt").write_text(task.text + "\n")
