@@ -67,6 +67,12 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     return {"cpu": name, "cpu_features": [f for f in CPU_FEATURES if f in flags], "cores": cores}
 
 
+def machine_line(box: dict) -> str:
+    """One line for a `machine()` record, as the report and the benchmark print it."""
+    features = ", ".join(box.get("cpu_features") or []) or "none of " + ", ".join(CPU_FEATURES)
+    return f"{box.get('cpu')}, {box.get('cores')} cores, CPU features: {features}"
+
+
 def environment() -> dict:
     """The commit, Python, the result packages' versions and the machine, as one JSON-ready record."""
     return {"commit": commit_id(), "python": platform.python_version(), "packages": package_versions(),

@@ -38,7 +38,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from core.errors import ArgumentParser, fail, run_cli
-from core.provenance import CPU_FEATURES, commit_id, machine, package_versions
+from core.provenance import commit_id, machine, machine_line, package_versions
 from data_prep.bench_augment import speechlike
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +46,13 @@ SR = 16000
 DEFAULT_SYSTEMS = ("lfcc_resnet18", "rawnet2", "se_res2net50")
 
 
-def device_name(device: str) -> str:
+def device_name(device: str, box: dict) -> str:
+    """The GPU's name, or the CPU of the `machine()` record `box`."""
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    box = machine()
-    features = ", ".join(box["cpu_features"]) or "no " + "/".join(CPU_FEATURES)
-    return f"{box['cpu']}, {box['cores']} cores, {features}"
+    return machine_line(box)
 
 
 # ----------------------------------------------------------------------------- synthetic inputs
@@ -495,8 +494,9 @@ def main() -> None:
         if s not in SECTIONS:
             fail(f"--sections: unknown section {s!r}; valid: {', '.join(SECTIONS)}")
     device = str(pick_device(args.device))
-    results = {"device": device_name(device), "torch": torch.__version__, "commit": commit_id(),
-               "packages": package_versions(), "machine": machine(), "quick": args.quick}
+    box = machine()
+    results = {"device": device_name(device, box), "torch": torch.__version__, "commit": commit_id(),
+               "packages": package_versions(), "machine": box, "quick": args.quick}
     print(f"device: {results['device']} ({device}); torch {results['torch']}; commit {results['commit']}"
           f"{'; quick sizes' if args.quick else ''}")
     t_all = time.perf_counter()

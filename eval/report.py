@@ -39,7 +39,7 @@ from core.metrics import (
     require_known_class,
 )
 from core.prepared_split import PreparedSplit
-from core.provenance import CPU_FEATURES, TRAIN_ENVIRONMENT, environment
+from core.provenance import TRAIN_ENVIRONMENT, environment, machine_line
 from core.stage_files import load_npy, read_ids, read_json
 from core.utt_tables import read_conditions
 from fusion.calibrate import f1_curve, known_max, tau_grid
@@ -515,8 +515,7 @@ def environment_markdown(made_with: dict) -> list[str]:
                 + ", ".join(f"{n} {v}" for n, v in dict(record.get("packages", {})).items()))
         box = record.get("machine")
         if isinstance(box, dict):  # records made before 2026-12-06's evening have none
-            features = ", ".join(box.get("cpu_features") or []) or "none of " + ", ".join(CPU_FEATURES)
-            text += f"; {box.get('cpu')}, {box.get('cores')} cores, CPU features: {features}"
+            text += f"; {machine_line(box)}"
         return text
 
     lines = ["## Environment", "",

@@ -90,7 +90,7 @@ def test_training_records_each_call_that_trains(tiny_prepared, tiny_corpus, tmp_
 
 
 def test_machine_reads_cpuinfo(tmp_path):
-    from core.provenance import machine
+    from core.provenance import machine, machine_line
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
@@ -102,6 +102,10 @@ def test_machine_reads_cpuinfo(tmp_path):
     assert box["cpu_features"] == ["avx2", "fma", "avx512f", "avx512_bf16"]
     assert box["cores"] >= 1
     assert machine(tmp_path / "absent")["cpu_features"] == []
+    assert machine_line(box) == (f"AMD EPYC 9R14 96-Core Processor (family 25, model 17), {box['cores']} cores, "
+                                 "CPU features: avx2, fma, avx512f, avx512_bf16")
+    assert machine_line({"cpu": "x", "cores": 2, "cpu_features": []}) == \
+        "x, 2 cores, CPU features: none of avx2, fma, avx512f, avx512_bf16, amx_bf16"
 
 
 def test_machine_agrees_with_torch_and_onednn():
