@@ -68,6 +68,20 @@ if [ "$want" != "$have" ]; then
     echo "[setup] pip has its own index configured; installing with pip"
     installer=pip
   fi
+  # pip's reading of a yes/no setting
+  is_yes() { case "$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')" in 1|y|yes|t|true|on) return 0 ;; *) return 1 ;; esac; }
+  # An offline install from a wheel folder, asked of pip by its environment (PIP_NO_INDEX with
+  # PIP_FIND_LINKS, README "Offline set-up"), goes to uv as uv's own flags, since uv reads neither.
+  # Without PIP_NO_INDEX nothing is passed on: a find-links folder beside the index is pip's business.
+  uv_sources=()
+  if is_yes "${PIP_NO_INDEX:-}"; then
+    read -r -a links <<<"${PIP_FIND_LINKS:-}"
+    uv_sources+=(--no-index)
+    for folder in ${links[@]+"${links[@]}"}; do uv_sources+=(--find-links "$folder"); done
+  elif [ "$installer" = uv ] && is_yes "$("$venv/bin/python" -m pip config get global.no-index 2>/dev/null || true)"; then
+    echo "[setup] pip is configured to install without an index; installing with pip"
+    installer=pip
+  fi
   # uv, writing to a file, reports an `error:` line, then `cause:` lines, then hints: the error and
   # its last cause say it. A log without an error line is pip's, from installing uv: its last line.
   uv_failure_reason() {
@@ -81,7 +95,8 @@ if [ "$want" != "$have" ]; then
     uv_log="$scratch/uv.log"
     if ! pip_install --target "$scratch/uv" "uv>=0.13,<0.14" >"$uv_log" 2>&1 ||
        ! TMPDIR="$scratch" "$scratch/uv/bin/uv" pip install -q --python "$venv/bin/python" \
-           --cache-dir "$scratch/cache" --compile-bytecode -r "$root/requirements.txt" >>"$uv_log" 2>&1; then
+           --cache-dir "$scratch/cache" --compile-bytecode ${uv_sources[@]+"${uv_sources[@]}"} \
+           -r "$root/requirements.txt" >>"$uv_log" 2>&1; then
       echo "[setup] uv failed ($(uv_failure_reason "$uv_log")); installing with pip instead" >&2
       # uv's half-filled cache would otherwise take the disk pip needs
       rm -rf "$scratch/uv" "$scratch/cache"

@@ -22,7 +22,12 @@ FAKE_PYTHON = r"""#!/usr/bin/env bash
 # stand-in for the venv's python: only `-m pip ...` as setup_env.sh calls it
 [ "$1 $2" = "-m pip" ] || { echo "unexpected call: $*" >&2; exit 3; }
 shift 2
-if [ "$1" = config ]; then exit 1; fi
+if [ "$1" = config ]; then
+  # `config get KEY`: the value from FAKE_PIP_CONFIG's KEY=VALUE lines, else pip's "no such key" status
+  value=$(printf '%s\n' "${FAKE_PIP_CONFIG:-}" | sed -n "s/^$3=//p")
+  [ -n "$value" ] && { echo "$value"; exit 0; }
+  exit 1
+fi
 target=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,7 +41,9 @@ done
 mkdir -p "$target/bin"
 cat > "$target/bin/uv" <<'UV'
 #!/usr/bin/env bash
-# stand-in uv: fills --cache-dir, then prints the recorded log and exits with FAKE_UV_RC
+# stand-in uv: writes its arguments one per line to FAKE_UV_ARGS, fills --cache-dir, then prints the
+# recorded log and exits with FAKE_UV_RC
+printf '%s\n' "$@" > "$FAKE_UV_ARGS"
 while [ $# -gt 0 ]; do [ "$1" = --cache-dir ] && { mkdir -p "$2"; echo partial > "$2/wheel.part"; }; shift; done
 [ -n "$FAKE_UV_LOG" ] && cat "$FAKE_UV_LOG" >&2
 exit "$FAKE_UV_RC"
@@ -45,16 +52,20 @@ chmod +x "$target/bin/uv"
 """
 
 
+PIP_SOURCE_VARIABLES = ("PIP_INDEX_URL", "PIP_NO_INDEX", "PIP_FIND_LINKS", "KIT_INSTALLER")
+
+
 def run_setup(tmp_path: Path, uv_log: str | None, uv_rc: int, pip_rc: int = 1,
-              installer: str | None = None) -> subprocess.CompletedProcess:
+              installer: str | None = None, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
     python.write_text(FAKE_PYTHON)
     python.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PIP_INDEX_URL", "KIT_INSTALLER")}
+    env = {k: v for k, v in os.environ.items() if k not in PIP_SOURCE_VARIABLES}
     env.update(KIT_VENV=str(venv), FAKE_UV_RC=str(uv_rc), FAKE_PIP_RC=str(pip_rc),
-               FAKE_UV_LOG=str(UV_LOGS / uv_log) if uv_log else "")
+               FAKE_UV_LOG=str(UV_LOGS / uv_log) if uv_log else "", FAKE_UV_ARGS=str(tmp_path / "uv_args"),
+               **(extra_env or {}))
     if installer is not None:
         env["KIT_INSTALLER"] = installer
     done = subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True, timeout=120)
@@ -117,3 +128,35 @@ def test_unknown_installer_is_one_line(tmp_path):
     done = run_setup(tmp_path, None, uv_rc=0, installer="conda")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["error: KIT_INSTALLER=conda: expected uv or pip"]
+
+
+def uv_arguments(tmp_path: Path) -> list[str]:
+    return (tmp_path / "uv_args").read_text().splitlines()
+
+
+@pytest.mark.parametrize("no_index", ["1", "yes", "TRUE", "on"])
+def test_offline_wheel_folders_reach_uv_as_its_flags(tmp_path, no_index):
+    done = run_setup(tmp_path, None, uv_rc=0, extra_env={
+        "PIP_NO_INDEX": no_index, "PIP_FIND_LINKS": "/wheels/one  /wheels/two"})
+    assert done.returncode == 0, done.stderr
+    args = uv_arguments(tmp_path)
+    assert "--no-index" in args
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--find-links"] == ["/wheels/one", "/wheels/two"]
+    assert args[-2:] == ["-r", str(ROOT / "requirements.txt")]
+    assert "pip-install-r" not in done.stderr
+
+
+@pytest.mark.parametrize("extra_env", [{}, {"PIP_FIND_LINKS": "/wheels"}, {"PIP_NO_INDEX": "0", "PIP_FIND_LINKS": "/wheels"},
+                                       {"PIP_NO_INDEX": "off"}])
+def test_uv_keeps_its_index_without_pip_no_index(tmp_path, extra_env):
+    done = run_setup(tmp_path, None, uv_rc=0, extra_env=extra_env)
+    assert done.returncode == 0, done.stderr
+    args = uv_arguments(tmp_path)
+    assert "--no-index" not in args and "--find-links" not in args
+
+
+def test_no_index_in_pip_configuration_installs_with_pip(tmp_path):
+    done = run_setup(tmp_path, None, uv_rc=0, pip_rc=0, extra_env={"FAKE_PIP_CONFIG": "global.no-index=true"})
+    assert done.returncode == 0, done.stderr
+    assert "[setup] pip is configured to install without an index; installing with pip" in done.stdout
+    assert not (tmp_path / "uv_args").exists() and "pip-install-r" in done.stderr
