@@ -16,6 +16,8 @@ per-condition table (`conditions.json`); with a key, a per-class table of the su
   f1_vs_tau.png    open-set F1 against τ per method, the chosen τ marked (seed 000 Fig. 3)
   tsne.png         t-SNE of the fused embeddings coloured by class (seed 004 Fig. 3)
   confusion.png    confusion matrix of the submitted method
+  roc_det.png      with a key: unknown-vs-known ROC (FPR95 marked) and real-vs-fake DET (EER marked)
+                   of the submitted method and the methods of highest test AUROC
 """
 from __future__ import annotations
 
@@ -370,6 +372,75 @@ def plot_f1_vs_tau(fusion: Path, summary: dict, key, out: Path) -> None:
     method_grid(fusion, summary, key, out / "f1_vs_tau.png", draw)
 
 
+# methods drawn in roc_det.png besides the submitted one: more curves than this are unreadable
+ROC_DET_METHODS = 5
+
+
+@dataclass
+class ErrorCurves:
+    """One method's test curves (sklearn's roc_curve and det_curve): unknown-vs-known ROC with
+    known utterances positive, and real-vs-fake DET with fakes (1–7) positive."""
+    method: str
+    auroc: float
+    fpr95: float
+    eer: float | None
+    fpr: np.ndarray
+    tpr: np.ndarray
+    false_alarm: np.ndarray | None
+    miss: np.ndarray | None
+
+
+def error_curves(rows: list[dict], fusion: Path, summary: dict, truth: np.ndarray) -> list[ErrorCurves]:
+    """The submitted method, then up to ROC_DET_METHODS others by test AUROC (ties by name), each
+    from the scores the table's AUROC, FPR95 and EER were computed from."""
+    from sklearn.metrics import det_curve, roc_curve
+
+    scored = [r for r in rows if r.get("test_auroc") is not None]
+    others = sorted((r for r in scored if not r["submitted"]), key=lambda r: (-r["test_auroc"], r["method"]))
+    is_known, is_fake = truth != UNKNOWN, truth != REAL
+    out = []
+    for row in [r for r in scored if r["submitted"]] + others[:ROC_DET_METHODS]:
+        info = summary["methods"][row["method"]]
+        scores = method_scores(method_dir(fusion, row["method"]), "test", len(truth))
+        fpr, tpr, _ = roc_curve(is_known, known_max(scores, info["unknown_column"]).astype(np.float64))
+        false_alarm = miss = None
+        if row["test_eer"] is not None:
+            fake = fake_scores(scores, info.get("score_kind", "probability")).astype(np.float64)
+            false_alarm, miss, _ = det_curve(is_fake, fake)
+        out.append(ErrorCurves(row["method"], row["test_auroc"], row["test_fpr95"], row["test_eer"],
+                               fpr, tpr, false_alarm, miss))
+    return out
+
+
+def plot_roc_det(curves: list[ErrorCurves], out: Path) -> None:
+    """roc_det.png: the ROC on linear axes, the DET on normal-deviate axes (the ASVspoof convention)."""
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    fig, (roc, det) = plt.subplots(1, 2, figsize=(11, 4.8))
+    for c in curves:
+        line, = roc.plot(c.fpr, c.tpr, lw=1.2, label=f"{c.method} (AUROC {c.auroc:.3f}, FPR95 {c.fpr95:.3f})")
+        roc.plot([c.fpr95], [0.95], "o", color=line.get_color(), ms=4)
+        if c.miss is not None:
+            # the rates 0 and 1 have no normal deviate: clipped just inside the axes
+            fa, miss = (norm.ppf(np.clip(v, 1e-4, 1 - 1e-4)) for v in (c.false_alarm, c.miss))
+            det.plot(fa, miss, lw=1.2, color=line.get_color(), label=f"{c.method} (EER {100 * c.eer:.1f} %)")
+            det.plot([norm.ppf(c.eer)], [norm.ppf(c.eer)], "o", color=line.get_color(), ms=4)
+    roc.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
+    roc.set(xlabel="unknown utterances accepted as known (FPR)", ylabel="known utterances kept (TPR)",
+            title="unknown (7) vs known (0–6), test", xlim=(0, 1), ylim=(0, 1.01))
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+    det.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    det.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    det.plot(norm.ppf([1e-4, 1 - 1e-4]), norm.ppf([1e-4, 1 - 1e-4]), color="0.7", lw=0.8, ls=":")
+    det.set(xlabel="real taken for fake (false alarm, %)", ylabel="fakes missed (miss, %)",
+            title="real (0) vs fake (1–7), test: DET", xlim=norm.ppf([5e-4, 0.99]), ylim=norm.ppf([5e-4, 0.99]))
+    for ax in (roc, det):
+        ax.legend(fontsize=7, loc="lower right" if ax is roc else "upper right")
+    fig.tight_layout()
+    save_figure(fig, out / "roc_det.png")
+
+
 def fused_embeddings(fusion: Path, split: str, n: int) -> np.ndarray:
     path = fusion / f"fused_embeddings_{split}.npy"
     emb = load_npy(path, "fused embeddings", STAGE, ndim=2, finite=True)
@@ -559,6 +630,11 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     has_tsne = plot_tsne(fusion, key, out)
     submitted = next(r for r in rows if r["submitted"])
     cm_split = plot_confusion(submitted, out)
+    curves = error_curves(rows, fusion, summary, test_truth(fusion, key)[1]) if key is not None else []
+    if curves:
+        plot_roc_det(curves, out)
+    else:  # no earlier run's figure left beside a report that does not describe it
+        (out / "roc_det.png").unlink(missing_ok=True)
     table = results_table(rows)
     conditions_path = Path(conditions_path) if conditions_path else demo_conditions(key_path)
     submitted_test = submitted_decisions(fusion, test, key, summary) if key is not None else None
@@ -599,6 +675,11 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     if has_tsne:
         text += ["## t-SNE of the fused embeddings", "", "![t-SNE](tsne.png)", ""]
     text += [f"## Confusion matrix ({submitted['method']}, {cm_split})", "", "![confusion](confusion.png)", ""]
+    if curves:
+        text += ["## Unknown-vs-known ROC and real-vs-fake DET (test)", "",
+                 f"{', '.join(c.method for c in curves)}: the submitted method (when it has scores) and the "
+                 f"{ROC_DET_METHODS} others of highest test AUROC, from the scores of the table above. Dots: FPR95 "
+                 "on the ROC, the EER on the DET.", "", "![ROC and DET](roc_det.png)", ""]
     made_with = {"report": environment(), "training": training_environments(exp, summary["systems"])}
     text += environment_markdown(made_with)
     write_text_atomic(out / "README.md", "\n".join(text))

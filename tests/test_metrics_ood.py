@@ -274,3 +274,36 @@ def test_report_writes_the_per_class_table_of_the_submitted_method(tmp_path):
     write_report(exp, prepared, None)
     assert not (exp / "report" / "classes.json").exists()
     assert "## Per class" not in (exp / "report" / "README.md").read_text()
+
+
+def test_roc_det_curves_carry_the_table_figures(tmp_path):
+    from eval.report import ROC_DET_METHODS, error_curves, evaluate_methods, write_report
+    from submit.write import checked_test_split
+
+    exp, prepared, key_path, key, _ = synthetic_experiment(tmp_path)
+    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    rows = evaluate_methods(exp / "fusion", checked_test_split(prepared), key)
+    ids = (exp / "fusion" / "test_ids.txt").read_text().split()
+    truth = np.array([key[u] for u in ids])
+    curves = error_curves(rows, exp / "fusion", summary, truth)
+    by_name = {r["method"]: r for r in rows}
+    scored = sorted((r for r in rows if r["test_auroc"] is not None and not r["submitted"]),
+                    key=lambda r: -r["test_auroc"])
+    assert curves[0].method == summary["submit_method"]
+    assert [c.method for c in curves[1:]] == [r["method"] for r in scored[:ROC_DET_METHODS]]
+    for c in curves:
+        row = by_name[c.method]
+        # the area under the drawn ROC is the table's AUROC (ranks, ties one half), and its first
+        # point keeping 95 % of the known utterances is the table's FPR95
+        assert np.trapezoid(c.tpr, c.fpr) == pytest.approx(row["test_auroc"]), c.method
+        assert c.fpr[np.argmax(c.tpr >= 0.95)] == pytest.approx(row["test_fpr95"]), c.method
+        # the DET's closest approach of miss and false alarm is the table's EER
+        i = np.argmin(np.abs(c.miss - c.false_alarm))
+        assert (c.miss[i] + c.false_alarm[i]) / 2 == pytest.approx(row["test_eer"]), c.method
+    write_report(exp, prepared, str(key_path))
+    assert (exp / "report" / "roc_det.png").stat().st_size > 1000
+    assert "## Unknown-vs-known ROC and real-vs-fake DET" in (exp / "report" / "README.md").read_text()
+    # without a key there is no figure, and an earlier run's does not stay behind
+    write_report(exp, prepared, None)
+    assert not (exp / "report" / "roc_det.png").exists()
+    assert "ROC" not in (exp / "report" / "README.md").read_text()
