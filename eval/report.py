@@ -303,24 +303,36 @@ def save_figure(fig, path: Path) -> None:
 
 
 def method_grid(fusion: Path, summary: dict, key, out_file: Path, draw) -> None:
-    """One panel per scored method; `draw(ax, name, info, folder, truth)` fills a panel, the chosen
-    τ is marked, and unused panels are hidden."""
+    """One panel per scored method; `draw(ax, info, folder, truth)` fills a panel, the chosen τ is
+    marked and named in the panel's title, and unused panels are hidden. The panels draw the same
+    kinds of line, so one legend above them names those; fixed margins instead of tight_layout,
+    which measured every label of every panel (a quarter of the figure's time with 29 panels)."""
     import matplotlib.pyplot as plt
 
     methods = scored_methods(fusion, summary)
     cols = min(4, len(methods))
     rows = int(np.ceil(len(methods) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    width, height = 4.0 * cols, 3.0 * rows + 0.4
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    # margins in inches: tick labels on the left and below, the shared legend on top
+    fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height,
+                        top=1 - 0.75 / height, wspace=0.3, hspace=0.55)
     truth = test_truth(fusion, key)[1] if key is not None else None
+    legend = {}
     for ax, (name, info, folder) in zip(axes.flat, methods):
         draw(ax, info, folder, truth)
+        title = name
         if info["tau"] is not None and np.isfinite(info["tau"]):
-            ax.axvline(info["tau"], color="k", ls="--", lw=1, label=f"chosen τ = {info['tau']:.3f}")
-        ax.set_title(name, fontsize=9)
-        ax.legend(fontsize=7)
+            ax.axvline(info["tau"], color="k", ls="--", lw=1, label="chosen τ")
+            title += f" (τ = {info['tau']:.3f})"
+        ax.set_title(title, fontsize=9)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
-    fig.tight_layout()
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=9,
+                   frameon=False, bbox_to_anchor=(0.5, 1 - 0.1 / height))
     save_figure(fig, out_file)
 
 
@@ -332,6 +344,13 @@ def score_span(values: np.ndarray) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def filled_histogram(ax, values: np.ndarray, span: tuple[float, float], label: str) -> None:
+    """A 30-bin histogram as one filled step outline: what ax.hist draws as 30 bars, in one artist
+    (a quarter of the panel's drawing time with 29 panels)."""
+    counts, edges = np.histogram(values, bins=30, range=span)
+    ax.stairs(counts, edges, fill=True, alpha=0.6, label=label)
+
+
 def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
     def draw(ax, info, folder, truth):
         unknown_col = info["unknown_column"]
@@ -341,12 +360,12 @@ def plot_max_scores(fusion: Path, summary: dict, key, out: Path) -> None:
         if truth is not None:
             m = known_max(method_scores(folder, "test", len(truth)), unknown_col).astype(np.float64)
             span = (0, 1) if probability else score_span(m)
-            ax.hist(m[truth != UNKNOWN], bins=30, range=span, alpha=0.6, label="known (test)")
-            ax.hist(m[truth == UNKNOWN], bins=30, range=span, alpha=0.6, label="unknown (test)")
+            filled_histogram(ax, m[truth != UNKNOWN], span, "known (test)")
+            filled_histogram(ax, m[truth == UNKNOWN], span, "unknown (test)")
         else:
             m = known_max(method_scores(folder, "dev"), unknown_col).astype(np.float64)
             span = (0, 1) if probability else score_span(m)
-            ax.hist(m, bins=30, range=span, alpha=0.6, label="dev (known)")
+            filled_histogram(ax, m, span, "dev (known)")
         ax.set_xlabel("max known-class score" if probability else "known-ness score")
 
     method_grid(fusion, summary, key, out / "max_scores.png", draw)

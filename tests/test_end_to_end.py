@@ -47,7 +47,7 @@ def test_recipe_end_to_end(tiny_corpus, tiny_recipe):
     results = json.loads((exp / "report" / "results.json").read_text())
     assert {r["method"] for r in results} == set(summary["methods"])
     assert all(0.0 <= r["test_f1"] <= 1.0 for r in results)
-    for figure in ("max_scores.png", "f1_vs_tau.png", "tsne.png", "confusion.png"):
+    for figure in ("max_scores.png", "f1_vs_tau.png", "tsne.png", "confusion.png", "roc_det.png"):
         assert (exp / "report" / figure).stat().st_size > 1000, figure
     assert "open-set macro (ADD 2023 Track 3)" in out
 

@@ -249,11 +249,19 @@ def test_report_has_score_columns_and_the_condition_table(tmp_path):
     assert "| AUROC | FPR95 | EER |" in results_table(list(rows.values()))
 
 
-def test_report_writes_the_per_class_table_of_the_submitted_method(tmp_path):
+@pytest.fixture(scope="module")
+def keyed_report(tmp_path_factory):
+    """The synthetic experiment with its report written against the key, once for the tests that
+    read it (drawing the report's figures is most of a report's time)."""
     from eval.report import write_report
 
-    exp, prepared, key_path, key, _ = synthetic_experiment(tmp_path)
+    exp, prepared, key_path, key, _ = synthetic_experiment(tmp_path_factory.mktemp("keyed_report"))
     write_report(exp, prepared, str(key_path))
+    return exp, prepared, key
+
+
+def test_report_writes_the_per_class_table_of_the_submitted_method(keyed_report):
+    exp, _, key = keyed_report
     classes = json.loads((exp / "report" / "classes.json").read_text())
     summary = json.loads((exp / "fusion" / "summary.json").read_text())
     folder = exp / "fusion" / summary["submit_method"].replace(":", "__")
@@ -270,19 +278,14 @@ def test_report_writes_the_per_class_table_of_the_submitted_method(tmp_path):
             mine = [u for u in tids if key[u] == row["label"]]
             assert row["closed_set_recall"] == pytest.approx(np.mean([closed[u] == row["label"] for u in mine]))
     assert "## Per class" in (exp / "report" / "README.md").read_text()
-    # without a key there is no table, and an earlier run's table does not stay behind
-    write_report(exp, prepared, None)
-    assert not (exp / "report" / "classes.json").exists()
-    assert "## Per class" not in (exp / "report" / "README.md").read_text()
 
 
-def test_roc_det_curves_carry_the_table_figures(tmp_path):
-    from eval.report import ROC_DET_METHODS, error_curves, evaluate_methods, write_report
-    from submit.write import checked_test_split
+def test_roc_det_curves_carry_the_table_figures(keyed_report):
+    from eval.report import ROC_DET_METHODS, error_curves
 
-    exp, prepared, key_path, key, _ = synthetic_experiment(tmp_path)
+    exp, _, key = keyed_report
     summary = json.loads((exp / "fusion" / "summary.json").read_text())
-    rows = evaluate_methods(exp / "fusion", checked_test_split(prepared), key)
+    rows = json.loads((exp / "report" / "results.json").read_text())
     ids = (exp / "fusion" / "test_ids.txt").read_text().split()
     truth = np.array([key[u] for u in ids])
     curves = error_curves(rows, exp / "fusion", summary, truth)
@@ -300,10 +303,20 @@ def test_roc_det_curves_carry_the_table_figures(tmp_path):
         # the DET's closest approach of miss and false alarm is the table's EER
         i = np.argmin(np.abs(c.miss - c.false_alarm))
         assert (c.miss[i] + c.false_alarm[i]) / 2 == pytest.approx(row["test_eer"]), c.method
-    write_report(exp, prepared, str(key_path))
     assert (exp / "report" / "roc_det.png").stat().st_size > 1000
     assert "## Unknown-vs-known ROC and real-vs-fake DET" in (exp / "report" / "README.md").read_text()
-    # without a key there is no figure, and an earlier run's does not stay behind
-    write_report(exp, prepared, None)
-    assert not (exp / "report" / "roc_det.png").exists()
-    assert "ROC" not in (exp / "report" / "README.md").read_text()
+
+
+def test_report_without_a_key_leaves_no_keyed_table_or_figure(keyed_report, tmp_path):
+    import shutil
+
+    from eval.report import write_report
+
+    exp, prepared, _ = keyed_report
+    shutil.copytree(exp, tmp_path / "exp", symlinks=True)
+    write_report(tmp_path / "exp", prepared, None)
+    report = tmp_path / "exp" / "report"
+    # an earlier run's keyed outputs do not stay behind
+    assert not (report / "classes.json").exists() and not (report / "roc_det.png").exists()
+    text = (report / "README.md").read_text()
+    assert "## Per class" not in text and "ROC" not in text
