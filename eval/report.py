@@ -117,16 +117,22 @@ def fake_scores(scores: np.ndarray, score_kind: str) -> np.ndarray:
     return 1.0 - shares[:, REAL]
 
 
+def judged_scores(info: dict, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What a method's AUROC, FPR95 and EER are computed from, per utterance: its known-ness (the
+    max known-class score τ is compared with) and its fake-ness (1 − the real class's share)."""
+    return (known_max(scores, info["unknown_column"]).astype(np.float64),
+            fake_scores(scores, info.get("score_kind", "probability")).astype(np.float64))
+
+
 def score_metrics(info: dict, scores: np.ndarray, truth: np.ndarray) -> dict:
     """Unknown-vs-known AUROC and FPR95, real-vs-fake EER; None where the key lacks one side."""
-    known = known_max(scores, info["unknown_column"])
+    known, fake = judged_scores(info, scores)
     is_known, is_fake = truth != UNKNOWN, truth != REAL
     both_known = is_known.any() and not is_known.all()
     both_fake = is_fake.any() and not is_fake.all()
     return {"test_auroc": auroc(known, is_known) if both_known else None,
             "test_fpr95": fpr_at_tpr(known, is_known, 0.95) if both_known else None,
-            "test_eer": equal_error_rate(fake_scores(scores, info.get("score_kind", "probability")), is_fake)
-            if both_fake else None}
+            "test_eer": equal_error_rate(fake, is_fake) if both_fake else None}
 
 
 def evaluate_methods(fusion: Path, test: PreparedSplit | None, key: dict[str, int] | None,
@@ -419,12 +425,11 @@ def error_curves(rows: list[dict], fusion: Path, summary: dict, truth: np.ndarra
     is_known, is_fake = truth != UNKNOWN, truth != REAL
     out = []
     for row in [r for r in scored if r["submitted"]] + others[:ROC_DET_METHODS]:
-        info = summary["methods"][row["method"]]
         scores = method_scores(method_dir(fusion, row["method"]), "test", len(truth))
-        fpr, tpr, _ = roc_curve(is_known, known_max(scores, info["unknown_column"]).astype(np.float64))
+        known, fake = judged_scores(summary["methods"][row["method"]], scores)
+        fpr, tpr, _ = roc_curve(is_known, known)
         false_alarm = miss = None
         if row["test_eer"] is not None:
-            fake = fake_scores(scores, info.get("score_kind", "probability")).astype(np.float64)
             false_alarm, miss, _ = det_curve(is_fake, fake)
         out.append(ErrorCurves(row["method"], row["test_auroc"], row["test_fpr95"], row["test_eer"],
                                fpr, tpr, false_alarm, miss))
@@ -454,8 +459,8 @@ def plot_roc_det(curves: list[ErrorCurves], out: Path) -> None:
     det.plot(norm.ppf([1e-4, 1 - 1e-4]), norm.ppf([1e-4, 1 - 1e-4]), color="0.7", lw=0.8, ls=":")
     det.set(xlabel="real taken for fake (false alarm, %)", ylabel="fakes missed (miss, %)",
             title="real (0) vs fake (1–7), test: DET", xlim=norm.ppf([5e-4, 0.99]), ylim=norm.ppf([5e-4, 0.99]))
-    for ax in (roc, det):
-        ax.legend(fontsize=7, loc="lower right" if ax is roc else "upper right")
+    roc.legend(fontsize=7, loc="lower right")
+    det.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     save_figure(fig, out / "roc_det.png")
 
