@@ -22,6 +22,8 @@ per-condition table (`conditions.json`); with a key, a per-class table of the su
 from __future__ import annotations
 
 import json
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +43,9 @@ from core.metrics import (
     require_known_class,
 )
 from core.prepared_split import PreparedSplit
-from core.provenance import TRAIN_ENVIRONMENT, environment, machine_line
+from core.provenance import TRAIN_ENVIRONMENT, environment, machine_line, package_versions
 from core.stage_files import load_npy, read_ids, read_json
+from core.stamps import file_signature, folder_listing, output_files, source_digest, stage_is_current, write_stamp
 from core.utt_tables import read_conditions
 from fusion.calibrate import f1_curve, known_max, tau_grid
 from fusion.logit_fusion import softmax
@@ -719,6 +722,62 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     return rows
 
 
+def signature_or_none(path: Path) -> dict | None:
+    return file_signature(path) if path.is_file() else None
+
+
+def report_options(exp: Path, test_manifest: Path, key_path: str | None, conditions_path: str | None) -> dict:
+    """The stamp of a report: the code and packages that draw it and a signature of every file it
+    reads (the fusion folder, the key, the conditions, the test manifest and the audio folders it
+    names, each system's config and training record), so that a re-run with nothing changed is
+    skipped and any change redraws it."""
+    fusion = exp / "fusion"
+    if not (fusion / "summary.json").is_file():
+        fail(f"{fusion}: no summary.json; run the fusion stage")
+    systems = read_summary(fusion)["systems"]
+    options = {"version": 1, "code": source_digest("core", "fusion", "submit", "eval"),
+               "python": platform.python_version(), "packages": package_versions(),
+               "fusion": folder_listing(fusion), "key": None, "conditions": None, "test": None,
+               "systems": {s: [signature_or_none(p) for p in (exp / s / TRAIN_ENVIRONMENT, exp / s / "config.yaml",
+                                                              (exp / s / "config.yaml").resolve().parent / TRAIN_ENVIRONMENT)]
+                           for s in systems}}
+    if key_path is not None:
+        options["key"] = signature_or_none(Path(key_path))
+        conditions = Path(conditions_path) if conditions_path else demo_conditions(key_path)
+        options["conditions"] = signature_or_none(conditions) if conditions is not None else None
+        manifest = test_manifest / "manifest.tsv"
+        # a folder's modification time moves when a file in it is added, removed or renamed
+        folders = sorted({str(Path(p).parent) for p in PreparedSplit(test_manifest).paths}) if manifest.is_file() else []
+        options["test"] = {"manifest": signature_or_none(manifest),
+                           "folders": {f: os.stat(f).st_mtime_ns if os.path.isdir(f) else None for f in folders}}
+    return options
+
+
+def stamped_rows(report: Path, options: dict) -> list[dict] | None:
+    """The rows of a report drawn earlier from exactly these inputs; None when it must be drawn
+    (no stamp, another input, or a results.json that no longer reads as the table's rows)."""
+    if not stage_is_current(report, options):
+        return None
+    try:
+        rows = json.loads((report / "results.json").read_bytes().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    table_keys = {"method", "submitted", "tau", "dev_precision", "dev_recall", "dev_f1"}
+    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and table_keys <= r.keys() for r in rows)):
+        return None
+    return rows
+
+
+def print_results(rows: list[dict], exp: Path) -> None:
+    print(results_table(rows))
+    best_dev = max(rows, key=lambda r: r["dev_f1"])
+    print(f"[evaluate] best on dev: {best_dev['method']} ({best_dev['dev_f1']:.4f})")
+    if any("test_f1" in r for r in rows):
+        best_test = max(rows, key=lambda r: r["test_f1"])
+        print(f"[evaluate] best on test: {best_test['method']} ({best_test['test_f1']:.4f})")
+    print(f"[evaluate] report: {exp / 'report' / 'README.md'}")
+
+
 def main() -> None:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True)
@@ -728,14 +787,15 @@ def main() -> None:
                     help="test conditions: <id> <condition> lines or a TSV with utt_id and condition columns "
                          "(default: the demo corpus's meta.tsv beside the key's keys/ folder)")
     args = ap.parse_args()
-    rows = write_report(Path(args.exp), Path(args.test_manifest), args.key, args.conditions)
-    print(results_table(rows))
-    best_dev = max(rows, key=lambda r: r["dev_f1"])
-    print(f"[evaluate] best on dev: {best_dev['method']} ({best_dev['dev_f1']:.4f})")
-    if any("test_f1" in r for r in rows):
-        best_test = max(rows, key=lambda r: r["test_f1"])
-        print(f"[evaluate] best on test: {best_test['method']} ({best_test['test_f1']:.4f})")
-    print(f"[evaluate] report: {Path(args.exp) / 'report' / 'README.md'}")
+    exp, test_manifest = Path(args.exp), Path(args.test_manifest)
+    options = report_options(exp, test_manifest, args.key, args.conditions)
+    rows = stamped_rows(exp / "report", options)
+    if rows is not None:
+        print(f"[evaluate] {exp / 'report'}: up to date, skipped")
+    else:
+        rows = write_report(exp, test_manifest, args.key, args.conditions)
+        write_stamp(exp / "report", options, outputs=output_files(exp / "report"))
+    print_results(rows, exp)
 
 
 if __name__ == "__main__":

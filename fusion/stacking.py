@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 from core.errors import fail
 from core.labels import FAKE_CLASSES, kept_classes
 from core.metrics import auroc
 from fusion.manifold_fusion import stratified_folds
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 
 @dataclass
@@ -49,6 +51,11 @@ class StackConfig:
 def fit_classifier(X: np.ndarray, y: np.ndarray, C: float, max_iter: int,
                    classes: np.ndarray) -> LogisticRegression:
     """The logistic regression of rows X with labels y, which must hold every one of `classes`."""
+    # imported here: sklearn takes 2 s to import, which every fusion-config reader (predict's
+    # argument errors included) would otherwise pay
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     missing = sorted(set(classes.tolist()) - set(np.unique(y).tolist()))
     if missing:
         fail(f"stack: no dev utterance of class(es) {missing} in a fitting fold; the dev split is too small "

@@ -320,3 +320,64 @@ def test_report_without_a_key_leaves_no_keyed_table_or_figure(keyed_report, tmp_
     assert not (report / "classes.json").exists() and not (report / "roc_det.png").exists()
     text = (report / "README.md").read_text()
     assert "## Per class" not in text and "ROC" not in text
+
+
+def test_report_is_skipped_only_while_every_input_is_unchanged(keyed_report, tmp_path):
+    """The evaluate stage's stamp: a re-run with nothing changed prints the table without drawing;
+    a change of any file the report reads (fusion output, key, conditions, a system's training
+    record, the test manifest or its audio folder) or a damaged results.json draws it again. (That
+    stage 7 writes the stamp and skips on it: the new-test-set test of test_predict.py.)"""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from core.provenance import TRAIN_ENVIRONMENT
+    from core.stamps import output_files, write_stamp
+    from eval.report import report_options, results_table, stamped_rows
+
+    from .conftest import ROOT
+
+    source, prepared, _ = keyed_report
+    root = tmp_path / "copy"
+    shutil.copytree(source.parent, root, symlinks=True)
+    exp, key_path = root / "exp", root / "keys" / "test_label.txt"
+    prepared = root / prepared.relative_to(source.parent)
+    manifest = prepared / "manifest.tsv"  # naming the copied audio folder
+    manifest.write_text(manifest.read_text().replace(str(source.parent), str(root)))
+    (exp / "a" / TRAIN_ENVIRONMENT).write_text("[]\n")
+    report = exp / "report"
+    # the report the fixture drew, stamped as stage 7 stamps what it draws
+    write_stamp(report, report_options(exp, prepared, str(key_path), None), outputs=output_files(report))
+    drawn = (report / "README.md").stat().st_mtime_ns
+    argv = [sys.executable, "-m", "eval.report", "--exp", str(exp), "--test_manifest", str(prepared), "--key", str(key_path)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"[evaluate] {report}: up to date, skipped" in proc.stdout
+    assert results_table(json.loads((report / "results.json").read_text())) in proc.stdout
+    assert (report / "README.md").stat().st_mtime_ns == drawn
+
+    def current():
+        return stamped_rows(report, report_options(exp, prepared, str(key_path), None)) is not None
+
+    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    scores = exp / "fusion" / summary["submit_method"].replace(":", "__") / "test_scores.npy"
+    for changed in (scores, key_path, root / "meta.tsv", exp / "a" / TRAIN_ENVIRONMENT, manifest, root / "test" / "wav"):
+        assert current()
+        st = changed.stat()
+        os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert not current(), changed
+        os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # results.json damaged at its size: the stamp holds, the rows do not read back
+    results = report / "results.json"
+    text = results.read_bytes()
+    results.write_bytes(b"x" * len(text))
+    assert not current()
+    results.write_bytes(text)
+    assert current()
+    assert stamped_rows(report, report_options(exp, prepared, None, None)) is None  # another question
+    # a test file gone from its folder is the usual one-line error, not a skipped stage
+    (root / "test" / "wav" / "T_0000.wav").unlink()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and "gone: T_0000" in err, err

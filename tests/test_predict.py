@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from core.label_files import read_label_file
+from core.label_files import label_lines, read_label_file
 
-from .conftest import ROOT, TINY_SCALE, run_module
+from .conftest import ROOT
 
 
 def run_new_test_set(work, *args: str) -> str:
@@ -176,10 +176,15 @@ def tree_digest(folder, skip: str) -> dict[str, str]:
 
 def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):
     work, _ = tiny_recipe
-    other = tmp_path / "other"
-    run_module("data_prep.demo_corpus", "--out", str(other), "--scale", TINY_SCALE, "--seed", "11")
-    new_wavs = other / "ADD2023_Track3_test" / "wav"
-    key = other / "keys" / "test_label.txt"
+    # the test audio under other names: utterances the experiment has never scored, and a key for
+    # them, without building a second corpus
+    new_wavs = tmp_path / "seed11" / "wav"
+    new_wavs.mkdir(parents=True)
+    old_key = read_label_file(tiny_corpus / "keys" / "test_label.txt")
+    for utt in old_key:
+        shutil.copy(tiny_corpus / "ADD2023_Track3_test" / "wav" / f"{utt}.wav", new_wavs / f"new_{utt}.wav")
+    key = tmp_path / "seed11" / "test_label.txt"
+    key.write_text(label_lines({f"new_{utt}": label for utt, label in old_key.items()}))
     before = tree_digest(work / "exp", skip="testsets")
     out = run_new_test_set(work, "--test_dir", str(new_wavs), "--test_labels", str(key), "--test_name", "seed11")
     assert "nothing to do" in out and "epoch 1:" not in out  # the train stage skipped
@@ -188,5 +193,9 @@ def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):
     assert set(submission) == {w.stem for w in new_wavs.iterdir()}
     assert (testset / "report" / "README.md").is_file() and "open-set macro" in out
     assert tree_digest(work / "exp", skip="testsets") == before  # the trained experiment is untouched
+    report_mtime = (testset / "report" / "README.md").stat().st_mtime_ns
     again = run_new_test_set(work, "--test_dir", str(new_wavs), "--test_labels", str(key), "--test_name", "seed11")
     assert again.count("up to date, skipped") >= 4 and "epoch 1:" not in again
+    # the evaluate stage's stamp: nothing it reads changed, so the report is not drawn again
+    assert f"[evaluate] {testset / 'report'}: up to date, skipped" in again
+    assert report_mtime == (testset / "report" / "README.md").stat().st_mtime_ns
