@@ -43,7 +43,7 @@ from core.metrics import (
     require_known_class,
 )
 from core.prepared_split import PreparedSplit
-from core.provenance import TRAIN_ENVIRONMENT, environment, machine_line, package_versions
+from core.provenance import RESULT_PACKAGES, TRAIN_ENVIRONMENT, environment, machine_line, package_versions
 from core.stage_files import load_npy, read_ids, read_json
 from core.stamps import file_signature, folder_listing, output_files, source_digest, stage_is_current, write_stamp
 from core.utt_tables import read_conditions
@@ -630,6 +630,11 @@ def environment_markdown(made_with: dict) -> list[str]:
     return lines + [""]
 
 
+def conditions_need_a_key(key_path: str | None, conditions_path: str | None) -> None:
+    if conditions_path and not key_path:
+        fail(f"--conditions {conditions_path}: the per-condition table scores the test set; give --key too")
+
+
 def write_report(exp: Path, test_manifest: Path, key_path: str | None,
                  conditions_path: str | None = None) -> list[dict]:
     import matplotlib
@@ -639,9 +644,8 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     if not (fusion / "summary.json").is_file():
         fail(f"{fusion}: no summary.json; run the fusion stage")
     summary = read_summary(fusion)
+    conditions_need_a_key(key_path, conditions_path)
     key = read_label_file(key_path, ALL_LABELS, "answer key") if key_path else None
-    if conditions_path and key is None:
-        fail(f"--conditions {conditions_path}: the per-condition table scores the test set; give --key too")
     # the test manifest is read and its folder listed once, for the key's check, every method's row
     # and the submitted method's tables
     test = None
@@ -731,12 +735,13 @@ def report_options(exp: Path, test_manifest: Path, key_path: str | None, conditi
     reads (the fusion folder, the key, the conditions, the test manifest and the audio folders it
     names, each system's config and training record), so that a re-run with nothing changed is
     skipped and any change redraws it."""
+    conditions_need_a_key(key_path, conditions_path)  # an error, not a report skipped as up to date
     fusion = exp / "fusion"
     if not (fusion / "summary.json").is_file():
         fail(f"{fusion}: no summary.json; run the fusion stage")
     systems = read_summary(fusion)["systems"]
     options = {"version": 1, "code": source_digest("core", "fusion", "submit", "eval"),
-               "python": platform.python_version(), "packages": package_versions(),
+               "python": platform.python_version(), "packages": package_versions((*RESULT_PACKAGES, "matplotlib")),
                "fusion": folder_listing(fusion), "key": None, "conditions": None, "test": None,
                "systems": {s: [signature_or_none(p) for p in (exp / s / TRAIN_ENVIRONMENT, exp / s / "config.yaml",
                                                               (exp / s / "config.yaml").resolve().parent / TRAIN_ENVIRONMENT)]

@@ -376,6 +376,11 @@ def test_report_is_skipped_only_while_every_input_is_unchanged(keyed_report, tmp
     results.write_bytes(text)
     assert current()
     assert stamped_rows(report, report_options(exp, prepared, None, None)) is None  # another question
+    # a keyless stamp does not turn --conditions without --key into a skipped stage
+    write_stamp(report, report_options(exp, prepared, None, None), outputs=output_files(report))
+    proc = subprocess.run(argv[:-2] + ["--conditions", str(root / "meta.tsv")], cwd=ROOT, capture_output=True, text=True)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and "give --key too" in err, err
     # a test file gone from its folder is the usual one-line error, not a skipped stage
     (root / "test" / "wav" / "T_0000.wav").unlink()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
