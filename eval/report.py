@@ -49,7 +49,7 @@ from core.stamps import file_signature, folder_listing, output_files, source_dig
 from core.utt_tables import read_conditions
 from fusion.calibrate import f1_curve, known_max, tau_grid
 from fusion.logit_fusion import softmax
-from submit.write import checked_test_split, submission_labels
+from submit.write import audio_folders_of, checked_test_split, submission_labels
 
 
 def method_dir(fusion: Path, name: str) -> Path:
@@ -590,15 +590,19 @@ def key_matches_test_set(key: dict[str, int], key_path: str, test: PreparedSplit
         fail(f"{key_path}: {len(extra)} id(s) not in the test set {test.folder}, e.g. {extra[0]}")
 
 
+def training_record(exp: Path, system: str) -> Path:
+    """Where a system's training record is: in its folder, or beside the config.yaml it links."""
+    path = exp / system / TRAIN_ENVIRONMENT
+    return path if path.is_file() else (exp / system / "config.yaml").resolve().parent / TRAIN_ENVIRONMENT
+
+
 def training_environments(exp: Path, systems: list[str]) -> dict[str, list | None]:
     """Each system's training calls as stage 3 recorded them (None: trained before the record
     existed, or the record is unreadable). A seed ensemble's or a new test set's system folder
     links the trained folder's config.yaml, beside which the record lies."""
     found = {}
     for system in systems:
-        path = exp / system / TRAIN_ENVIRONMENT
-        if not path.is_file():
-            path = (exp / system / "config.yaml").resolve().parent / TRAIN_ENVIRONMENT
+        path = training_record(exp, system)
         try:
             records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
         except (OSError, ValueError, UnicodeDecodeError):
@@ -630,6 +634,13 @@ def environment_markdown(made_with: dict) -> list[str]:
     return lines + [""]
 
 
+def read_fusion_summary(fusion: Path) -> dict:
+    """read_summary, with the fusion stage named when the experiment has not been fused."""
+    if not (fusion / "summary.json").is_file():
+        fail(f"{fusion}: no summary.json; run the fusion stage")
+    return read_summary(fusion)
+
+
 def conditions_need_a_key(key_path: str | None, conditions_path: str | None) -> None:
     if conditions_path and not key_path:
         fail(f"--conditions {conditions_path}: the per-condition table scores the test set; give --key too")
@@ -641,9 +652,7 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
 
     matplotlib.use("Agg")
     fusion = exp / "fusion"
-    if not (fusion / "summary.json").is_file():
-        fail(f"{fusion}: no summary.json; run the fusion stage")
-    summary = read_summary(fusion)
+    summary = read_fusion_summary(fusion)
     conditions_need_a_key(key_path, conditions_path)
     key = read_label_file(key_path, ALL_LABELS, "answer key") if key_path else None
     # the test manifest is read and its folder listed once, for the key's check, every method's row
@@ -737,14 +746,11 @@ def report_options(exp: Path, test_manifest: Path, key_path: str | None, conditi
     skipped and any change redraws it."""
     conditions_need_a_key(key_path, conditions_path)  # an error, not a report skipped as up to date
     fusion = exp / "fusion"
-    if not (fusion / "summary.json").is_file():
-        fail(f"{fusion}: no summary.json; run the fusion stage")
-    systems = read_summary(fusion)["systems"]
+    systems = read_fusion_summary(fusion)["systems"]
     options = {"version": 1, "code": source_digest("core", "fusion", "submit", "eval"),
                "python": platform.python_version(), "packages": package_versions((*RESULT_PACKAGES, "matplotlib")),
                "fusion": folder_listing(fusion), "key": None, "conditions": None, "test": None,
-               "systems": {s: [signature_or_none(p) for p in (exp / s / TRAIN_ENVIRONMENT, exp / s / "config.yaml",
-                                                              (exp / s / "config.yaml").resolve().parent / TRAIN_ENVIRONMENT)]
+               "systems": {s: [signature_or_none(p) for p in (training_record(exp, s), exp / s / "config.yaml")]
                            for s in systems}}
     if key_path is not None:
         options["key"] = signature_or_none(Path(key_path))
@@ -752,7 +758,7 @@ def report_options(exp: Path, test_manifest: Path, key_path: str | None, conditi
         options["conditions"] = signature_or_none(conditions) if conditions is not None else None
         manifest = test_manifest / "manifest.tsv"
         # a folder's modification time moves when a file in it is added, removed or renamed
-        folders = sorted({str(Path(p).parent) for p in PreparedSplit(test_manifest).paths}) if manifest.is_file() else []
+        folders = audio_folders_of(PreparedSplit(test_manifest)) if manifest.is_file() else []
         options["test"] = {"manifest": signature_or_none(manifest),
                            "folders": {f: os.stat(f).st_mtime_ns if os.path.isdir(f) else None for f in folders}}
     return options

@@ -34,14 +34,18 @@ def _names(ids, limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + more
 
 
+def audio_folders_of(test: PreparedSplit) -> list[str]:
+    """The folders of the test audio a prepared test split names, sorted."""
+    return sorted({str(Path(p).parent) for p in test.paths})
+
+
 def checked_test_split(test_manifest_dir: str | Path) -> PreparedSplit:
     """The prepared test split, checked against the audio folder(s) its manifest names: a
     submission must give a line to every test file there, so the two must agree."""
     test = PreparedSplit(test_manifest_dir)
     # the folder is listed again rather than trusting the manifest: test ids have gaps (no range)
-    folders = sorted({str(Path(p).parent) for p in test.paths})
     on_disk = set()
-    for folder in folders:
+    for folder in audio_folders_of(test):
         if not Path(folder).is_dir():
             fail(f"{folder}: test folder named in {test.folder / 'manifest.tsv'} no longer exists")
         on_disk |= {utt_id_of(p.name) for p in Path(folder).iterdir() if p.suffix.lower() == ".wav"}
