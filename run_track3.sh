@@ -81,6 +81,9 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
                      EXP/testsets/NAME/ (data/test, <system>/scores/test, fusion, submission, report)
   --test_labels FILE its answer key (optional): the report then scores it
   --test_name NAME   the folder name under EXP/testsets (default: the basename of --test_dir)
+  --seeds LIST       (an experiment of --seeds) every seed's run scores it in
+                     EXP/seed_N/testsets/NAME, the seeds' ensemble fuses it, and EXP/testsets/NAME
+                     gets the data (prepared once), the mean ± std and the ensemble's submission
 
 Runs, seeds and machines:
   --demo_scale X     size multiplier for the demo corpus (default 1.0)
@@ -152,6 +155,29 @@ log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 ngpu_note() { [ "$ngpu" -gt 1 ] && echo ", $ngpu processes (torchrun)"; true; }
 
+# Stages 5-7 of the seeds' ensemble in ENSEMBLE: every seed's systems as members (fusion/seed_ensemble.py;
+# its --testset NAME, when given, for a new test set), fused with FUSION_CONFIG; the submission goes
+# to ENSEMBLE/submission and to SUBMISSION_DIR.
+ensemble_stages() {
+  local ensemble=$1 manifest=$2 config=$3 layout=("${@:4}") members out
+  if run_stage 5; then
+    log "Stage 5 (fuse): the systems of seeds $seeds as one ensemble -> $ensemble/fusion (settings: $config)"
+    members=$("$python" -m fusion.seed_ensemble --exp "$exp" --seeds "$seeds" --systems "$systems" "${layout[@]}")
+    "$python" -m fusion.run --exp "$ensemble" --systems "$members" --config "$config"
+  fi
+  if run_stage 6; then
+    log "Stage 6 (submit): $ensemble/fusion (submit_method) -> $ensemble/submission and $submission_dir/$submission_name.{txt,zip}"
+    for out in "$ensemble/submission" "$submission_dir"; do
+      "$python" -m submit.write --fusion "$ensemble/fusion" --test_manifest "$manifest" --name "$submission_name" --out "$out"
+    done
+  fi
+  if run_stage 7; then
+    log "Stage 7 (evaluate): $ensemble/fusion + ${test_key:-no key} -> $ensemble/report"
+    "$python" -m eval.report --exp "$ensemble" --test_manifest "$manifest" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
+    [ -z "$test_key" ] || "$python" eval/score.py "$ensemble/submission/$submission_name.txt" "$test_key"
+  fi
+}
+
 if run_stage 0 && ! $skip_setup; then
   log "Stage 0 (setup): requirements.txt -> .venv"
   bash data_prep/setup_env.sh
@@ -162,54 +188,93 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 if [ -n "$test_dir" ]; then
   # a new test set on a trained experiment: the systems, their configs and the fusion settings
-  # are the experiment's own, read back from it
+  # are the experiment's own, read back from it. With --seeds every seed's run scores it, the
+  # seeds' ensemble fuses it, and EXP/testsets/NAME holds what they share: the data, prepared
+  # once, the summary over the seeds and the submission (the ensemble's, as in training)
   [ -d "$test_dir" ] || { echo "error: --test_dir $test_dir: not a folder" >&2; exit 2; }
   [ -d "$exp" ] || { echo "error: --exp $exp: no such experiment; train it first" >&2; exit 2; }
   [ -n "$test_name" ] || test_name=$(basename "$(cd "$test_dir" && pwd)")
   # the name is one folder under EXP/testsets: anything that leads elsewhere would overwrite EXP's own files
   [[ -n "$test_name" && "$test_name" != */* && "$test_name" != "." && "$test_name" != ".." ]] || {
     echo "error: --test_name '$test_name': must be one folder name, not a path" >&2; exit 2; }
-  testset=$exp/testsets/$test_name
+  shared=$exp/testsets/$test_name
   test_key=$test_labels
-  [ -f "$exp/fusion/summary.json" ] || { echo "error: $exp/fusion/summary.json: missing; run the recipe on --exp first" >&2; exit 2; }
+  runs=("$exp")
+  if [ -n "$seeds" ]; then
+    IFS=, read -r -a seed_list <<< "$seeds"
+    runs=()
+    for run_seed in "${seed_list[@]}"; do runs+=("$exp/seed_$run_seed"); done
+  elif [ ! -f "$exp/fusion/summary.json" ] && compgen -G "$exp/seed_*/fusion/summary.json" > /dev/null; then
+    found=$(cd "$exp" && ls -d seed_*/fusion/summary.json | sed 's#^seed_##; s#/.*##' | sort -n | paste -sd, -)
+    echo "error: $exp/fusion/summary.json: missing; $exp holds the runs of --seeds $found: add --seeds $found (or give --exp $exp/seed_N for one of them)" >&2
+    exit 2
+  fi
+  for run in "${runs[@]}"; do
+    [ -f "$run/fusion/summary.json" ] || { echo "error: $run/fusion/summary.json: missing; run the recipe on --exp${seeds:+ with --seeds $seeds} first" >&2; exit 2; }
+  done
+  if [ "${#runs[@]}" -gt 1 ]; then
+    [ -f "$exp/ensemble/fusion/config.yaml" ] || { echo "error: $exp/ensemble/fusion/config.yaml: missing; fuse the seeds' ensemble first (run_track3.sh --seeds $seeds --stage 5)" >&2; exit 2; }
+  fi
   [ -d "$exp/data/train" ] || { echo "error: $exp/data: missing; a new test set reads the experiment's prepared data (in a seed folder of an older run: ln -s ../data $exp/data)" >&2; exit 2; }
   [ -z "$test_key" ] || [ -f "$test_key" ] || { echo "error: --test_labels $test_key: no such file" >&2; exit 2; }
   $systems_given || systems=$("$python" -c "import json, sys; print(','.join(json.load(open(sys.argv[1]))['systems']))" \
-    "$exp/fusion/summary.json")
+    "${runs[0]}/fusion/summary.json")
   IFS=, read -r -a system_list <<< "$systems"
-  [ "$submission_dir" != submission ] || submission_dir=$testset/submission
+  [ "$submission_dir" != submission ] || submission_dir=$shared/submission
   if run_stage 2; then
-    log "Stage 2 (prepare): $test_dir -> $testset/data/test; links to the trained systems in $exp"
-    "$python" -m data_prep.prepare --split test --wav_dir "$test_dir" --out "$testset/data" --nj "$nj"
-    "$python" -m submit.new_test_set --exp "$exp" --out "$testset" --systems "$systems"
+    log "Stage 2 (prepare): $test_dir -> $shared/data/test"
+    "$python" -m data_prep.prepare --split test --wav_dir "$test_dir" --out "$shared/data" --nj "$nj"
   fi
-  if run_stage 3; then
-    for sys in "${system_list[@]}"; do
-      log "Stage 3 (train): $exp/$sys/config.yaml (as trained$(ngpu_note)) -> $exp/$sys/ckpt"
-      "$python" -m systems.train --config "$exp/$sys/config.yaml" --data "$exp/data" --exp "$exp/$sys" --ngpu "$ngpu"
-    done
+  for run in "${runs[@]}"; do
+    testset=$run/testsets/$test_name
+    # with --seeds each seed's run keeps its own submission; SUBMISSION_DIR gets the ensemble's below
+    if [ -n "$seeds" ]; then run_submission=$testset/submission; else run_submission=$submission_dir; fi
+    if run_stage 2; then
+      log "Stage 2 (prepare): links to the trained systems in $run$([ -n "$seeds" ] && echo " and to $shared/data") -> $testset"
+      "$python" -m submit.new_test_set --exp "$run" --out "$testset" --systems "$systems" \
+        ${seeds:+--data_from "$shared"}
+    fi
+    if run_stage 3; then
+      for sys in "${system_list[@]}"; do
+        log "Stage 3 (train): $run/$sys/config.yaml (as trained$(ngpu_note)) -> $run/$sys/ckpt"
+        "$python" -m systems.train --config "$run/$sys/config.yaml" --data "$exp/data" --exp "$run/$sys" --ngpu "$ngpu"
+      done
+    fi
+    if run_stage 4; then
+      for sys in "${system_list[@]}"; do
+        log "Stage 4 (score): $run/$sys/ckpt (best by dev F1)$(ngpu_note) -> $testset/$sys/scores/test"
+        "$python" -m systems.score --exp "$testset/$sys" --data "$testset/data" --splits test --ngpu "$ngpu"
+      done
+    fi
+    if run_stage 5; then
+      log "Stage 5 (fuse): $testset/{${systems}}/scores -> $testset/fusion (settings of $run/fusion)"
+      "$python" -m fusion.run --exp "$testset" --systems "$systems" --config "$run/fusion/config.yaml"
+    fi
+    if run_stage 6; then
+      log "Stage 6 (submit): $testset/fusion -> $run_submission/$submission_name.{txt,zip}"
+      "$python" -m submit.write --fusion "$testset/fusion" --test_manifest "$testset/data/test" \
+        --name "$submission_name" --out "$run_submission"
+      if [ "${#runs[@]}" = 1 ] && [ "$run_submission" != "$submission_dir" ]; then
+        log "Stage 6 (submit): the seed's submission -> $submission_dir/$submission_name.{txt,zip}"
+        "$python" -m submit.write --fusion "$testset/fusion" --test_manifest "$testset/data/test" \
+          --name "$submission_name" --out "$submission_dir"
+      fi
+    fi
+    if run_stage 7; then
+      log "Stage 7 (evaluate): $testset/fusion + ${test_key:-no key} -> $testset/report"
+      "$python" -m eval.report --exp "$testset" --test_manifest "$testset/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
+      [ -z "$test_key" ] || "$python" eval/score.py "$run_submission/$submission_name.txt" "$test_key"
+    fi
+  done
+  if [ "${#runs[@]}" -gt 1 ]; then
+    ensemble_stages "$exp/ensemble/testsets/$test_name" "$shared/data/test" "$exp/ensemble/fusion/config.yaml" \
+      --testset "$test_name"
   fi
-  if run_stage 4; then
-    for sys in "${system_list[@]}"; do
-      log "Stage 4 (score): $exp/$sys/ckpt (best by dev F1)$(ngpu_note) -> $testset/$sys/scores/test"
-      "$python" -m systems.score --exp "$testset/$sys" --data "$testset/data" --splits test --ngpu "$ngpu"
-    done
+  if [ -n "$seeds" ] && run_stage 7; then
+    log "Stage 7 (evaluate): $exp/seed_{$seeds}/testsets/$test_name/report -> $shared/report (mean ± std over seeds)"
+    "$python" -m eval.seeds --exp "$exp" --seeds "$seeds" --testset "$test_name"
   fi
-  if run_stage 5; then
-    log "Stage 5 (fuse): $testset/{${systems}}/scores -> $testset/fusion (settings of $exp/fusion)"
-    "$python" -m fusion.run --exp "$testset" --systems "$systems" --config "$exp/fusion/config.yaml"
-  fi
-  if run_stage 6; then
-    log "Stage 6 (submit): $testset/fusion -> $submission_dir/$submission_name.{txt,zip}"
-    "$python" -m submit.write --fusion "$testset/fusion" --test_manifest "$testset/data/test" \
-      --name "$submission_name" --out "$submission_dir"
-  fi
-  if run_stage 7; then
-    log "Stage 7 (evaluate): $testset/fusion + ${test_key:-no key} -> $testset/report"
-    "$python" -m eval.report --exp "$testset" --test_manifest "$testset/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
-    [ -z "$test_key" ] || "$python" eval/score.py "$submission_dir/$submission_name.txt" "$test_key"
-  fi
-  log "done (stages $stage..$stop_stage, new test set $testset)"
+  log "done (stages $stage..$stop_stage, new test set $shared)"
   exit 0
 fi
 
@@ -301,23 +366,7 @@ done
 # With two or more seeds, every seed's systems are also fused as one ensemble in EXP/ensemble (links
 # to the seed folders, no retraining), and its submission is the one in the submission folder.
 if [ "${#seed_list[@]}" -gt 1 ]; then
-  ensemble=$exp/ensemble
-  if run_stage 5; then
-    log "Stage 5 (fuse): $exp/seed_{$seeds}/{${systems}}/scores as one ensemble -> $ensemble/fusion"
-    members=$("$python" -m fusion.seed_ensemble --exp "$exp" --seeds "$seeds" --systems "$systems")
-    "$python" -m fusion.run --exp "$ensemble" --systems "$members" --config "$fusion_config"
-  fi
-  if run_stage 6; then
-    log "Stage 6 (submit): $ensemble/fusion (submit_method) -> $ensemble/submission and $submission_dir/$submission_name.{txt,zip}"
-    for out in "$ensemble/submission" "$submission_dir"; do
-      "$python" -m submit.write --fusion "$ensemble/fusion" --test_manifest "$exp/data/test" --name "$submission_name" --out "$out"
-    done
-  fi
-  if run_stage 7; then
-    log "Stage 7 (evaluate): $ensemble/fusion + ${test_key:-no key} -> $ensemble/report"
-    "$python" -m eval.report --exp "$ensemble" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
-    [ -z "$test_key" ] || "$python" eval/score.py "$ensemble/submission/$submission_name.txt" "$test_key"
-  fi
+  ensemble_stages "$exp/ensemble" "$exp/data/test" "$fusion_config"
 fi
 
 if [ -n "$seeds" ] && run_stage 7; then

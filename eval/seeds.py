@@ -1,11 +1,13 @@
 """Every method's figures as mean ± std over training seeds (the evaluate stage of `--seeds`).
 
-    python -m eval.seeds --exp exp --seeds 1,2,3
+    python -m eval.seeds --exp exp --seeds 1,2,3 [--testset NAME]
 
 Reads `EXP/seed_N/report/results.json`, `conditions.json` and `classes.json` (one evaluate stage per
 seed) and writes `EXP/report/README.md`, `results_over_seeds.json`, `conditions_over_seeds.json`,
-`classes_over_seeds.json` and a figure of each method's test F1 per seed. Its first row, `submitted`,
-is what each seed submitted (with `submit_method: auto` the seeds may choose different methods).
+`classes_over_seeds.json` and a figure of each method's test F1 per seed. With `--testset NAME`,
+the same for a new test set that every seed scored: from `EXP/seed_N/testsets/NAME/report/` (and
+the ensemble's `EXP/ensemble/testsets/NAME/report/`) to `EXP/testsets/NAME/report/`.
+Its first row, `submitted`, is what each seed submitted (with `submit_method: auto` the seeds may choose different methods).
 When the recipe fused the seeds as one ensemble (`EXP/ensemble/report/results.json`), its fused
 methods follow in a table of their own.
 A single run on the demo moves by several points of F1 with the seed alone, so methods are ranked
@@ -22,7 +24,7 @@ from core.atomic import ensure_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
 from core.labels import ALL_LABELS, LABEL_NAMES
 from core.stage_files import read_json
-from fusion.seed_ensemble import parse_seeds
+from fusion.seed_ensemble import SeedRuns, parse_seeds
 
 # the figures a row shows, when the per-seed results have them (dev-only runs have no test_*)
 COLUMNS = (("dev_f1", "dev F1"), ("test_precision", "test P"), ("test_recall", "test R"),
@@ -41,11 +43,11 @@ def read_report_rows(path: Path, key: str, what: str, rerun: str) -> list[dict]:
     return rows
 
 
-def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str,
+def read_seed_rows(runs: SeedRuns, seed: int, name: str, key: str, what: str,
                    required: bool = False) -> list[dict] | None:
     """EXP/seed_N/report/<name>: a JSON list of objects that all have `key`; None when absent
     (an error when `required`)."""
-    path = exp / f"seed_{seed}" / "report" / name
+    path = runs.seed(seed) / "report" / name
     if not path.is_file():
         if required:
             fail(f"{path}: missing; run the evaluate stage for seed {seed}")
@@ -53,8 +55,8 @@ def read_seed_rows(exp: Path, seed: int, name: str, key: str, what: str,
     return read_report_rows(path, key, what, f"re-run the evaluate stage for seed {seed}")
 
 
-def read_seed_results(exp: Path, seeds: list[int]) -> dict[int, list[dict]]:
-    return {seed: read_seed_rows(exp, seed, "results.json", "method", "results", required=True) for seed in seeds}
+def read_seed_results(runs: SeedRuns, seeds: list[int]) -> dict[int, list[dict]]:
+    return {seed: read_seed_rows(runs, seed, "results.json", "method", "results", required=True) for seed in seeds}
 
 
 # the row of what each seed submitted (with `submit_method: auto` the seeds may submit different methods)
@@ -104,28 +106,28 @@ CONDITION_COLUMNS = (("closed_set_accuracy", "closed-set accuracy"), ("known_acc
                      ("unknown_recall", "unknown recall"), ("open_set_f1", "open-set F1"))
 
 
-def seed_tables(exp: Path, seeds: list[int], name: str, key: str,
+def seed_tables(runs: SeedRuns, seeds: list[int], name: str, key: str,
                 what: str) -> tuple[dict[int, dict], list] | None:
     """Every seed's `name` rows by their `key`, and the keys of every seed in the first seed's order;
     None when a seed has no such file."""
-    runs = {}
+    found = {}
     for seed in seeds:
-        rows = read_seed_rows(exp, seed, name, key, what)
+        rows = read_seed_rows(runs, seed, name, key, what)
         if rows is None:
             return None
-        runs[seed] = {r[key]: r for r in rows}
-    return runs, [k for k in runs[seeds[0]] if all(k in runs[s] for s in seeds)]
+        found[seed] = {r[key]: r for r in rows}
+    return found, [k for k in found[seeds[0]] if all(k in found[s] for s in seeds)]
 
 
-def aggregate_conditions(exp: Path, seeds: list[int]) -> list[dict] | None:
+def aggregate_conditions(runs: SeedRuns, seeds: list[int]) -> list[dict] | None:
     """The submitted method's per-condition rows as mean ± std over the seeds, for the conditions
     of every seed; None when a seed has no conditions.json (no condition list was given)."""
-    found = seed_tables(exp, seeds, "conditions.json", "condition", "conditions")
+    found = seed_tables(runs, seeds, "conditions.json", "condition", "conditions")
     if found is None:
         return None
-    runs, order = found
-    return [{"condition": c, "seeds": seeds, "n": runs[seeds[0]][c].get("n"),
-             **column_stats([runs[s][c] for s in seeds], CONDITION_COLUMNS)} for c in order]
+    tables, order = found
+    return [{"condition": c, "seeds": seeds, "n": tables[seeds[0]][c].get("n"),
+             **column_stats([tables[s][c] for s in seeds], CONDITION_COLUMNS)} for c in order]
 
 
 # the per-class figures of the submitted method (EXP/seed_N/report/classes.json)
@@ -138,21 +140,21 @@ def is_label(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v in ALL_LABELS
 
 
-def aggregate_classes(exp: Path, seeds: list[int]) -> list[dict] | None:
+def aggregate_classes(runs: SeedRuns, seeds: list[int]) -> list[dict] | None:
     """The submitted method's per-class rows as mean ± std over the seeds, with each seed's most
     frequent wrong label; None when a seed has no classes.json (no answer key)."""
-    found = seed_tables(exp, seeds, "classes.json", "label", "per-class")
+    found = seed_tables(runs, seeds, "classes.json", "label", "per-class")
     if found is None:
         return None
-    runs, order = found
-    for seed, rows in runs.items():
+    tables, order = found
+    for seed, rows in tables.items():
         for r in rows.values():
             if not is_label(r["label"]) or not (r.get("mistaken_for") is None or is_label(r["mistaken_for"])):
-                fail(f"{exp / f'seed_{seed}' / 'report' / 'classes.json'}: a label outside 0–{len(LABEL_NAMES) - 1}; "
+                fail(f"{runs.seed(seed) / 'report' / 'classes.json'}: a label outside 0–{len(LABEL_NAMES) - 1}; "
                      f"re-run the evaluate stage for seed {seed}")
-    return [{"label": c, "name": LABEL_NAMES[c], "seeds": seeds, "n": runs[seeds[0]][c].get("n"),
-             "mistaken_for": [runs[s][c].get("mistaken_for") for s in seeds],
-             **column_stats([runs[s][c] for s in seeds], CLASS_COLUMNS)} for c in order]
+    return [{"label": c, "name": LABEL_NAMES[c], "seeds": seeds, "n": tables[seeds[0]][c].get("n"),
+             "mistaken_for": [tables[s][c].get("mistaken_for") for s in seeds],
+             **column_stats([tables[s][c] for s in seeds], CLASS_COLUMNS)} for c in order]
 
 
 def class_name(r: dict) -> str:
@@ -201,10 +203,10 @@ def plot_per_seed(rows: list[dict], column: str, out: Path) -> bool:
     return True
 
 
-def ensemble_section(exp: Path) -> list[str]:
+def ensemble_section(runs: SeedRuns) -> list[str]:
     """The seed ensemble's methods (EXP/ensemble/report/results.json, one run: no spread), when the
     recipe fused one (`fusion/seed_ensemble.py`)."""
-    path = exp / "ensemble" / "report" / "results.json"
+    path = runs.ensemble / "report" / "results.json"
     if not path.is_file():
         return []
     rows = read_report_rows(path, "method", "results", "re-run the evaluate stage")
@@ -212,12 +214,13 @@ def ensemble_section(exp: Path) -> list[str]:
     rows = [r for r in rows if ":" not in r["method"]]
     shown = [(c, h) for c, h in COLUMNS if any(isinstance(r.get(c), (int, float)) for r in rows)]
     # the members come from the fusion that made these results: a report without it is stale
-    summary = read_json(exp / "ensemble" / "fusion" / "summary.json", "the ensemble's fusion summary",
+    summary = read_json(runs.ensemble / "fusion" / "summary.json", "the ensemble's fusion summary",
                         "fusion", keys={"systems": list})
     members = ", ".join(map(str, summary["systems"]))
-    lines = ["## The ensemble of the seeds (`ensemble/`, one fusion over every seed's systems)", "",
+    where = runs.ensemble.relative_to(runs.exp)
+    lines = [f"## The ensemble of the seeds (`{where}/`, one fusion over every seed's systems)", "",
              "One run, so no spread: every seed's trained systems are members of one fusion, and its "
-             "submission is the one in the submission folder. Its own report: `ensemble/report/`. "
+             f"submission is the one in the submission folder. Its own report: `{where}/report/`. "
              f"Members: {members}.", "",
              "| method | " + " | ".join(h for _, h in shown) + " |", "|---|" + "---|" * len(shown)]
     for r in rows:
@@ -227,27 +230,31 @@ def ensemble_section(exp: Path) -> list[str]:
     return lines + [""]
 
 
-def write_summary(exp: Path, seeds: list[int]) -> list[dict]:
-    rows = aggregate(read_seed_results(exp, seeds))
+def write_summary(exp: Path, seeds: list[int], testset: str | None = None) -> list[dict]:
+    """EXP/report (or, for a new test set, EXP/testsets/NAME/report) over the seeds' reports."""
+    runs = SeedRuns(exp, testset)
+    rows = aggregate(read_seed_results(runs, seeds))
     if not rows:
         fail(f"{exp}: no method is in every seed's results")
-    out = ensure_dir(exp / "report")
+    out = ensure_dir(runs.shared / "report")
+    seed_run = runs.seed("N").relative_to(exp).as_posix()
     column = "test_f1" if any("test_f1" in r for r in rows) else "dev_f1"
     has_fig = plot_per_seed(rows, column, out / "per_seed.png")
     text = [f"# Results over {len(seeds)} training seeds ({', '.join(map(str, seeds))})", "",
             "Each cell is mean ± sample std over the seeds; each seed is a whole run in "
-            f"`{exp.name}/seed_N/` (its own report in `seed_N/report/`). τ is chosen on dev in every seed.", "",
+            f"`{exp.name}/{seed_run}/` (its own report in `{seed_run}/report/`). τ is chosen on dev in every seed.",
+            "",
             table(rows), ""]
     if has_fig:
         text += [f"## {column.replace('_', ' ')} per seed", "", "![per seed](per_seed.png)", ""]
-    conditions = aggregate_conditions(exp, seeds)
+    conditions = aggregate_conditions(runs, seeds)
     if conditions:
         text += ["## The submitted method per condition (test)", "",
                  "Closed-set accuracy: the class decision before the unknown rule, on the known-class "
                  "utterances; an utterance counts in each part of its condition.", "",
                  table(conditions, CONDITION_COLUMNS, "condition", lambda r: r["condition"]), ""]
         write_text_atomic(out / "conditions_over_seeds.json", json.dumps(conditions, indent=2) + "\n")
-    classes = aggregate_classes(exp, seeds)
+    classes = aggregate_classes(runs, seeds)
     if classes:
         text += ["## The submitted method per class (test)", "",
                  "Closed-set recall: the class decision before the unknown rule; recall and precision: the "
@@ -255,7 +262,7 @@ def write_summary(exp: Path, seeds: list[int]) -> list[dict]:
                  "wrong label for the class.", "",
                  table(classes, CLASS_COLUMNS, "class", class_name), ""]
         write_text_atomic(out / "classes_over_seeds.json", json.dumps(classes, indent=2) + "\n")
-    text += ensemble_section(exp)
+    text += ensemble_section(runs)
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")
     return rows
@@ -265,10 +272,11 @@ def main() -> None:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True)
     ap.add_argument("--seeds", required=True, help="comma-separated training seeds, e.g. 1,2,3")
+    ap.add_argument("--testset", default=None, help="a new test set's name: the seeds' EXP/seed_N/testsets/NAME")
     args = ap.parse_args()
-    rows = write_summary(Path(args.exp), parse_seeds(args.seeds))
+    rows = write_summary(Path(args.exp), parse_seeds(args.seeds), args.testset)
     print(table(rows))
-    print(f"[seeds] report: {Path(args.exp) / 'report' / 'README.md'}")
+    print(f"[seeds] report: {SeedRuns(Path(args.exp), args.testset).shared / 'report' / 'README.md'}")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,18 @@ After `run_track3.sh --seeds` has trained and scored each seed in `EXP/seed_N/`,
 seed's `config.yaml`, `ckpt/` and `scores/` back into `EXP/seed_N/<system>/`, and `data` links
 `EXP/data`, so that the fusion stage, `submit.predict` and a new test set (`--exp EXP/ensemble`)
 read it like any trained experiment, and nothing is copied or retrained. Prints the member list
-(the fusion stage's `--systems`). Averaging the softmaxes of independently trained networks (a deep
-ensemble, Lakshminarayanan et al. 2017) is the `score` method over these members; `stack` and the
-feature-level methods see every seed's embeddings side by side.
+(the fusion stage's `--systems`). With `--testset NAME` it lays out the ensemble of a new test set
+instead: `EXP/ensemble/testsets/NAME/`, whose members link each seed's `EXP/seed_N/testsets/NAME/<system>`
+(their test scores included) and whose `data` links `EXP/testsets/NAME/data`.
+
+Averaging the softmaxes of independently trained networks (a deep ensemble, Lakshminarayanan et
+al. 2017) is the `score` method over these members; `stack` and the feature-level methods see
+every seed's embeddings side by side.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ArgumentParser, fail, run_cli
@@ -21,6 +26,29 @@ from core.links import link_parts
 
 ENSEMBLE_DIR = "ensemble"
 LINKED = ("config.yaml", "ckpt", "scores")
+
+
+@dataclass(frozen=True)
+class SeedRuns:
+    """Where an experiment of `run_track3.sh --seeds` keeps each seed's run, the seeds' ensemble and
+    what is shared (the prepared data, the report over the seeds, the submission): EXP/seed_N,
+    EXP/ensemble and EXP; for a new test set NAME scored by every seed, testsets/NAME below each."""
+    exp: Path
+    testset: str | None = None
+
+    def _below(self, folder: Path) -> Path:
+        return folder / "testsets" / self.testset if self.testset else folder
+
+    def seed(self, seed: int | str) -> Path:  # a str names the pattern: seed("N")
+        return self._below(self.exp / f"seed_{seed}")
+
+    @property
+    def ensemble(self) -> Path:
+        return self._below(self.exp / ENSEMBLE_DIR)
+
+    @property
+    def shared(self) -> Path:
+        return self._below(self.exp)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -41,20 +69,23 @@ def system_of(member: str) -> str:
     return match.group(1) if match else member
 
 
-def lay_out(exp: Path, seeds: list[int], systems: list[str]) -> list[str]:
-    """Link every seed's systems into EXP/ensemble; the member names, seeds outer, systems inner."""
+def lay_out(exp: Path, seeds: list[int], systems: list[str], testset: str | None = None) -> list[str]:
+    """Link every seed's systems into EXP/ensemble (or, for a new test set, into
+    EXP/ensemble/testsets/NAME); the member names, seeds outer, systems inner."""
     if len(set(seeds)) < 2 or len(set(seeds)) != len(seeds):
         fail(f"--seeds {','.join(map(str, seeds))}: an ensemble needs two or more distinct seeds")
-    out = exp / ENSEMBLE_DIR
+    runs = SeedRuns(exp, testset)
+    out = runs.ensemble
+    stages = "stages 2-4 of the new test set" if testset else "stages 3 and 4"
     members = []
     for seed in seeds:
         for system in systems:
-            source = exp / f"seed_{seed}" / system
-            link_parts(source, out / member_name(system, seed), LINKED,
-                       f"train and score {system} for seed {seed} first (run_track3.sh --seeds, stages 3 and 4)",
+            link_parts(runs.seed(seed) / system, out / member_name(system, seed), LINKED,
+                       f"train and score {system} for seed {seed} first (run_track3.sh --seeds, {stages})",
                        f"{out} holds other files; move them away")
             members.append(member_name(system, seed))
-    link_parts(exp, out, ("data",), "prepare the data first (stage 2)", f"{out} holds other files; move them away")
+    link_parts(runs.shared, out, ("data",), f"prepare the data first (stage 2{' of the new test set' if testset else ''})",
+               f"{out} holds other files; move them away")
     return members
 
 
@@ -63,12 +94,13 @@ def main() -> None:
     ap.add_argument("--exp", required=True, help="the experiment holding seed_N/ folders (run_track3.sh's --exp)")
     ap.add_argument("--seeds", required=True, help="comma-separated training seeds, e.g. 1,2,3")
     ap.add_argument("--systems", required=True, help="comma-separated systems trained in every seed")
+    ap.add_argument("--testset", default=None, help="a new test set's name (EXP/seed_N/testsets/NAME): its ensemble")
     args = ap.parse_args()
     seeds = parse_seeds(args.seeds)
     systems = [s for s in args.systems.split(",") if s]
     if not systems:
         fail("--systems: give one or more systems")
-    print(",".join(lay_out(Path(args.exp), seeds, systems)))
+    print(",".join(lay_out(Path(args.exp), seeds, systems, args.testset)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared fixtures: one tiny demo corpus and its prepared splits, built once per test session."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -64,6 +65,12 @@ TINY_RECIPE = {
     "lfcc_resnet18": {"model": {"blocks": [1, 1, 1, 1], "channels": [8, 16, 16, 32]}},
     "rawnet2": {"model": {"channels": [8, 16], "gru_hidden": 32, "gru_layers": 1}},
 }
+
+
+def tree_digest(folder: Path, skip: str) -> dict[str, str]:
+    """The SHA-256 of every file below `folder`, except below folders named `skip`."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and skip not in p.relative_to(folder).parts}
 
 
 def run_recipe(tiny_corpus: Path, work: Path, *extra: str) -> str:

@@ -1,7 +1,6 @@
 """Using a trained kit: `predict` on files and folders, a new test set without retraining."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import pytest
 
 from core.label_files import label_lines, read_label_file
 
-from .conftest import ROOT
+from .conftest import ROOT, tree_digest
 
 
 def run_new_test_set(work, *args: str) -> str:
@@ -167,11 +166,6 @@ def test_predict_refuses_an_experiment_without_its_prepared_data(tiny_recipe, ti
     err = proc.stderr.strip()
     stamp = exp / "data" / "test" / ".options.json"
     assert proc.returncode == 2 and "\n" not in err and f"{stamp}: missing" in err, err
-
-
-def tree_digest(folder, skip: str) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and skip not in p.relative_to(folder).parts}
 
 
 def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):

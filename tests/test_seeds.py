@@ -13,12 +13,12 @@ import pytest
 from scipy.special import softmax
 
 from core.errors import KitError
-from core.label_files import read_label_file
+from core.label_files import label_lines, read_label_file
 from eval.seeds import write_summary
 from fusion.members import load_members
 from fusion.seed_ensemble import lay_out
 
-from .conftest import ROOT, TINY_RECIPE, run_recipe
+from .conftest import ROOT, TINY_RECIPE, run_recipe, tree_digest
 
 
 def write_results(exp, seed, rows):
@@ -188,25 +188,69 @@ def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     seed_submitted = read_label_file(seed_exp / "submission" / "track3.txt")
     assert [int(line.split("\t")[2]) for line in proc.stdout.strip().split("\n")[1:]] == [seed_submitted[w.stem] for w in wavs]
-    # a new test set on the ensemble: stage 3 finds nothing to do and leaves every link a link
+    # the ensemble as an experiment of its own takes a new test set: stage 3 finds nothing to do
+    # and leaves every link a link
     new_wavs = tmp_path / "new_test"
     new_wavs.mkdir()
     for w in wavs:
         (new_wavs / w.name).write_bytes(w.read_bytes())
-    proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--exp", str(ensemble),
-                           "--test_dir", str(new_wavs)], cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable),
-                          capture_output=True, text=True)
+    proc = new_test_set("--exp", str(ensemble), "--test_dir", str(new_wavs), "--stop_stage", "3")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("nothing to do") == len(members)
     assert all((ensemble / m / "config.yaml").is_symlink() for m in members)
-    new_submission = read_label_file(ensemble / "testsets" / "new_test" / "submission" / "track3.txt")
-    assert new_submission == {w.stem: submitted[w.stem] for w in wavs}
     summary = json.loads((exp / "report" / "results_over_seeds.json").read_text())
     feature = next(r for r in summary if r["method"] == "feature")
     per_seed = [next(r for r in json.loads((exp / f"seed_{s}" / "report" / "results.json").read_text())
                      if r["method"] == "feature")["test_f1"] for s in (4, 5)]
     assert feature["test_f1"]["values"] == pytest.approx(per_seed)
     assert "mean ± std over seeds" in out
+    check_new_test_set_over_seeds(tiny_corpus, exp, submitted, tmp_path)
+
+
+def new_test_set(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", *args], cwd=ROOT,
+                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True)
+
+
+def check_new_test_set_over_seeds(tiny_corpus, exp, submitted, tmp_path):
+    """`--seeds` with `--test_dir`: every seed scores the new test set, prepared once; the ensemble
+    fuses the seeds' test scores; EXP/testsets/NAME gets the mean ± std over the seeds and the
+    ensemble's submission; nothing outside the testsets folders changes."""
+    new_wavs = tmp_path / "renamed"
+    new_wavs.mkdir()
+    old_key = read_label_file(tiny_corpus / "keys" / "test_label.txt")
+    for utt in old_key:  # the test audio under names the experiment has never scored
+        shutil.copy(tiny_corpus / "ADD2023_Track3_test" / "wav" / f"{utt}.wav", new_wavs / f"new_{utt}.wav")
+    key = tmp_path / "renamed_key.txt"
+    key.write_text(label_lines({f"new_{utt}": label for utt, label in old_key.items()}))
+    refused = new_test_set("--exp", str(exp), "--test_dir", str(new_wavs))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "add --seeds 4,5 (or give --exp" in refused.stderr
+    before = tree_digest(exp, skip="testsets")
+    proc = new_test_set("--exp", str(exp), "--seeds", "4,5", "--test_dir", str(new_wavs), "--test_labels", str(key))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("nothing to do") == 2 * len(TINY_RECIPE)  # every seed's systems, as trained
+    assert proc.stdout.count("Stage 2 (prepare): " + str(new_wavs)) == 1
+    shared = exp / "testsets" / "renamed"
+    per_seed_f1 = []
+    for seed in (4, 5):
+        run = exp / f"seed_{seed}" / "testsets" / "renamed"
+        assert (run / "data").is_symlink() and (run / "data").resolve() == (shared / "data").resolve()
+        rows = json.loads((run / "report" / "results.json").read_text())
+        per_seed_f1.append(next(r for r in rows if r["method"] == "feature")["test_f1"])
+    ensemble = exp / "ensemble" / "testsets" / "renamed"
+    for seed in (4, 5):
+        for system in TINY_RECIPE:
+            scores = ensemble / f"{system}_seed{seed}" / "scores"
+            assert scores.resolve() == (exp / f"seed_{seed}" / "testsets" / "renamed" / system / "scores").resolve()
+    new_submission = read_label_file(ensemble / "submission" / "track3.txt")
+    assert read_label_file(shared / "submission" / "track3.txt") == new_submission
+    # the same audio under other names: the labels the ensemble gave it in training's own run
+    assert new_submission == {f"new_{utt}": submitted[utt] for utt in old_key}
+    over_seeds = json.loads((shared / "report" / "results_over_seeds.json").read_text())
+    assert next(r for r in over_seeds if r["method"] == "feature")["test_f1"]["values"] == pytest.approx(per_seed_f1)
+    assert "ensemble/testsets/renamed/report/" in (shared / "report" / "README.md").read_text()
+    assert tree_digest(exp, skip="testsets") == before  # the trained runs are untouched
 
 
 def test_ensemble_layout_refuses_one_seed_a_missing_system_and_a_foreign_file(tmp_path):
