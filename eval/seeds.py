@@ -7,9 +7,9 @@ seed) and writes `EXP/report/README.md`, `results_over_seeds.json`, `conditions_
 `classes_over_seeds.json` and a figure of each method's test F1 per seed. With `--testset NAME`,
 the same for a new test set that every seed scored: from `EXP/seed_N/testsets/NAME/report/` (and
 the ensemble's `EXP/ensemble/testsets/NAME/report/`) to `EXP/testsets/NAME/report/`.
-Its first row, `submitted`, is what each seed submitted (with `submit_method: auto` the seeds may choose different methods).
-When the recipe fused the seeds as one ensemble (`EXP/ensemble/report/results.json`), its fused
-methods follow in a table of their own.
+Its first row, `submitted`, is what each seed submitted (with `submit_method: auto` the seeds may
+choose different methods). When the recipe fused the seeds as one ensemble
+(`EXP/ensemble/report/results.json`), its fused methods follow in a table of their own.
 A single run on the demo moves by several points of F1 with the seed alone, so methods are ranked
 here by the mean, with the spread beside it; std is the sample standard deviation (n − 1).
 """

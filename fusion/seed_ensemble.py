@@ -76,7 +76,8 @@ def lay_out(exp: Path, seeds: list[int], systems: list[str], testset: str | None
         fail(f"--seeds {','.join(map(str, seeds))}: an ensemble needs two or more distinct seeds")
     runs = SeedRuns(exp, testset)
     out = runs.ensemble
-    stages = "stages 2-4 of the new test set" if testset else "stages 3 and 4"
+    stages, prepare = ("stages 2-4 of the new test set", "stage 2 of the new test set") if testset \
+        else ("stages 3 and 4", "stage 2")
     members = []
     for seed in seeds:
         for system in systems:
@@ -84,8 +85,7 @@ def lay_out(exp: Path, seeds: list[int], systems: list[str], testset: str | None
                        f"train and score {system} for seed {seed} first (run_track3.sh --seeds, {stages})",
                        f"{out} holds other files; move them away")
             members.append(member_name(system, seed))
-    link_parts(runs.shared, out, ("data",), f"prepare the data first (stage 2{' of the new test set' if testset else ''})",
-               f"{out} holds other files; move them away")
+    link_parts(runs.shared, out, ("data",), f"prepare the data first ({prepare})", f"{out} holds other files; move them away")
     return members
 
 
