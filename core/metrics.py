@@ -188,3 +188,31 @@ def per_class(y_true, y_pred, closed_pred=None) -> list[dict]:
             row["closed_set_recall"] = float(np.mean(np.asarray(closed_pred)[mine] == c))
         rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------ per unseen generator
+
+def per_generator(y_true, y_pred, generators, known=None) -> list[dict]:
+    """Per generator of the unknown-class (7) utterances: how many, the share the decisions label
+    unknown, the most frequent other label and its share, and, with `known` (a method's known-ness
+    per utterance; NaN where it has no score), unknown-vs-known AUROC and FPR95 of that generator's
+    utterances against every known-class one. Which unseen algorithms a method misses, and for
+    what it takes them."""
+    y_true, y_pred, generators = np.asarray(y_true), np.asarray(y_pred), np.asarray(generators, dtype=object)
+    is_known = y_true != UNKNOWN
+    rows = []
+    for name in sorted({str(g) for g in generators[~is_known]}):
+        mine = ~is_known & (generators == name)
+        wrong = y_pred[mine & (y_pred != UNKNOWN)]
+        counts = np.bincount(wrong, minlength=NUM_LABELS)
+        row = {"generator": name, "n": int(mine.sum()), "unknown_recall": float(np.mean(y_pred[mine] == UNKNOWN)),
+               "taken_for": int(np.argmax(counts)) if len(wrong) else None,
+               "taken_share": float(counts.max() / mine.sum()) if len(wrong) else 0.0}
+        if known is not None:
+            known = np.asarray(known, dtype=np.float64)
+            sel = (is_known | mine) & np.isfinite(known)
+            both = is_known[sel].any() and not is_known[sel].all()
+            row["auroc"] = auroc(known[sel], is_known[sel]) if both else None
+            row["fpr95"] = fpr_at_tpr(known[sel], is_known[sel], 0.95) if both else None
+        rows.append(row)
+    return rows

@@ -11,7 +11,8 @@ so that `submit.predict --out pred.tsv` can be scored as it is. Other columns ar
 
 Condition file: either lines `<id> <condition>`, or a TSV whose header names `utt_id` and
 `condition` (the demo corpus's meta.tsv; other columns and extra rows are ignored). A condition may
-join several with "+" (`noise:music:12.5+codec:mp3`).
+join several with "+" (`noise:music:12.5+codec:mp3`). A TSV with a `generator` column too (meta.tsv
+has one) names each utterance's generation algorithm: the report splits the unknown class by it.
 
 Ids match with or without `.wav`, as in label files. Every problem is one KitError naming the file
 and the line.
@@ -84,32 +85,48 @@ def read_score_columns(path: str | Path) -> tuple[dict[str, dict[str, float]], l
     return out, unscored
 
 
-def read_conditions(path: str | Path) -> dict[str, str]:
-    """{utt_id: condition} from `<id> <condition>` lines or a TSV with utt_id and condition columns."""
-    path = Path(path)
-    what = "condition file"
-    lines = _lines(path, what)
+def _utt_column(path: Path, what: str, column: str, lines: list[tuple[int, str]], two_columns: bool) -> dict[str, str]:
+    """{utt_id: cell} of `column` in a TSV whose header names utt_id and it, or, with `two_columns`
+    and no such header, of `<id> <value>` lines."""
     header = lines[0][1].split("\t")
-    if "utt_id" in header and "condition" in header:
-        id_col, cond_col, width, body, split = header.index("utt_id"), header.index("condition"), len(header), \
+    if "utt_id" in header and column in header:
+        id_col, value_col, width, body, split = header.index("utt_id"), header.index(column), len(header), \
             lines[1:], "\t"
+    elif two_columns:
+        id_col, value_col, width, body, split = 0, 1, 2, lines, None
     else:
-        id_col, cond_col, width, body, split = 0, 1, 2, lines, None
+        fail(f"{path}:{lines[0][0]}: {what} has no header naming utt_id and {column}")
     out: dict[str, str] = {}
     first: dict[str, int] = {}
     for lineno, line in body:
         cells = line.split(split) if split else line.split()
         if len(cells) != width:
-            expected = f"{width} tab-separated fields as in its header" if split else "'<id> <condition>'"
+            expected = f"{width} tab-separated fields as in its header" if split else f"'<id> <{column}>'"
             fail(f"{path}:{lineno}: expected {expected}, got {line[:80]!r}")
         utt = utt_id_of(cells[id_col].strip())
         if utt in first:
             fail(f"{path}:{lineno}: duplicate id {utt} (first on line {first[utt]})")
-        condition = cells[cond_col].strip()
-        if not condition:
-            fail(f"{path}:{lineno}: empty condition for id {utt}")
+        value = cells[value_col].strip()
+        if not value:
+            fail(f"{path}:{lineno}: empty {column} for id {utt}")
         first[utt] = lineno
-        out[utt] = condition
+        out[utt] = value
     if not out:
         fail(f"{path}: {what} has a header but no rows")
     return out
+
+
+def read_conditions(path: str | Path) -> dict[str, str]:
+    """{utt_id: condition} from `<id> <condition>` lines or a TSV with utt_id and condition columns."""
+    path = Path(path)
+    return _utt_column(path, "condition file", "condition", _lines(path, "condition file"), two_columns=True)
+
+
+def read_generators(path: str | Path) -> dict[str, str] | None:
+    """{utt_id: generator} from a condition TSV that also has a generator column (the demo corpus's
+    meta.tsv), None when it has none."""
+    path = Path(path)
+    lines = _lines(path, "condition file")
+    if "generator" not in lines[0][1].split("\t"):
+        return None
+    return _utt_column(path, "condition file", "generator", lines, two_columns=False)

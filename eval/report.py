@@ -40,13 +40,14 @@ from core.metrics import (
     full_report,
     per_class,
     per_condition,
+    per_generator,
     require_known_class,
 )
 from core.prepared_split import PreparedSplit
 from core.provenance import RESULT_PACKAGES, TRAIN_ENVIRONMENT, environment, machine_line, package_versions
 from core.stage_files import load_npy, read_ids, read_json
 from core.stamps import file_signature, folder_listing, output_files, source_digest, stage_is_current, write_stamp
-from core.utt_tables import read_conditions
+from core.utt_tables import read_conditions, read_generators
 from fusion.calibrate import f1_curve, known_max, tau_grid
 from fusion.logit_fusion import softmax
 from submit.write import audio_folders_of, checked_test_split, submission_labels
@@ -204,6 +205,48 @@ def condition_table(submitted: SubmittedTest, conditions_path: Path) -> list[dic
     if missing:
         fail(f"{conditions_path}: no condition for test id {missing[0]} of the answer key ({len(missing)} missing)")
     return per_condition(submitted.truth, submitted.pred, [conditions[u] for u in submitted.ids], submitted.closed)
+
+
+def generator_table(fusion: Path, summary: dict, rows: list[dict], submitted: SubmittedTest,
+                    key: dict[str, int], generators: dict[str, str], generators_path: Path) -> list[dict]:
+    """The unknown class per generator (the condition file's generator column): the submitted
+    method's decisions and AUROC / FPR95, and beside them the AUROC of the method with the highest
+    test AUROC overall (`best_*`), each against every known-class utterance."""
+    missing = [u for u in submitted.ids if u not in generators]
+    if missing:
+        fail(f"{generators_path}: no generator for test id {missing[0]} of the answer key ({len(missing)} missing)")
+    names = [generators[u] for u in submitted.ids]
+    ids = test_truth(fusion, key)[0]
+
+    def known_ness(method: str) -> list[float] | None:
+        """The method's known-ness in the key's order; NaN for an unreadable file (no score)."""
+        folder = method_dir(fusion, method)
+        if not (folder / "test_scores.npy").is_file():
+            return None
+        known = judged_scores(summary["methods"][method], method_scores(folder, "test", len(ids)))[0]
+        by_id = dict(zip(ids, known.tolist()))
+        return [by_id.get(u, float("nan")) for u in submitted.ids]
+
+    table = per_generator(submitted.truth, submitted.pred, names, known_ness(summary["submit_method"]))
+    scored = [r for r in rows if r.get("test_auroc") is not None]
+    if scored:
+        best = max(scored, key=lambda r: r["test_auroc"])["method"]
+        for row, other in zip(table, per_generator(submitted.truth, submitted.pred, names, known_ness(best))):
+            row.update(best_method=best, best_auroc=other["auroc"], best_fpr95=other["fpr95"])
+    return table
+
+
+def generators_markdown(rows: list[dict]) -> str:
+    best = next((r["best_method"] for r in rows if "best_method" in r), None)
+    head = "| generator | n | unknown recall | most often labelled | AUROC | FPR95 |" + (
+        f" AUROC of {best} | FPR95 of {best} |" if best else "")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        taken = f"{LABEL_NAMES[r['taken_for']]} ({r['taken_share']:.0%})" if r["taken_for"] is not None else "–"
+        line = (f"| {r['generator']} | {r['n']} | {fmt(r['unknown_recall'])} | {taken} | {fmt(r.get('auroc'))} |"
+                f" {fmt(r.get('fpr95'))} |")
+        lines.append(line + (f" {fmt(r['best_auroc'])} | {fmt(r['best_fpr95'])} |" if best else ""))
+    return "\n".join(lines)
 
 
 def demo_conditions(key_path: str | None) -> Path | None:
@@ -682,6 +725,9 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
                     if submitted_test is not None and conditions_path is not None else None)
     by_class = (per_class(submitted_test.truth, submitted_test.pred, submitted_test.closed)
                 if submitted_test is not None else None)
+    generators = read_generators(conditions_path) if by_condition is not None else None
+    by_generator = (generator_table(fusion, summary, rows, submitted_test, key, generators, conditions_path)
+                    if generators is not None else None)
     random = random_frontend_systems(exp, summary["systems"])
     warning = ([f"> **WARNING: {', '.join(random)} used a randomly initialised SSL front-end (no checkpoint "
                 "given); their scores, and every fusion that includes them, are NOT meaningful.**", ""]
@@ -710,6 +756,13 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
                  "Precision and recall of the submitted labels (for unknown: of the unknown rule); closed-set "
                  "recall: the class decision before the unknown rule; most often taken for: the most frequent "
                  "wrong label, as a share of the class's utterances.", "", classes_markdown(by_class), ""]
+    if by_generator:
+        text += [f"## The unknown class per generator ({summary['submit_method']}, test; generators from "
+                 f"{conditions_path})", "",
+                 "Each generator's unknown (7) utterances: the share the submitted labels call unknown, the "
+                 "label they most often get instead, and unknown-vs-known AUROC and FPR95 against every "
+                 "known-class test utterance, for the submitted method and for the method of highest test "
+                 "AUROC overall.", "", generators_markdown(by_generator), ""]
     text += ["## Max known-class scores", "", "![max scores](max_scores.png)", "",
              "## Open-set F1 against τ", "", "![F1 vs tau](f1_vs_tau.png)", ""]
     if has_tsne:
@@ -727,7 +780,8 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     write_text_atomic(out / "results.json", json.dumps(
         [{k: v for k, v in r.items() if not k.endswith("confusion")} for r in rows], indent=2) + "\n")
     # a table this run cannot make leaves no earlier run's file behind for eval.seeds to read
-    for name, table_rows in (("conditions.json", by_condition), ("classes.json", by_class)):
+    for name, table_rows in (("conditions.json", by_condition), ("classes.json", by_class),
+                             ("generators.json", by_generator or None)):
         if table_rows is not None:
             write_text_atomic(out / name, json.dumps(table_rows, indent=2) + "\n")
         else:

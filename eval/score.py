@@ -12,7 +12,9 @@ and FPR at 95 % TPR (known classes 0–6 positive) and the real-vs-fake EER (1�
 whose `error` column is filled (files predict could not read) have no scores and are left out of
 these three figures, with a count; their labels still count in P / R / F1.
 --conditions FILE: `<id> <condition>` lines or a TSV with utt_id and condition columns (the demo's
-meta.tsv) adds open-set F1, known-class accuracy and unknown recall per condition.
+meta.tsv) adds open-set F1, known-class accuracy and unknown recall per condition. A TSV with a
+`generator` column too splits the unknown class by generator: the share labelled unknown, the label
+most often given instead and, with --scores, AUROC and FPR95 against every known-class utterance.
 """
 from __future__ import annotations
 
@@ -34,9 +36,10 @@ from core.metrics import (  # noqa: E402
     fpr_at_tpr,
     full_report,
     per_condition,
+    per_generator,
     require_known_class,
 )
-from core.utt_tables import read_conditions, read_score_columns  # noqa: E402
+from core.utt_tables import read_conditions, read_generators, read_score_columns  # noqa: E402
 
 
 def aligned_labels(pred_path: str, key_path: str) -> tuple[list[str], list[int], list[int]]:
@@ -69,14 +72,14 @@ def score_metrics(path: str, ids: list[str], y_true: list[int]) -> dict:
     truth = np.array([y for u, y in zip(ids, y_true) if u in some])
     ids = [u for u in ids if u in some]
     out = {"unscored": len(unscored)} if unscored else {}
-    if "known_score" in columns or "unknown_score" in columns:
-        name = "known_score" if "known_score" in columns else "unknown_score"
-        sign = 1.0 if name == "known_score" else -1.0
-        known = sign * np.array([columns[name][u] for u in ids])
+    known_column = known_ness(columns)
+    if known_column is not None:
+        name, by_id = known_column
+        known = np.array([by_id[u] for u in ids])
         is_known = truth != UNKNOWN
         if is_known.all() or not is_known.any():
             fail(f"{path}: AUROC and FPR95 need known (0–6) and unknown (7) utterances in the answer key")
-        out["unknown_vs_known"] = {"score": name if sign > 0 else f"-{name}", "auroc": auroc(known, is_known),
+        out["unknown_vs_known"] = {"score": name, "auroc": auroc(known, is_known),
                                    "fpr95": fpr_at_tpr(known, is_known, 0.95),
                                    "known": int(is_known.sum()), "unknown": int((~is_known).sum())}
     if "fake_score" in columns or "p_0" in columns:
@@ -92,6 +95,40 @@ def score_metrics(path: str, ids: list[str], y_true: list[int]) -> dict:
         fail(f"{path}: neither a known-ness column (known_score, unknown_score) nor a fake-ness column "
              "(fake_score, p_0)")
     return out
+
+
+def known_ness(columns: dict[str, dict[str, float]]) -> tuple[str, dict[str, float]] | None:
+    """The known-ness per id (higher = more like a known class) and how it was read: known_score,
+    else −unknown_score; None without either column."""
+    if "known_score" in columns:
+        return "known_score", columns["known_score"]
+    if "unknown_score" in columns:
+        return "-unknown_score", {u: -v for u, v in columns["unknown_score"].items()}
+    return None
+
+
+def generator_rows(path: str, ids: list[str], y_true: list[int], y_pred: list[int],
+                   scores_path: str | None) -> list[dict] | None:
+    """The unknown class per generator, when the condition TSV has a generator column."""
+    generators = read_generators(path)
+    if generators is None:
+        return None
+    missing = [u for u in ids if u not in generators]
+    if missing:
+        fail(f"{path}: no generator for id {missing[0]} of the answer key ({len(missing)} missing)")
+    known = known_ness(read_score_columns(scores_path)[0]) if scores_path else None
+    # files predict could not read have no score: NaN, left out of the AUROC
+    values = [known[1].get(u, np.nan) for u in ids] if known is not None else None
+    return per_generator(y_true, y_pred, [generators[u] for u in ids], values)
+
+
+def format_generators(rows: list[dict]) -> str:
+    lines = ["generator            n  unknown recall  most often labelled    AUROC   FPR95"]
+    for r in rows:
+        taken = f"{r['taken_for']} ({r['taken_share']:.0%})" if r["taken_for"] is not None else "–"
+        lines.append(f"{r['generator'][:18]:<18} {r['n']:>4}  {fmt(r['unknown_recall']):>14}  {taken:>19}  "
+                     f"{fmt(r.get('auroc')):>7} {fmt(r.get('fpr95')):>7}")
+    return "\n".join(lines)
 
 
 def condition_rows(path: str, ids: list[str], y_true: list[int], y_pred: list[int]) -> list[dict]:
@@ -168,6 +205,11 @@ def main() -> None:
         rep["conditions"] = condition_rows(args.conditions, ids, y_true, y_pred)
         text += ["", "per condition (an utterance counts in each part of its condition)",
                  format_conditions(rep["conditions"])]
+        generators = generator_rows(args.conditions, ids, y_true, y_pred, args.scores)
+        if generators:
+            rep["generators"] = generators
+            text += ["", "the unknown class (7) per generator (AUROC, FPR95: against every known-class utterance)",
+                     format_generators(generators)]
     print(json.dumps(rep) if args.json else "\n".join(text))
 
 

@@ -157,6 +157,28 @@ def aggregate_classes(runs: SeedRuns, seeds: list[int]) -> list[dict] | None:
              **column_stats([tables[s][c] for s in seeds], CLASS_COLUMNS)} for c in order]
 
 
+# the unknown class per generator (EXP/seed_N/report/generators.json, with a generator column)
+GENERATOR_COLUMNS = (("unknown_recall", "unknown recall"), ("auroc", "AUROC"), ("fpr95", "FPR95"),
+                     ("best_auroc", "AUROC of the best method"))
+
+
+def aggregate_generators(runs: SeedRuns, seeds: list[int]) -> list[dict] | None:
+    """The submitted method's per-generator rows of the unknown class as mean ± std over the seeds,
+    with each seed's method of highest test AUROC; None when a seed has no generators.json."""
+    found = seed_tables(runs, seeds, "generators.json", "generator", "per-generator")
+    if found is None:
+        return None
+    tables, order = found
+    return [{"generator": g, "seeds": seeds, "n": tables[seeds[0]][g].get("n"),
+             "best_method": [tables[s][g].get("best_method") for s in seeds],
+             **column_stats([tables[s][g] for s in seeds], GENERATOR_COLUMNS)} for g in order]
+
+
+def generator_name(r: dict) -> str:
+    best = sorted({str(m) for m in r["best_method"] if m})
+    return f"{r['generator']} (best: {', '.join(best)})" if best else r["generator"]
+
+
 def class_name(r: dict) -> str:
     taken = [LABEL_NAMES[m] if m is not None else "–" for m in r["mistaken_for"]]
     return f"{r['label']} {r['name']} (taken for: {', '.join(taken)})"
@@ -262,6 +284,14 @@ def write_summary(exp: Path, seeds: list[int], testset: str | None = None) -> li
                  "wrong label for the class.", "",
                  table(classes, CLASS_COLUMNS, "class", class_name), ""]
         write_text_atomic(out / "classes_over_seeds.json", json.dumps(classes, indent=2) + "\n")
+    generators = aggregate_generators(runs, seeds)
+    if generators:
+        text += ["## The unknown class per generator (test)", "",
+                 "Each generator's unknown utterances: the share the submitted labels call unknown, and "
+                 "unknown-vs-known AUROC and FPR95 against every known-class utterance, for the submitted "
+                 "method and for each seed's method of highest test AUROC (named beside the generator).", "",
+                 table(generators, GENERATOR_COLUMNS, "generator", generator_name), ""]
+        write_text_atomic(out / "generators_over_seeds.json", json.dumps(generators, indent=2) + "\n")
     text += ensemble_section(runs)
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")

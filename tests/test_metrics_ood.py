@@ -17,6 +17,7 @@ from core.metrics import (
     open_set_scores,
     per_class,
     per_condition,
+    per_generator,
 )
 from core.prepared_split import PreparedSplitWriter
 from core.scores import write_scores
@@ -166,6 +167,25 @@ def test_per_class_hand_worked():
     assert "closed_set_recall" not in rows[0]  # only with the closed-set decisions
 
 
+def test_per_generator_hand_worked_and_against_sklearn():
+    truth = [0, 1, 2, 7, 7, 7, 7, 7]
+    pred = [0, 1, 7, 7, 6, 6, 7, 0]
+    gens = ["real", "tts", "tts", "g1", "g1", "g1", "g2", "g2"]
+    known = np.array([0.9, 0.8, 0.4, 0.3, 0.85, 0.6, np.nan, 0.5])  # g2's first file has no score
+    rows = {r["generator"]: r for r in per_generator(truth, pred, gens, known)}
+    assert list(rows) == ["g1", "g2"]  # the generators of the unknown class only
+    g1 = rows["g1"]
+    assert (g1["n"], g1["taken_for"]) == (3, 6)
+    assert g1["unknown_recall"] == pytest.approx(1 / 3) and g1["taken_share"] == pytest.approx(2 / 3)
+    is_known = np.array([True, True, True, False, False, False])
+    assert g1["auroc"] == pytest.approx(roc_auc_score(is_known, known[:6]))
+    # the file without a score counts in the decisions, not in the AUROC
+    assert rows["g2"]["unknown_recall"] == 0.5 and rows["g2"]["taken_for"] == 0
+    assert rows["g2"]["auroc"] == pytest.approx(roc_auc_score([True, True, True, False], known[[0, 1, 2, 7]]))
+    assert rows["g2"]["fpr95"] == 1.0  # 0.5 is above the 0.4 that keeping every known file needs
+    assert "auroc" not in per_generator(truth, pred, gens)[0]  # without scores: the decisions only
+
+
 # ----------------------------------------------------------------------------- the report
 
 def synthetic_experiment(root):
@@ -206,8 +226,11 @@ def synthetic_experiment(root):
         conditions[u] = names[i % 4]
     (root / "keys").mkdir()
     (root / "keys" / "test_label.txt").write_text("".join(f"{u}.wav {t}\n" for u, t in key.items()))
-    meta = "".join(f"{u}\ttest\t{c}\n" for u, c in conditions.items())
-    (root / "meta.tsv").write_text("utt_id\tsplit\tcondition\n" + meta + "D_1\tdev\tclean\n")  # other splits: ignored
+    # the unknowns come from two generators, as the demo's meta.tsv names them
+    generators = {u: (f"unseen_{i % 2}" if key[u] == UNKNOWN else f"known_{key[u]}") for i, u in enumerate(test_ids)}
+    meta = "".join(f"{u}\ttest\t{c}\t{generators[u]}\n" for u, c in conditions.items())
+    (root / "meta.tsv").write_text("utt_id\tsplit\tcondition\tgenerator\n" + meta
+                                   + "D_1\tdev\tclean\tknown_0\n")  # other splits: ignored
     return exp, prepared, root / "keys" / "test_label.txt", key, conditions
 
 
@@ -278,6 +301,28 @@ def test_report_writes_the_per_class_table_of_the_submitted_method(keyed_report)
             mine = [u for u in tids if key[u] == row["label"]]
             assert row["closed_set_recall"] == pytest.approx(np.mean([closed[u] == row["label"] for u in mine]))
     assert "## Per class" in (exp / "report" / "README.md").read_text()
+
+
+def test_report_splits_the_unknown_class_by_the_generator_column(keyed_report):
+    exp, _, key = keyed_report
+    table = json.loads((exp / "report" / "generators.json").read_text())
+    meta = [ln.split("\t") for ln in (exp.parent / "meta.tsv").read_text().splitlines()[1:]]
+    generator = {u: g for u, split, _, g in meta if split == "test"}
+    summary = json.loads((exp / "fusion" / "summary.json").read_text())
+    ids = (exp / "fusion" / "test_ids.txt").read_text().split()
+    truth = np.array([key[u] for u in ids])
+    results = json.loads((exp / "report" / "results.json").read_text())
+    best = max((r for r in results if r["test_auroc"] is not None), key=lambda r: r["test_auroc"])["method"]
+    assert [r["generator"] for r in table] == ["unseen_0", "unseen_1"]
+    for row in table:
+        mine = np.array([generator[u] == row["generator"] for u in ids])
+        sel = (truth != UNKNOWN) | mine
+        for method, column in ((summary["submit_method"], "auroc"), (best, "best_auroc")):
+            scores = np.load(exp / "fusion" / method.replace(":", "__") / "test_scores.npy")
+            known = scores[:, :-1].max(1) if method.startswith("openmax") else scores.max(1)
+            assert row[column] == pytest.approx(roc_auc_score(truth[sel] != UNKNOWN, known[sel])), (row, method)
+        assert row["best_method"] == best and row["n"] == mine.sum()
+    assert "## The unknown class per generator" in (exp / "report" / "README.md").read_text()
 
 
 def test_roc_det_curves_carry_the_table_figures(keyed_report):

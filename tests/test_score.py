@@ -133,6 +133,38 @@ def test_scores_and_conditions_options(tmp_path):
     assert "AUROC" in text and "FPR95 0.5000" in text and "EER 0.2083" in text and "\ncodec " in text
 
 
+def test_a_generator_column_splits_the_unknown_class(tmp_path):
+    """WORKED_TRUE's two unknowns (ids 8, 9) from two generators: each one's decision, and its AUROC
+    against the 8 known utterances by −unknown_score (sklearn as the oracle); an empty generator
+    cell is a one-line error."""
+    from sklearn.metrics import roc_auc_score
+
+    ids, key, pred = scored_case(tmp_path)
+    known = [0.9, 0.8, 0.7, 0.2, 0.6, 0.5, 0.4, 0.3, 0.25, 0.1]
+    scores = tmp_path / "pred.tsv"
+    scores.write_text("utt_id\tunknown_score\n" + "".join(f"{u}\t{1 - k}\n" for u, k in zip(ids, known)))
+    generators = ["real"] * 4 + ["tts"] * 4 + ["vocoder", "klatt"]
+    meta = tmp_path / "meta.tsv"
+    meta.write_text("utt_id\tcondition\tgenerator\n" + "".join(
+        f"{u}\tclean\t{g}\n" for u, g in zip(ids, generators)))
+    proc = score_cli(pred, key, "--scores", scores, "--conditions", meta, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["generator"]: r for r in json.loads(proc.stdout)["generators"]}
+    assert list(rows) == ["klatt", "vocoder"]
+    assert rows["vocoder"]["unknown_recall"] == 0.0 and rows["vocoder"]["taken_for"] == 0  # WORKED_PRED[8] = 0
+    assert rows["klatt"]["unknown_recall"] == 1.0 and rows["klatt"]["taken_for"] is None
+    for name, i in (("vocoder", 8), ("klatt", 9)):
+        sel = list(range(8)) + [i]
+        assert rows[name]["auroc"] == pytest.approx(roc_auc_score(np.array(WORKED_TRUE)[sel] != 7,
+                                                                   np.array(known)[sel]))
+    assert "klatt" in score_cli(pred, key, "--conditions", meta).stdout  # without scores: the decisions
+    meta.write_text("utt_id\tcondition\tgenerator\n" + "".join(f"{u}\tclean\t{g}\n" for u, g in zip(ids, generators))
+                    .replace("\tklatt", "\t "))
+    proc = score_cli(pred, key, "--conditions", meta)
+    assert proc.returncode == 2 and "\n" not in proc.stderr.strip()
+    assert f"{meta}:11: empty generator for id E_09" in proc.stderr
+
+
 def test_a_key_from_a_pipe_and_a_header_with_stray_spaces(tmp_path):
     """`score.py preds <(sort key)` reads the pipe; `known_score ` (a trailing space, as a
     spreadsheet may leave) is the column known_score, not an unknown column passed over."""

@@ -74,6 +74,28 @@ def test_the_submitted_row_follows_each_seeds_choice_and_conditions_are_averaged
     assert "**submitted** (score, two_stage, score)" in text and "## The submitted method per condition" in text
 
 
+def test_the_per_generator_tables_are_averaged_in_a_new_test_sets_folder(tmp_path):
+    """`--testset NAME`: the seeds' reports of a new test set, summed up in EXP/testsets/NAME/report,
+    with the unknown class per generator averaged and each seed's best method named."""
+    auroc = {1: 0.70, 2: 0.75, 3: 0.66}
+    for seed, v in auroc.items():
+        report = tmp_path / f"seed_{seed}" / "testsets" / "held" / "report"
+        report.mkdir(parents=True)
+        (report / "results.json").write_text(json.dumps([{"method": "score", "submitted": True, "test_f1": 0.8}]))
+        (report / "generators.json").write_text(json.dumps([
+            {"generator": "klatt", "n": 6, "unknown_recall": 0.5, "auroc": v, "fpr95": None,
+             "best_method": "stack" if seed < 3 else "score", "best_auroc": v + 0.1}]))
+    write_summary(tmp_path, [1, 2, 3], "held")
+    assert not (tmp_path / "report").exists()  # the experiment's own summary is left alone
+    out = tmp_path / "testsets" / "held" / "report"
+    (row,) = json.loads((out / "generators_over_seeds.json").read_text())
+    assert row["auroc"]["mean"] == pytest.approx(statistics.mean(auroc.values()))
+    assert row["best_auroc"]["std"] == pytest.approx(statistics.stdev(auroc.values()))
+    assert "fpr95" not in row and row["best_method"] == ["stack", "stack", "score"]
+    text = (out / "README.md").read_text()
+    assert "| klatt (best: score, stack) |" in text and "`seed_N/testsets/held/report/`" in text
+
+
 def test_the_per_class_tables_are_averaged_with_each_seeds_confusion(tmp_path):
     recall = {1: 0.36, 2: 0.55, 3: 0.48}
     for seed, v in recall.items():
