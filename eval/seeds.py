@@ -269,29 +269,25 @@ def write_summary(exp: Path, seeds: list[int], testset: str | None = None) -> li
             table(rows), ""]
     if has_fig:
         text += [f"## {column.replace('_', ' ')} per seed", "", "![per seed](per_seed.png)", ""]
-    conditions = aggregate_conditions(runs, seeds)
-    if conditions:
-        text += ["## The submitted method per condition (test)", "",
-                 "Closed-set accuracy: the class decision before the unknown rule, on the known-class "
-                 "utterances; an utterance counts in each part of its condition.", "",
-                 table(conditions, CONDITION_COLUMNS, "condition", lambda r: r["condition"]), ""]
-        write_text_atomic(out / "conditions_over_seeds.json", json.dumps(conditions, indent=2) + "\n")
-    classes = aggregate_classes(runs, seeds)
-    if classes:
-        text += ["## The submitted method per class (test)", "",
-                 "Closed-set recall: the class decision before the unknown rule; recall and precision: the "
-                 "submitted labels (for unknown: the unknown rule's); taken for: each seed's most frequent "
-                 "wrong label for the class.", "",
-                 table(classes, CLASS_COLUMNS, "class", class_name), ""]
-        write_text_atomic(out / "classes_over_seeds.json", json.dumps(classes, indent=2) + "\n")
-    generators = aggregate_generators(runs, seeds)
-    if generators:
-        text += ["## The unknown class per generator (test)", "",
-                 "Each generator's unknown utterances: the share the submitted labels call unknown, and "
-                 "unknown-vs-known AUROC and FPR95 against every known-class utterance, for the submitted "
-                 "method and for each seed's method of highest test AUROC (named beside the generator).", "",
-                 table(generators, GENERATOR_COLUMNS, "generator", generator_name), ""]
-        write_text_atomic(out / "generators_over_seeds.json", json.dumps(generators, indent=2) + "\n")
+    sections = (
+        (aggregate_conditions(runs, seeds), "The submitted method per condition (test)",
+         "Closed-set accuracy: the class decision before the unknown rule, on the known-class utterances; an "
+         "utterance counts in each part of its condition.",
+         CONDITION_COLUMNS, "condition", lambda r: r["condition"], "conditions_over_seeds.json"),
+        (aggregate_classes(runs, seeds), "The submitted method per class (test)",
+         "Closed-set recall: the class decision before the unknown rule; recall and precision: the submitted "
+         "labels (for unknown: the unknown rule's); taken for: each seed's most frequent wrong label for the class.",
+         CLASS_COLUMNS, "class", class_name, "classes_over_seeds.json"),
+        (aggregate_generators(runs, seeds), "The unknown class per generator (test)",
+         "Each generator's unknown utterances: the share the submitted labels call unknown, and unknown-vs-known "
+         "AUROC and FPR95 against every known-class utterance, for the submitted method and for each seed's "
+         "method of highest test AUROC (named beside the generator).",
+         GENERATOR_COLUMNS, "generator", generator_name, "generators_over_seeds.json"),
+    )
+    for found, title, note, columns, head, name, file in sections:
+        if found:
+            text += [f"## {title}", "", note, "", table(found, columns, head, name), ""]
+            write_text_atomic(out / file, json.dumps(found, indent=2) + "\n")
     text += ensemble_section(runs)
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")
