@@ -155,28 +155,42 @@ log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 ngpu_note() { [ "$ngpu" -gt 1 ] && echo ", $ngpu processes (torchrun)"; true; }
 
-# Stages 5-7 of the seeds' ensemble in ENSEMBLE: every seed's systems as members (fusion/seed_ensemble.py;
-# its --testset NAME, when given, for a new test set), fused with FUSION_CONFIG; the submission goes
-# to ENSEMBLE/submission and to SUBMISSION_DIR.
-ensemble_stages() {
-  local ensemble=$1 manifest=$2 config=$3 layout=("${@:4}") members out
+# Stages 5-7 of one run in RUN: fuse MEMBERS (comma-separated) with FUSION_CONFIG, write the
+# submission to OUT (and to ALSO, when given) and evaluate it on the test split of MANIFEST.
+fuse_submit_evaluate() {
+  local run=$1 manifest=$2 config=$3 members=$4 out=$5 also=${6:-} folder
   if run_stage 5; then
-    log "Stage 5 (fuse): the systems of seeds $seeds as one ensemble -> $ensemble/fusion (settings: $config)"
-    members=$("$python" -m fusion.seed_ensemble --exp "$exp" --seeds "$seeds" --systems "$systems" "${layout[@]}")
-    "$python" -m fusion.run --exp "$ensemble" --systems "$members" --config "$config"
+    log "Stage 5 (fuse): $run/{$members}/scores -> $run/fusion (every method, tau on dev; settings: $config)"
+    "$python" -m fusion.run --exp "$run" --systems "$members" --config "$config"
   fi
   if run_stage 6; then
-    log "Stage 6 (submit): $ensemble/fusion (submit_method) -> $ensemble/submission and $submission_dir/$submission_name.{txt,zip}"
-    for out in "$ensemble/submission" "$submission_dir"; do
-      "$python" -m submit.write --fusion "$ensemble/fusion" --test_manifest "$manifest" --name "$submission_name" --out "$out"
+    for folder in "$out" ${also:+"$also"}; do
+      log "Stage 6 (submit): $run/fusion (submit_method) -> $folder/$submission_name.{txt,zip}"
+      "$python" -m submit.write --fusion "$run/fusion" --test_manifest "$manifest" --name "$submission_name" --out "$folder"
     done
   fi
   if run_stage 7; then
-    log "Stage 7 (evaluate): $ensemble/fusion + ${test_key:-no key} -> $ensemble/report"
-    "$python" -m eval.report --exp "$ensemble" --test_manifest "$manifest" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
-    [ -z "$test_key" ] || "$python" eval/score.py "$ensemble/submission/$submission_name.txt" "$test_key"
+    log "Stage 7 (evaluate): $run/fusion + ${test_key:-no key} -> $run/report"
+    "$python" -m eval.report --exp "$run" --test_manifest "$manifest" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
+    [ -z "$test_key" ] || "$python" eval/score.py "$out/$submission_name.txt" "$test_key"
   fi
 }
+
+# Stages 5-7 of the seeds' ensemble in ENSEMBLE: every seed's systems as members (fusion/seed_ensemble.py;
+# its --testset NAME, when given, for a new test set); the submission goes to ENSEMBLE/submission
+# and to SUBMISSION_DIR.
+ensemble_stages() {
+  local ensemble=$1 manifest=$2 config=$3 layout=("${@:4}") members=""
+  if run_stage 5; then
+    log "Stage 5 (fuse): the systems of seeds $seeds as one ensemble in $ensemble"
+    members=$("$python" -m fusion.seed_ensemble --exp "$exp" --seeds "$seeds" --systems "$systems" "${layout[@]}")
+  fi
+  fuse_submit_evaluate "$ensemble" "$manifest" "$config" "$members" "$ensemble/submission" "$submission_dir"
+}
+
+# Where the run of a single seed (--seeds N) also writes its submission: SUBMISSION_DIR, as the
+# ensemble's does with two or more seeds
+single_seed_copy() { if [ -n "$seeds" ] && [ "${#seed_list[@]}" = 1 ]; then echo "$submission_dir"; fi; }
 
 if run_stage 0 && ! $skip_setup; then
   log "Stage 0 (setup): requirements.txt -> .venv"
@@ -246,25 +260,8 @@ if [ -n "$test_dir" ]; then
         "$python" -m systems.score --exp "$testset/$sys" --data "$testset/data" --splits test --ngpu "$ngpu"
       done
     fi
-    if run_stage 5; then
-      log "Stage 5 (fuse): $testset/{${systems}}/scores -> $testset/fusion (settings of $run/fusion)"
-      "$python" -m fusion.run --exp "$testset" --systems "$systems" --config "$run/fusion/config.yaml"
-    fi
-    if run_stage 6; then
-      log "Stage 6 (submit): $testset/fusion -> $run_submission/$submission_name.{txt,zip}"
-      "$python" -m submit.write --fusion "$testset/fusion" --test_manifest "$testset/data/test" \
-        --name "$submission_name" --out "$run_submission"
-      if [ "${#runs[@]}" = 1 ] && [ "$run_submission" != "$submission_dir" ]; then
-        log "Stage 6 (submit): the seed's submission -> $submission_dir/$submission_name.{txt,zip}"
-        "$python" -m submit.write --fusion "$testset/fusion" --test_manifest "$testset/data/test" \
-          --name "$submission_name" --out "$submission_dir"
-      fi
-    fi
-    if run_stage 7; then
-      log "Stage 7 (evaluate): $testset/fusion + ${test_key:-no key} -> $testset/report"
-      "$python" -m eval.report --exp "$testset" --test_manifest "$testset/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
-      [ -z "$test_key" ] || "$python" eval/score.py "$run_submission/$submission_name.txt" "$test_key"
-    fi
+    fuse_submit_evaluate "$testset" "$testset/data/test" "$run/fusion/config.yaml" "$systems" "$run_submission" \
+      "$(single_seed_copy)"
   done
   if [ "${#runs[@]}" -gt 1 ]; then
     ensemble_stages "$exp/ensemble/testsets/$test_name" "$shared/data/test" "$exp/ensemble/fusion/config.yaml" \
@@ -338,29 +335,7 @@ run_cli(lambda: link_parts(Path(sys.argv[1]), Path(sys.argv[2]), ("data",), "pre
     done
   fi
 
-  if run_stage 5; then
-    log "Stage 5 (fuse): $run_exp/{${systems}}/scores -> $run_exp/fusion (every method, tau on dev)"
-    "$python" -m fusion.run --exp "$run_exp" --systems "$systems" --config "$fusion_config"
-  fi
-
-  if run_stage 6; then
-    log "Stage 6 (submit): $run_exp/fusion (submit_method) -> $run_submission/$submission_name.{txt,zip}"
-    "$python" -m submit.write --fusion "$run_exp/fusion" --test_manifest "$exp/data/test" --name "$submission_name" \
-      --out "$run_submission"
-    if [ -n "$seeds" ] && [ "${#seed_list[@]}" = 1 ]; then
-      log "Stage 6 (submit): the seed's submission -> $submission_dir/$submission_name.{txt,zip}"
-      "$python" -m submit.write --fusion "$run_exp/fusion" --test_manifest "$exp/data/test" \
-        --name "$submission_name" --out "$submission_dir"
-    fi
-  fi
-
-  if run_stage 7; then
-    log "Stage 7 (evaluate): $run_exp/fusion + ${test_key:-no key} -> $run_exp/report"
-    "$python" -m eval.report --exp "$run_exp" --test_manifest "$exp/data/test" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
-    if [ -n "$test_key" ]; then
-      "$python" eval/score.py "$run_submission/$submission_name.txt" "$test_key"
-    fi
-  fi
+  fuse_submit_evaluate "$run_exp" "$exp/data/test" "$fusion_config" "$systems" "$run_submission" "$(single_seed_copy)"
 done
 
 # With two or more seeds, every seed's systems are also fused as one ensemble in EXP/ensemble (links

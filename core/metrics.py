@@ -200,6 +200,7 @@ def per_generator(y_true, y_pred, generators, known=None) -> list[dict]:
     what it takes them."""
     y_true, y_pred, generators = np.asarray(y_true), np.asarray(y_pred), np.asarray(generators, dtype=object)
     is_known = y_true != UNKNOWN
+    known = None if known is None else np.asarray(known, dtype=np.float64)
     rows = []
     for name in sorted({str(g) for g in generators[~is_known]}):
         mine = ~is_known & (generators == name)
@@ -209,7 +210,6 @@ def per_generator(y_true, y_pred, generators, known=None) -> list[dict]:
                "taken_for": int(np.argmax(counts)) if len(wrong) else None,
                "taken_share": float(counts.max() / mine.sum()) if len(wrong) else 0.0}
         if known is not None:
-            known = np.asarray(known, dtype=np.float64)
             sel = (is_known | mine) & np.isfinite(known)
             both = is_known[sel].any() and not is_known[sel].all()
             row["auroc"] = auroc(known[sel], is_known[sel]) if both else None

@@ -116,17 +116,27 @@ def _utt_column(path: Path, what: str, column: str, lines: list[tuple[int, str]]
     return out
 
 
-def read_conditions(path: str | Path) -> dict[str, str]:
-    """{utt_id: condition} from `<id> <condition>` lines or a TSV with utt_id and condition columns."""
-    path = Path(path)
-    return _utt_column(path, "condition file", "condition", _lines(path, "condition file"), two_columns=True)
-
-
-def read_generators(path: str | Path) -> dict[str, str] | None:
-    """{utt_id: generator} from a condition TSV that also has a generator column (the demo corpus's
-    meta.tsv), None when it has none."""
+def read_condition_file(path: str | Path) -> tuple[dict[str, str], dict[str, str] | None]:
+    """{utt_id: condition} from `<id> <condition>` lines or a TSV with utt_id and condition columns,
+    and {utt_id: generator} when the TSV also has a generator column (the demo corpus's meta.tsv),
+    else None; the file is read once."""
     path = Path(path)
     lines = _lines(path, "condition file")
+    conditions = _utt_column(path, "condition file", "condition", lines, two_columns=True)
     if "generator" not in lines[0][1].split("\t"):
-        return None
-    return _utt_column(path, "condition file", "generator", lines, two_columns=False)
+        return conditions, None
+    return conditions, _utt_column(path, "condition file", "generator", lines, two_columns=False)
+
+
+def values_for(ids: list[str], table: dict[str, str], path: str | Path, what: str) -> list[str]:
+    """`table`'s value of every id of an answer key, in the key's order; a one-line error naming
+    `path` when one is missing."""
+    missing = [u for u in ids if u not in table]
+    if missing:
+        fail(f"{path}: no {what} for id {missing[0]} of the answer key ({len(missing)} missing)")
+    return [table[u] for u in ids]
+
+
+def read_conditions(path: str | Path) -> dict[str, str]:
+    """{utt_id: condition} of a condition file (read_condition_file)."""
+    return read_condition_file(path)[0]

@@ -47,7 +47,7 @@ from core.prepared_split import PreparedSplit
 from core.provenance import RESULT_PACKAGES, TRAIN_ENVIRONMENT, environment, machine_line, package_versions
 from core.stage_files import load_npy, read_ids, read_json
 from core.stamps import file_signature, folder_listing, output_files, source_digest, stage_is_current, write_stamp
-from core.utt_tables import read_conditions, read_generators
+from core.utt_tables import read_condition_file, values_for
 from fusion.calibrate import f1_curve, known_max, tau_grid
 from fusion.logit_fusion import softmax
 from submit.write import audio_folders_of, checked_test_split, submission_labels
@@ -197,14 +197,11 @@ def submitted_decisions(fusion: Path, test: PreparedSplit, key: dict[str, int], 
     return SubmittedTest(tids, [key[u] for u in tids], [sub[u] for u in tids], closed)
 
 
-def condition_table(submitted: SubmittedTest, conditions_path: Path) -> list[dict]:
+def condition_table(submitted: SubmittedTest, conditions: dict[str, str], conditions_path: Path) -> list[dict]:
     """The submitted method per condition: its submitted labels, and, when it has scores, the class
     decision before the unknown rule (closed-set accuracy; unreadable files count as wrong)."""
-    conditions = read_conditions(conditions_path)
-    missing = [u for u in submitted.ids if u not in conditions]
-    if missing:
-        fail(f"{conditions_path}: no condition for test id {missing[0]} of the answer key ({len(missing)} missing)")
-    return per_condition(submitted.truth, submitted.pred, [conditions[u] for u in submitted.ids], submitted.closed)
+    return per_condition(submitted.truth, submitted.pred, values_for(submitted.ids, conditions, conditions_path, "condition"),
+                         submitted.closed)
 
 
 def generator_table(fusion: Path, summary: dict, rows: list[dict], submitted: SubmittedTest,
@@ -212,10 +209,7 @@ def generator_table(fusion: Path, summary: dict, rows: list[dict], submitted: Su
     """The unknown class per generator (the condition file's generator column): the submitted
     method's decisions and AUROC / FPR95, and beside them the AUROC of the method with the highest
     test AUROC overall (`best_*`), each against every known-class utterance."""
-    missing = [u for u in submitted.ids if u not in generators]
-    if missing:
-        fail(f"{generators_path}: no generator for test id {missing[0]} of the answer key ({len(missing)} missing)")
-    names = [generators[u] for u in submitted.ids]
+    names = values_for(submitted.ids, generators, generators_path, "generator")
     ids = test_truth(fusion, key)[0]
 
     def known_ness(method: str) -> list[float] | None:
@@ -721,11 +715,11 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     table = results_table(rows)
     conditions_path = Path(conditions_path) if conditions_path else demo_conditions(key_path)
     submitted_test = submitted_decisions(fusion, test, key, summary) if key is not None else None
-    by_condition = (condition_table(submitted_test, conditions_path)
-                    if submitted_test is not None and conditions_path is not None else None)
+    conditions, generators = (read_condition_file(conditions_path)
+                              if submitted_test is not None and conditions_path is not None else (None, None))
+    by_condition = condition_table(submitted_test, conditions, conditions_path) if conditions is not None else None
     by_class = (per_class(submitted_test.truth, submitted_test.pred, submitted_test.closed)
                 if submitted_test is not None else None)
-    generators = read_generators(conditions_path) if by_condition is not None else None
     by_generator = (generator_table(fusion, summary, rows, submitted_test, key, generators, conditions_path)
                     if generators is not None else None)
     random = random_frontend_systems(exp, summary["systems"])

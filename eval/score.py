@@ -39,7 +39,7 @@ from core.metrics import (  # noqa: E402
     per_generator,
     require_known_class,
 )
-from core.utt_tables import read_conditions, read_generators, read_score_columns  # noqa: E402
+from core.utt_tables import read_condition_file, read_score_columns, values_for  # noqa: E402
 
 
 def aligned_labels(pred_path: str, key_path: str) -> tuple[list[str], list[int], list[int]]:
@@ -58,9 +58,10 @@ def aligned_labels(pred_path: str, key_path: str) -> tuple[list[str], list[int],
     return ids, [key_map[u][0] for u in ids], [pred_map[u][0] for u in ids]
 
 
-def score_metrics(path: str, ids: list[str], y_true: list[int]) -> dict:
-    """AUROC and FPR95 from a known-ness column, EER from a fake-ness column, for the key's ids."""
-    columns, unscored = read_score_columns(path)
+def score_metrics(path: str, score_columns: tuple, ids: list[str], y_true: list[int]) -> dict:
+    """AUROC and FPR95 from a known-ness column, EER from a fake-ness column, for the key's ids
+    (`score_columns`: read_score_columns of `path`)."""
+    columns, unscored = score_columns
     some = next(iter(columns.values()))
     listed = set(some) | set(unscored)
     missing, extra = [u for u in ids if u not in listed], sorted(listed - set(ids))
@@ -107,19 +108,14 @@ def known_ness(columns: dict[str, dict[str, float]]) -> tuple[str, dict[str, flo
     return None
 
 
-def generator_rows(path: str, ids: list[str], y_true: list[int], y_pred: list[int],
-                   scores_path: str | None) -> list[dict] | None:
-    """The unknown class per generator, when the condition TSV has a generator column."""
-    generators = read_generators(path)
-    if generators is None:
-        return None
-    missing = [u for u in ids if u not in generators]
-    if missing:
-        fail(f"{path}: no generator for id {missing[0]} of the answer key ({len(missing)} missing)")
-    known = known_ness(read_score_columns(scores_path)[0]) if scores_path else None
+def generator_rows(path: str, generators: dict[str, str], ids: list[str], y_true: list[int], y_pred: list[int],
+                   score_columns: tuple | None) -> list[dict]:
+    """The unknown class per generator (the condition TSV's generator column), with AUROC and FPR95
+    when there are scores."""
+    known = known_ness(score_columns[0]) if score_columns is not None else None
     # files predict could not read have no score: NaN, left out of the AUROC
     values = [known[1].get(u, np.nan) for u in ids] if known is not None else None
-    return per_generator(y_true, y_pred, [generators[u] for u in ids], values)
+    return per_generator(y_true, y_pred, values_for(ids, generators, path, "generator"), values)
 
 
 def format_generators(rows: list[dict]) -> str:
@@ -131,12 +127,9 @@ def format_generators(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def condition_rows(path: str, ids: list[str], y_true: list[int], y_pred: list[int]) -> list[dict]:
-    conditions = read_conditions(path)
-    missing = [u for u in ids if u not in conditions]
-    if missing:
-        fail(f"{path}: no condition for id {missing[0]} of the answer key ({len(missing)} missing)")
-    return per_condition(y_true, y_pred, [conditions[u] for u in ids])
+def condition_rows(path: str, conditions: dict[str, str], ids: list[str], y_true: list[int],
+                   y_pred: list[int]) -> list[dict]:
+    return per_condition(y_true, y_pred, values_for(ids, conditions, path, "condition"))
 
 
 def fmt(v) -> str:
@@ -198,18 +191,21 @@ def main() -> None:
     ids, y_true, y_pred = aligned_labels(args.preds, args.labels)
     rep = full_report(y_true, y_pred)
     text = [format_report(rep)]
+    score_columns = read_score_columns(args.scores) if args.scores else None
     if args.scores:
-        rep["scores"] = score_metrics(args.scores, ids, y_true)
+        rep["scores"] = score_metrics(args.scores, score_columns, ids, y_true)
         text += ["", format_scores(rep["scores"])]
     if args.conditions:
-        rep["conditions"] = condition_rows(args.conditions, ids, y_true, y_pred)
+        conditions, generators = read_condition_file(args.conditions)
+        rep["conditions"] = condition_rows(args.conditions, conditions, ids, y_true, y_pred)
         text += ["", "per condition (an utterance counts in each part of its condition)",
                  format_conditions(rep["conditions"])]
-        generators = generator_rows(args.conditions, ids, y_true, y_pred, args.scores)
-        if generators:
-            rep["generators"] = generators
+        by_generator = (generator_rows(args.conditions, generators, ids, y_true, y_pred, score_columns)
+                        if generators is not None else None)
+        if by_generator:
+            rep["generators"] = by_generator
             text += ["", "the unknown class (7) per generator (AUROC, FPR95: against every known-class utterance)",
-                     format_generators(generators)]
+                     format_generators(by_generator)]
     print(json.dumps(rep) if args.json else "\n".join(text))
 
 

@@ -20,6 +20,7 @@ from core.metrics import (
     per_generator,
 )
 from core.prepared_split import PreparedSplitWriter
+from core.utt_tables import read_conditions
 from core.scores import write_scores
 from fusion.config import FusionConfig
 from fusion.run import run_fusion
@@ -261,7 +262,9 @@ def test_report_has_score_columns_and_the_condition_table(tmp_path):
     # the demo layout's meta.tsv (beside keys/) is found; the table is the submitted method's
     assert demo_conditions(str(key_path)) == (tmp_path / "meta.tsv").resolve()
     summary = json.loads((exp / "fusion" / "summary.json").read_text())
-    table = condition_table(submitted_decisions(exp / "fusion", checked_test_split(prepared), key, summary), tmp_path / "meta.tsv")
+    meta = tmp_path / "meta.tsv"
+    table = condition_table(submitted_decisions(exp / "fusion", checked_test_split(prepared), key, summary),
+                            read_conditions(meta), meta)
     assert "| closed-set accuracy |" in conditions_markdown(table)
     pred = {ln.split()[0][:-4]: int(ln.split()[1])
             for ln in (exp / "fusion" / summary["submit_method"].replace(":", "__") / "test_pred.txt").read_text().splitlines()}
