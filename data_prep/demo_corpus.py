@@ -105,6 +105,29 @@ def split_counts(total: int) -> dict[str, int]:
     return {"train": n_train, "dev": n_dev, "test": total - n_train - n_dev}
 
 
+def known_task_fields(gen: str, draw: np.random.Generator, text_of, source_of, variants: list[str]) -> dict:
+    """A known-class task's voice, text, source and parameters, drawn from `draw`: `text_of()` gives
+    the next (text, text id), `source_of(gen)` the next real recording for classes 0 and 6."""
+    if gen in ("real", "world"):
+        params = {"f0_scale": float(draw.uniform(0.92, 1.08))} if gen == "world" else {}
+        return {"source": source_of(gen), "params": params}
+    text, text_id = text_of()
+    if gen == "espeak":
+        voice = f"{draw.choice(ESPEAK_ACCENTS)}+{draw.choice(variants)}"
+        params = {"speed": int(draw.integers(140, 186)), "pitch": int(draw.integers(30, 71))}
+    elif gen == "flite":
+        voice, params = str(draw.choice(FLITE_VOICES)), {"stretch": float(draw.uniform(0.9, 1.15))}
+    elif gen == "festival_diphone":
+        voice, params = str(draw.choice(FESTIVAL_DIPHONES)), {}
+    elif gen == "festival_hts":
+        voice, params = "cmu_us_slt_arctic_hts", {}
+    else:  # piper
+        voice = "en_US-joe-medium"
+        params = {"length_scale": float(draw.uniform(0.85, 1.2)),
+                  "noise_scale": float(draw.uniform(0.4, 0.9)), "noise_w": float(draw.uniform(0.5, 1.0))}
+    return {"voice": voice, "text": text, "text_id": text_id, "params": params}
+
+
 def plan_tasks(scale: float, seed: int, test_scale: float | None = None) -> tuple[list[Task], list[str]]:
     test_scale = scale if test_scale is None else test_scale
     rng = np.random.default_rng(seed)
@@ -152,25 +175,7 @@ def plan_tasks(scale: float, seed: int, test_scale: float | None = None) -> tupl
         return f
 
     def add_known(split, label, gen, draw, source_of):
-        if gen in ("real", "world"):
-            params = {"f0_scale": float(draw.uniform(0.92, 1.08))} if gen == "world" else {}
-            add(split, label, gen, draw, source=source_of(gen), params=params)
-            return
-        text, text_id = next_text(split)
-        if gen == "espeak":
-            voice = f"{draw.choice(ESPEAK_ACCENTS)}+{draw.choice(variants)}"
-            params = {"speed": int(draw.integers(140, 186)), "pitch": int(draw.integers(30, 71))}
-        elif gen == "flite":
-            voice, params = str(draw.choice(FLITE_VOICES)), {"stretch": float(draw.uniform(0.9, 1.15))}
-        elif gen == "festival_diphone":
-            voice, params = str(draw.choice(FESTIVAL_DIPHONES)), {}
-        elif gen == "festival_hts":
-            voice, params = "cmu_us_slt_arctic_hts", {}
-        else:  # piper
-            voice = "en_US-joe-medium"
-            params = {"length_scale": float(draw.uniform(0.85, 1.2)),
-                      "noise_scale": float(draw.uniform(0.4, 0.9)), "noise_w": float(draw.uniform(0.5, 1.0))}
-        add(split, label, gen, draw, voice=voice, text=text, text_id=text_id, params=params)
+        add(split, label, gen, draw, **known_task_fields(gen, draw, lambda: next_text(split), source_of, variants))
 
     for label, gen in KNOWN_GENERATORS.items():
         for split, count in split_counts(n_known).items():
@@ -307,6 +312,40 @@ def corpus_options(scale: float, seed: int, test_scale: float | None) -> dict:
     return options
 
 
+def render_tasks(tasks: list[Task], stage: Path, bank: Path, seed: int, nj: int) -> None:
+    """Render every task into stage/<split folder>/wav on `nj` worker processes."""
+    piper = [t for t in tasks if t.generator == "piper"]
+    jobs = [("piper", piper, stage, bank, seed)] if piper else []
+    # Festival's texts in batches, one festival process each; every other task alone
+    rest = []
+    for gen in ("festival_hts", "festival_diphone"):
+        said = [t for t in tasks if t.generator == gen]
+        rest += [("festival", said[i:i + FESTIVAL_BATCH]) for i in range(0, len(said), FESTIVAL_BATCH)]
+    rest += [("plain", [t]) for t in tasks if t.generator not in ("piper", "festival_hts", "festival_diphone")]
+    # Heavy generators first so the pool does not end on a long tail.
+    weight = {"world": 0, "griffin_lim": 1, "lpc_vocoder": 2, "channel_vocoder": 2, "pitch_shift": 2,
+              "festival_hts": 3}
+    rest.sort(key=lambda job: (weight.get(job[1][0].generator, 9), job[1][0].index))
+    jobs += [(kind, batch, stage, bank, seed) for kind, batch in rest]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(max(1, nj)) as pool, tqdm(total=len(tasks), desc="demo corpus", unit="utt", mininterval=1.0) as bar:
+        for done in pool.imap_unordered(_render_job, jobs):
+            bar.update(done)
+
+
+META_HEADER = "utt_id\tsplit\tlabel\tgenerator\tvoice\ttext_id\tcondition\tsample_rate\tsource\n"
+
+
+def write_key_and_meta(stage: Path, test: list[Task], rows: list[Task]) -> None:
+    """keys/test_label.txt for the `test` tasks and meta.tsv (one row per task of `rows`), in the
+    given order."""
+    (stage / "keys").mkdir()
+    (stage / "keys" / "test_label.txt").write_text("".join(f"{t.utt_id}.wav {t.label}\n" for t in test))
+    (stage / "meta.tsv").write_text(META_HEADER + "".join(
+        f"{t.utt_id}\t{t.split}\t{t.label}\t{t.generator}\t{t.voice}\t{t.text_id}\t{t.condition}\t"
+        f"{t.out_sr}\t{t.source}\n" for t in rows))
+
+
 def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None = None) -> dict:
     missing = have_tools(*TOOLS)
     if missing:
@@ -323,35 +362,14 @@ def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None 
         timings["banks_s"] = round(time.time() - t0, 1)
 
         t1 = time.time()
-        piper = [t for t in tasks if t.generator == "piper"]
-        jobs = [("piper", piper, stage, bank, seed)]
-        # Festival's texts in batches, one festival process each; every other task alone
-        rest = []
-        for gen in ("festival_hts", "festival_diphone"):
-            said = [t for t in tasks if t.generator == gen]
-            rest += [("festival", said[i:i + FESTIVAL_BATCH]) for i in range(0, len(said), FESTIVAL_BATCH)]
-        rest += [("plain", [t]) for t in tasks if t.generator not in ("piper", "festival_hts", "festival_diphone")]
-        # Heavy generators first so the pool does not end on a long tail.
-        weight = {"world": 0, "griffin_lim": 1, "lpc_vocoder": 2, "festival_hts": 3}
-        rest.sort(key=lambda job: (weight.get(job[1][0].generator, 9), job[1][0].index))
-        jobs += [(kind, batch, stage, bank, seed) for kind, batch in rest]
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(max(1, nj)) as pool, tqdm(total=len(tasks), desc="demo corpus", unit="utt", mininterval=1.0) as bar:
-            for done in pool.imap_unordered(_render_job, jobs):
-                bar.update(done)
+        render_tasks(tasks, stage, bank, seed, nj)
         timings["render_s"] = round(time.time() - t1, 1)
 
         by_split = {s: sorted((t for t in tasks if t.split == s), key=lambda t: t.utt_id) for s in SPLITS}
         for split in ("train", "dev"):
             (stage / SPLIT_DIR[split] / "label.txt").write_text(
                 "".join(f"{t.utt_id}.wav {t.label}\n" for t in by_split[split]))
-        (stage / "keys").mkdir()
-        (stage / "keys" / "test_label.txt").write_text(
-            "".join(f"{t.utt_id}.wav {t.label}\n" for t in by_split["test"]))
-        header = "utt_id\tsplit\tlabel\tgenerator\tvoice\ttext_id\tcondition\tsample_rate\tsource\n"
-        rows = [f"{t.utt_id}\t{t.split}\t{t.label}\t{t.generator}\t{t.voice}\t{t.text_id}\t{t.condition}\t"
-                f"{t.out_sr}\t{t.source}\n" for s in SPLITS for t in by_split[s]]
-        (stage / "meta.tsv").write_text(header + "".join(rows))
+        write_key_and_meta(stage, by_split["test"], [t for s in SPLITS for t in by_split[s]])
         write_stamp(stage, corpus_options(scale, seed, test_scale))
     timings["total_s"] = round(time.time() - t0, 1)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

@@ -72,8 +72,10 @@ def decode_real(path: str) -> np.ndarray:
     return resample(x.mean(axis=1), sr, SR)
 
 
-def espeak_variants() -> list[str]:
-    """Variants that keep espeak's own formant synthesiser (no Klatt), names as on disk."""
+def espeak_variants(klatt: bool = False) -> list[str]:
+    """Variants (names as on disk) that keep espeak's own formant synthesiser, or with `klatt` the
+    ones that switch to its Klatt synthesiser: the demo's class 1 uses the first, the held-out
+    test set's unseen generator the second."""
     for d in ESPEAK_VARIANT_DIRS:
         p = Path(d)
         if p.is_dir():
@@ -81,7 +83,7 @@ def espeak_variants() -> list[str]:
             for f in sorted(p.iterdir()):
                 if " " in f.name or not f.is_file():
                     continue
-                if "klatt" in f.read_text(errors="replace").lower():
+                if ("klatt" in f.read_text(errors="replace").lower()) != klatt:
                     continue
                 names.append(f.name)
             return names
@@ -249,6 +251,45 @@ def gen_lpc_vocoder(task, tmp: Path) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def gen_pitch_shift(task, tmp: Path) -> np.ndarray:
+    """Real speech moved by `semitones` with librosa's phase vocoder and resampling."""
+    import librosa
+
+    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None)
+    return librosa.effects.pitch_shift(x, sr=SR, n_steps=task.params["semitones"]).astype(np.float32)
+
+
+def gen_channel_vocoder(task, tmp: Path) -> np.ndarray:
+    """A channel vocoder: the mel-band envelopes (`bands` bands, 32 ms frames every 8 ms) of real
+    speech imposed on a pulse train at the speech's F0 (WORLD's DIO + StoneMask), white noise
+    where it is unvoiced. Each band of the carrier is scaled to the speech's band energy."""
+    import librosa
+    import pyworld
+
+    x = crop_seconds(decode_real(task.source), MAX_SECONDS + 1.0, None).astype(np.float64)
+    n_fft, hop = 512, 128
+    f0, t = pyworld.dio(x, SR, frame_period=hop * 1000 / SR)
+    f0 = pyworld.stonemask(x, f0, t, SR)
+    # the carrier, sample by sample: F0 held over each frame; a pulse at each wrap of the phase
+    f0_samples = np.repeat(f0, hop)[: len(x)]
+    f0_samples = np.pad(f0_samples, (0, len(x) - len(f0_samples)), mode="edge")
+    phase = np.cumsum(f0_samples / SR)
+    pulses = np.diff(np.floor(phase), prepend=0.0) > 0
+    rng = np.random.default_rng(task.seed)
+    carrier = np.where(f0_samples > 0, pulses * np.sqrt(SR / np.maximum(f0_samples, 1.0)),
+                       rng.standard_normal(len(x)))
+    speech = librosa.stft(x, n_fft=n_fft, hop_length=hop)
+    excitation = librosa.stft(carrier, n_fft=n_fft, hop_length=hop)
+    bands = librosa.filters.mel(sr=SR, n_fft=n_fft, n_mels=int(task.params["bands"]), norm=None)  # (B, F)
+    speech_energy = bands @ np.abs(speech) ** 2
+    carrier_energy = bands @ np.abs(excitation) ** 2
+    band_gain = np.sqrt(speech_energy / np.maximum(carrier_energy, 1e-12))  # (B, T)
+    # each bin's gain: the band gains weighted by that bin's share of each overlapping band
+    weight = bands / np.maximum(bands.sum(axis=0, keepdims=True), 1e-12)
+    y = librosa.istft(excitation * (weight.T @ band_gain), hop_length=hop, length=len(x))
+    return y.astype(np.float32)
+
+
 class PiperEngine:
     """One Piper voice per process; onnxruntime's seed is set before the session exists.
 
@@ -282,4 +323,5 @@ def gen_real(task, tmp: Path) -> np.ndarray:
 
 GENERATORS = {"real": gen_real, "espeak": gen_espeak, "flite": gen_flite, "festival_diphone": gen_festival,
               "festival_hts": gen_festival, "world": gen_world, "griffin_lim": gen_griffin_lim,
-              "lpc_vocoder": gen_lpc_vocoder}
+              "lpc_vocoder": gen_lpc_vocoder, "espeak_klatt": gen_espeak, "pitch_shift": gen_pitch_shift,
+              "channel_vocoder": gen_channel_vocoder}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -17,18 +18,16 @@ LICENSES_DIR = "/usr/share/common-licenses"
 MIN_SENTENCES = 100
 
 
-def load_sentences() -> list[str]:
-    """Unique 7–11-word sentences cut from the licence texts every Debian machine carries.
+def cut_sentences(texts: Iterable[str]) -> list[str]:
+    """Unique 7–11-word sentences cut from free text, sorted.
 
     Sentences are split at punctuation, broken at tokens that are not plain words (numbers,
-    URLs), and the runs of words are cut into consecutive 7–11-word pieces.
+    URLs, code), and the runs of words are cut into consecutive 7–11-word pieces.
     """
     lengths = (9, 7, 11, 8, 10)
     found: set[str] = set()
-    for path in sorted(Path(LICENSES_DIR).iterdir()):
-        if not path.is_file():
-            continue
-        text = re.sub(r"\s+", " ", path.read_text(errors="replace"))
+    for text in texts:
+        text = re.sub(r"\s+", " ", text)
         for sentence in re.split(r"[.!?;:()\[\]\"]+", text):
             runs, run = [], []
             for token in sentence.split():
@@ -45,6 +44,12 @@ def load_sentences() -> list[str]:
                     found.add(" ".join(words[i:i + n]).rstrip(",") + ".")
                     i, k = i + n, k + 1
     return sorted(found)
+
+
+def load_sentences() -> list[str]:
+    """The sentences of the licence texts every Debian machine carries (cut_sentences)."""
+    return cut_sentences(path.read_text(errors="replace") for path in sorted(Path(LICENSES_DIR).iterdir())
+                         if path.is_file())
 
 
 def disjoint_text_pools(rng: np.random.Generator) -> tuple[list[str], dict[str, np.ndarray]]:

@@ -14,6 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_SCALE = "0.05"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist with `--dist loadgroup` (tests/run.sh), every test that reads the whole
+    tiny recipe runs on one worker, which builds the recipe once instead of once per worker. First,
+    so that xdist's own hook sees the group."""
+    for item in items:
+        if "tiny_recipe" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_recipe"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdist_group(name): run on one pytest-xdist worker with its group")
+
+
 def run_module(*args: str, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True)
     if check and proc.returncode != 0:
