@@ -346,10 +346,15 @@ def write_key_and_meta(stage: Path, test: list[Task], rows: list[Task]) -> None:
         f"{t.out_sr}\t{t.source}\n" for t in rows))
 
 
-def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None = None) -> dict:
+def require_tools() -> None:
+    """A one-line error naming the missing programs and the Debian packages that bring them."""
     missing = have_tools(*TOOLS)
     if missing:
         fail(f"missing programs {missing}; install: apt-get install -y {' '.join(DEBIAN_PACKAGES)}")
+
+
+def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None = None) -> dict:
+    require_tools()
     timings = {}
     t0 = time.time()
     tasks, babble_sources = plan_tasks(scale, seed, test_scale)

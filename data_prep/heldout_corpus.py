@@ -39,23 +39,21 @@ from core.atomic import atomic_dir
 from core.errors import ArgumentParser, fail, run_cli
 from core.stamps import read_stamp, stage_is_current, write_stamp
 
-from .augment import have_tools
 from .demo_corpus import (
-    DEBIAN_PACKAGES,
     KNOWN_GENERATORS,
     MIN_SOURCE_SECONDS,
     SPLIT_DIR,
-    TOOLS,
     Task,
     assign_ids,
     draw_rate_and_condition,
     known_task_fields,
     plan_tasks,
     render_tasks,
+    require_tools,
     write_key_and_meta,
 )
 from .demo_noise_banks import build_eval_bank
-from .demo_synth import ESPEAK_ACCENTS, espeak_variants, real_duration, real_speech_files
+from .demo_synth import espeak_variants, real_duration, real_speech_files
 from .demo_text import cut_sentences, load_sentences
 
 HELDOUT_UNKNOWN_GENERATORS = ("espeak_klatt", "pitch_shift", "channel_vocoder")
@@ -153,11 +151,8 @@ def plan_heldout(options: dict, per_class: int, seed: int) -> tuple[list[Task], 
     for label, gen in KNOWN_GENERATORS.items():
         for _ in range(per_class):
             add(label, gen, known_task_fields(gen, rng, next_text, next_source, variants))
-    for _ in range(per_class):
-        text, text_id = next_text()
-        add(7, "espeak_klatt", {"voice": f"{rng.choice(ESPEAK_ACCENTS)}+{rng.choice(klatt)}", "text": text,
-                                "text_id": text_id, "params": {"speed": int(rng.integers(140, 186)),
-                                                               "pitch": int(rng.integers(30, 71))}})
+    for _ in range(per_class):  # class 1's accents, speeds and pitches, on the Klatt variants
+        add(7, "espeak_klatt", known_task_fields("espeak", rng, next_text, next_source, klatt))
     for _ in range(per_class):
         semitones = float(rng.choice([-1.0, 1.0]) * rng.uniform(2.0, 5.0))
         add(7, "pitch_shift", {"source": next_source(), "params": {"semitones": round(semitones, 2)}})
@@ -175,12 +170,10 @@ def heldout_options(options: dict, per_class: int, seed: int) -> dict:
             "version": 1}
 
 
-def build(demo: Path, out: Path, per_class: int, seed: int, nj: int) -> dict:
-    missing = have_tools(*TOOLS)
-    if missing:
-        fail(f"missing programs {missing}; install: apt-get install -y {' '.join(DEBIAN_PACKAGES)}")
+def build(options: dict, out: Path, per_class: int, seed: int, nj: int) -> dict:
+    """Render the set planned against the demo corpus of `options` (demo_options) into `out`."""
+    require_tools()
     t0 = time.time()
-    options = demo_options(demo)
     tasks, babble, summary = plan_heldout(options, per_class, seed)
     with atomic_dir(out) as stage, tempfile.TemporaryDirectory(prefix="heldout_work_") as work:
         (stage / SPLIT_DIR["test"] / "wav").mkdir(parents=True)
@@ -210,7 +203,7 @@ def main() -> None:
         return
     if out.exists() and not (out / ".options.json").exists():
         fail(f"{out} exists and is not a set built by this kit; refusing to overwrite it")
-    info = build(demo, out, args.per_class, args.seed, args.nj)
+    info = build(options, out, args.per_class, args.seed, args.nj)
     print(f"held-out test set written to {out}: {info['utterances']} utterances ({info['sentences']} candidate "
           f"sentences, {info['recordings']} recordings of which {info['recordings_unused_by_demo']} unused by the "
           f"demo) in {info['seconds']} s\n"
