@@ -102,18 +102,23 @@ def demo_options(demo: Path) -> dict:
             "test_scale": options.get("test_scale")}
 
 
+def is_speech(path: str) -> bool:
+    """False for Asterisk's silence/N.g722 prompts: N seconds of its noise floor (about -80 dBFS),
+    which the demo corpus itself draws among its real recordings."""
+    return "silence" not in Path(path).parent.parts
+
+
 def recording_pool(demo_tasks: list[Task], babble: list[str], rng: np.random.Generator) -> tuple[list[str], int]:
     """Real recordings for the held-out set: those no demo split uses (shuffled), then the demo
     test's own; none that a training or dev task or the evaluation babble uses. Also how many of
     them the demo never uses."""
-    # Asterisk's silence/N.g722 prompts are N seconds of its noise floor (about -80 dBFS), not speech
-    fitting = [f for f in real_speech_files()
-               if real_duration(f) >= MIN_SOURCE_SECONDS and "silence" not in Path(f).parent.parts]
+    fitting = [f for f in real_speech_files() if is_speech(f) and real_duration(f) >= MIN_SOURCE_SECONDS]
     used = {t.source for t in demo_tasks} | set(babble)
     seen_in_training = {t.source for t in demo_tasks if t.split != "test"} | set(babble)
     unused = [f for f in fitting if f not in used]
     unused = [unused[i] for i in rng.permutation(len(unused))]
-    test_only = sorted({t.source for t in demo_tasks if t.split == "test" and t.source != "-"} - seen_in_training)
+    test_only = sorted({t.source for t in demo_tasks if t.split == "test" and t.source != "-" and is_speech(t.source)}
+                       - seen_in_training)
     pool = unused + test_only
     if not pool:
         fail("no real recording is left that the demo's training or dev splits do not use")
@@ -167,7 +172,7 @@ def plan_heldout(options: dict, per_class: int, seed: int) -> tuple[list[Task], 
 
 def heldout_options(options: dict, per_class: int, seed: int) -> dict:
     return {"demo": options, "per_class": per_class, "seed": seed, "python": platform.python_version(),
-            "version": 1}
+            "version": 2}  # 2: no silence prompt among the demo test's recordings
 
 
 def build(options: dict, out: Path, per_class: int, seed: int, nj: int) -> dict:
