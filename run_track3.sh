@@ -231,6 +231,9 @@ if [ -n "$test_dir" ]; then
   fi
   [ -d "$exp/data/train" ] || { echo "error: $exp/data: missing; a new test set reads the experiment's prepared data (in a seed folder of an older run: ln -s ../data $exp/data)" >&2; exit 2; }
   [ -z "$test_key" ] || [ -f "$test_key" ] || { echo "error: --test_labels $test_key: no such file" >&2; exit 2; }
+  # the key is read and matched with the folder's .wav files now, not after hours of scoring in stage 7
+  [ -z "$test_key" ] || "$python" -c 'import sys; from core.errors import run_cli; from data_prep.prepare import check_test_key
+run_cli(lambda: check_test_key(sys.argv[1], sys.argv[2]))' "$test_key" "$test_dir" || exit 2
   $systems_given || systems=$("$python" -c "import json, sys; print(','.join(json.load(open(sys.argv[1]))['systems']))" \
     "${runs[0]}/fusion/summary.json")
   IFS=, read -r -a system_list <<< "$systems"

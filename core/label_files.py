@@ -1,6 +1,7 @@
 """The `<file> <label>` files of ADD 2023: label files, answer keys, predictions and submissions."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from core.errors import fail
@@ -48,8 +49,8 @@ def read_label_lines(path: str | Path, valid_labels: range = ALL_LABELS, what: s
         if len(parts) != 2:
             fail(f"{path}:{lineno}: expected '<file> <label>', got {line[:80]!r}")
         utt, tok = utt_id_of(parts[0]), parts[1]
-        # ASCII digits only: int() would also take `0_3` and other scripts' digits
-        if not (tok.isascii() and tok.lstrip("+-").isdigit()):
+        # ASCII digits after at most one sign: int() would also take `0_3` and other scripts' digits
+        if not re.fullmatch(r"[+-]?[0-9]+", tok):
             fail(f"{path}:{lineno}: label {tok!r} is not an integer")
         label = int(tok)
         if label not in valid_labels:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 import platform
 import sysconfig
@@ -37,7 +38,7 @@ import numpy as np
 
 from core.atomic import atomic_dir
 from core.errors import ArgumentParser, fail, run_cli
-from core.stamps import read_stamp, stage_is_current, write_stamp
+from core.stamps import STAMP_NAME, read_stamp, stage_is_current, write_stamp
 
 from .demo_corpus import (
     KNOWN_GENERATORS,
@@ -94,12 +95,26 @@ def heldout_sentences() -> list[str]:
 
 def demo_options(demo: Path) -> dict:
     """The scale, seed and test scale the demo corpus at `demo` was built with (its stamp)."""
+    if not demo.is_dir():
+        fail(f"--demo {demo}: {'not a folder' if demo.exists() else 'does not exist'}")
     options = read_stamp(demo)
     if options is None or not {"scale", "seed"} <= options.keys():
         fail(f"{demo}: no demo corpus stamp (.options.json with scale and seed); give the folder "
              f"run_track3.sh built (data/demo by default)")
-    return {"scale": float(options["scale"]), "seed": int(options["seed"]),
-            "test_scale": options.get("test_scale")}
+
+    def checked(key: str, integer: bool = False):
+        """The stamp's value, as stored, once it is a finite number (an integer where asked)."""
+        value = options.get(key)
+        # bool is an int to Python; a stamp never holds one for these
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (integer and value != int(value)):
+            fail(f"{demo / STAMP_NAME}: {key} {value!r} is not {'an integer' if integer else 'a number'}; "
+                 "rebuild the demo corpus (bash run_track3.sh --stop_stage 1)")
+        return value
+
+    # test_scale as stored: the held-out stamp holds it, and 4 would turn into 4.0
+    return {"scale": float(checked("scale")), "seed": int(checked("seed", integer=True)),
+            "test_scale": None if options.get("test_scale") is None else checked("test_scale")}
 
 
 def is_speech(path: str) -> bool:

@@ -97,6 +97,8 @@ def discover(data_root: str | Path) -> dict[str, SplitSource]:
                 if orphan is not None:
                     fail(f"{orphan}: test label file without test audio (no test folder in {root}: looked for "
                          "ADD2023_Track3_test/, test/, eval/); add the folder or move the label file away")
+                print(f"[prepare] {root}: no test folder (looked for ADD2023_Track3_test/, test/, eval/); "
+                      "train and dev only")
                 continue
             fail(f"{root}: no {split} folder (looked for ADD2023_Track3_{split}/, {split}/)")
         wav_dir = d / "wav" if (d / "wav").is_dir() else d
@@ -169,10 +171,29 @@ def _stored_duration(path: Path) -> float:
         return 0.0
 
 
+def split_wavs(wav_dir: Path) -> list[Path]:
+    """The files a split is made of: the .wav files directly in its folder, sorted."""
+    return sorted(p for p in wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
+
+
+def check_test_key(key_path: str | Path, wav_dir: str | Path) -> None:
+    """An answer key for a test folder labels exactly its .wav files (as the report will demand):
+    checked before hours of scoring, one line naming the key and an id otherwise."""
+    key_path, wav_dir = Path(key_path), Path(wav_dir)
+    key = read_label_file(key_path, ALL_LABELS, "answer key")
+    files = utterance_ids(split_wavs(wav_dir))
+    unlabelled = sorted(set(files) - set(key))
+    if unlabelled:
+        fail(f"{key_path}: no label for {len(unlabelled)} .wav file(s) of {wav_dir}, e.g. {files[unlabelled[0]].name}")
+    stray = sorted(set(key) - set(files))
+    if stray:
+        fail(f"{key_path}: {len(stray)} id(s) with no .wav file in {wav_dir}, e.g. {stray[0]}")
+
+
 def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folder: str | None = None) -> dict:
     """Decode one split into `out/<folder or split>`; returns counts. Skips when inputs and options
     are unchanged."""
-    wavs = sorted(p for p in src.wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
+    wavs = split_wavs(src.wav_dir)
     if not wavs:
         fail(f"{src.wav_dir}: no .wav files for split {src.name}")
     # the challenge's splits are flat folders of .wav (the submission lists their ids): other audio
@@ -278,6 +299,9 @@ def main() -> None:
         sources = [SplitSource(args.split, Path(args.wav_dir), Path(args.label_file) if args.label_file else None)]
         if not sources[0].wav_dir.is_dir():
             fail(f"--wav_dir {sources[0].wav_dir}: not a folder")
+        if args.split != "test" and not args.label_file:
+            # training and model selection need a class per utterance; only test may come without one
+            fail(f"--split {args.split} --wav_dir {args.wav_dir}: needs --label_file (only test may go without)")
     else:
         fail("give --data_root, or --split with --wav_dir (and --label_file)")
     if args.augment_dev:

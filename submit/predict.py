@@ -4,8 +4,11 @@
                              [--backend torch|onnx] [--device auto] [--batch_size N] [--ngpu N]
                              [--nj N]
 
-PATH is an audio file (anything the kit reads: wav, flac, ogg, mp3; any sample rate, any channel
-count), a folder (searched recursively) or a list file (`.txt`, `.lst`, `.scp`: one path per line).
+PATH is an audio file (anything the kit reads: wav, flac, ogg, opus, mp3; any sample rate, any
+channel count), a folder (searched recursively; audio of other formats there, such as m4a, is named
+on stderr) or a list file (`.txt`, `.lst`, `.scp`: one path per line, a folder there searched as
+on the command line). Files of one name in two folders share an utt_id; their rows say so in
+`warning`.
 Each file goes through the test stage's preparation (the options stored with `EXP/data/test`:
 resample to 16 kHz, edge-silence trim, loudness), the systems the method needs (their best
 checkpoints; `--backend onnx` runs the exported `model.onnx` files instead, see
@@ -42,32 +45,50 @@ from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
 from core.prepared_split import PreparedSplit, PreparedSplitWriter
 from core.stage_files import read_json
 from data_prep.audio_io import LoadOptions
+from data_prep.prepare import AUDIO_SUFFIXES as PREPARE_AUDIO_SUFFIXES
 from data_prep.prepare import read_files
 from fusion.calibrate import known_max
 from fusion.config import load_fusion_config
 from fusion.members import SplitScores, align_windows, load_members
 from fusion.scorers import FusionContext, build_scorer
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
+# what soundfile (libsndfile 1.2) decodes; prepare.AUDIO_SUFFIXES also lists formats it does not
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
 LIST_SUFFIXES = {".txt", ".lst", ".scp"}
 COLUMNS = ("utt_id", "path", "label", *[f"p_{c}" for c in KNOWN_CLASSES], "unknown_score", "method", "error",
            "warning")
 
 
+def folder_audio(folder: Path) -> list[Path]:
+    """The audio files below `folder` that predict reads, sorted. Audio of other formats there
+    (prepare's wider list: m4a, aac, amr …) is named on stderr, never passed over in silence."""
+    found = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in PREPARE_AUDIO_SUFFIXES)
+    read = [f for f in found if f.suffix.lower() in AUDIO_SUFFIXES]
+    if len(read) < len(found):
+        other = next(f for f in found if f.suffix.lower() not in AUDIO_SUFFIXES)
+        print(f"[predict] {folder}: {len(found) - len(read)} audio file(s) not read (formats read: "
+              f"{', '.join(sorted(AUDIO_SUFFIXES))}), e.g. {other}; convert them to wav or flac", file=sys.stderr)
+    if not read:
+        print(f"[predict] {folder}: no audio file it reads", file=sys.stderr)
+    return read
+
+
 def list_inputs(paths: list[str]) -> list[Path]:
-    """Every audio file named by the arguments, in the order given (folders sorted, recursively);
-    a file named twice (the same path, or a folder and a file in it) is scored once, where first named."""
+    """Every audio file named by the arguments, in the order given (folders sorted, recursively,
+    also where a list file names one); a file named twice (the same path, or a folder and a file in
+    it) is scored once, where first named."""
     out = []
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            out += folder_audio(p)
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
             base = p.parent
             for line in text_lines(p, "list file"):
                 if line.strip():
                     entry = Path(line.strip())
-                    out.append(entry if entry.is_absolute() else base / entry)
+                    entry = entry if entry.is_absolute() else base / entry
+                    out += folder_audio(entry) if entry.is_dir() else [entry]
         else:
             out.append(p)  # a missing or unreadable file becomes an error row, never a lost one
     if not out:
@@ -202,14 +223,45 @@ def run_system_processes(exp: Path, system: str, split: PreparedSplit, nproc: in
     return SystemOutputs(scores.logits, scores.embeddings, scores.window_embeddings, scores.window_offsets)
 
 
-def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
-            batch_size: int | None, nproc: int = 1, nj: int = 1) -> tuple[list[dict], bool]:
-    """One row per file, in input order, and whether the method's last score is its own unknown score."""
+def mark_shared_ids(rows: list[dict]) -> None:
+    """Files of one name in different folders get one utt_id (the name without extension): each
+    row keeps its path, and says so in `warning` and on stderr, since a submission or
+    eval/score.py needs one file per id."""
+    by_id: dict[str, list[dict]] = {}
+    for r in rows:
+        by_id.setdefault(r["utt_id"], []).append(r)
+    for utt, group in by_id.items():
+        if len(group) > 1:
+            print(f"[predict] {len(group)} files share the id {utt} ({', '.join(str(r['path']) for r in group)}): "
+                  "the path column tells them apart; a submission needs one file per id", file=sys.stderr)
+            for r in group:
+                note = f"id {utt} shared with {len(group) - 1} other file(s)"
+                r["warning"] = f"{r['warning']}; {note}" if r["warning"] else note
+
+
+def experiment_summary(exp: Path) -> tuple[Path, dict]:
+    """The fusion summary of a trained experiment; a seeds experiment's top folder, or a folder
+    that is no experiment at all, is told which folder to give."""
     if not exp.is_dir():
         fail(f"--exp {exp}: no such folder; give a trained experiment (run_track3.sh's --exp)")
     summary_path = exp / "fusion" / "summary.json"
-    summary = read_json(summary_path, "fusion summary", "fusion",
-                        keys={"submit_method": str, "methods": dict, "systems": list})
+    if not summary_path.exists():
+        seeds = sorted(int(p.parent.parent.name[5:]) for p in exp.glob("seed_*/fusion/summary.json")
+                       if p.parent.parent.name[5:].isdigit())
+        if seeds:
+            fail(f"--exp {exp}: holds the runs of --seeds {','.join(map(str, seeds))}, not one experiment; "
+                 f"give {exp / 'ensemble'} (the seeds' ensemble) or {exp}/seed_N")
+        if not (exp / "fusion").is_dir():
+            fail(f"--exp {exp}: not a trained experiment (no fusion/summary.json); give the folder "
+                 "run_track3.sh's --exp trained (exp by default)")
+    return summary_path, read_json(summary_path, "fusion summary", "fusion",
+                                   keys={"submit_method": str, "methods": dict, "systems": list})
+
+
+def predict(exp: Path, files: list[Path], method: str | None, backend: str, device: str,
+            batch_size: int | None, nproc: int = 1, nj: int = 1) -> tuple[list[dict], bool]:
+    """One row per file, in input order, and whether the method's last score is its own unknown score."""
+    summary_path, summary = experiment_summary(exp)
     method = method or summary["submit_method"]
     if method not in summary["methods"]:
         fail(f"method {method!r} is not in {summary_path}; choose from {', '.join(summary['methods'])}")
@@ -223,6 +275,7 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
         readable = np.flatnonzero(split.readable)
         rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e, "warning": w}
                 for p, e, w in zip(split.paths, errors, warnings)]
+        mark_shared_ids(rows)
         if len(readable):
             if nproc > 1:
                 outputs = {s: run_system_processes(exp, s, split, nproc, device, batch_size) for s in needed}

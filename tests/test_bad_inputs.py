@@ -334,6 +334,19 @@ def _(tmp, base):
     return s.case(2, (f"{s.labels}:2", "not an integer"))
 
 
+@case("prepare: label with two signs")
+def _(tmp, base):
+    s = Split(tmp)
+    s.labels.write_text("u0.wav 0\nu1.wav --1\n")
+    return s.case(2, (f"{s.labels}:2", "not an integer"))
+
+
+@case("prepare: --split train without --label_file -> refused (only test may go without)")
+def _(tmp, base):
+    s = Split(tmp)
+    return s.case(2, ("--split train", "needs --label_file"), labels=False)
+
+
 @case("prepare: label 7 (unknown) in train -> refused")
 def _(tmp, base):
     s = Split(tmp)

@@ -64,6 +64,22 @@ def test_a_missing_answer_key_is_refused_before_hours_of_scoring(tmp_path):
     assert not (exp / "testsets").exists()
 
 
+@pytest.mark.parametrize("key_text, says", [
+    ("a.wav 0\nb.wav x\n", ":2: label 'x' is not an integer"),
+    ("a.wav 0\n", "no label for 1 .wav file(s)"),
+    ("a.wav 0\nb.wav 7\nc.wav 1\n", "1 id(s) with no .wav file"),
+])
+def test_a_malformed_answer_key_is_refused_before_hours_of_scoring(tmp_path, key_text, says):
+    exp, new = trained_looking_exp(tmp_path)
+    for name in ("a.wav", "b.wav"):
+        (new / name).write_bytes(b"")  # only the names are compared before stage 2
+    key = tmp_path / "key.txt"
+    key.write_text(key_text)
+    err = one_error_line(driver("--exp", str(exp), "--test_dir", str(new), "--test_labels", str(key)))
+    assert str(key) in err and says in err
+    assert not (exp / "testsets").exists()
+
+
 def test_an_experiment_without_its_data_says_how_to_link_it(tmp_path):
     """A seed folder of a run made before seed folders linked EXP/data."""
     exp, new = trained_looking_exp(tmp_path)

@@ -124,3 +124,27 @@ def test_build_writes_a_scorable_set_and_refuses_a_folder_without_a_stamp(tmp_pa
         assert len(x) >= 0.5 * sr and np.isfinite(x).all() and np.abs(x).max() > 0.01
     again = run("--demo", str(demo), "--out", str(out), "--per_class", "1")
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"scale": "abc", "seed": 0}, "scale 'abc' is not a number"),
+    ({"scale": [1], "seed": 0}, "scale [1] is not a number"),
+    ({"scale": 1.0, "seed": "x"}, "seed 'x' is not an integer"),
+    ({"scale": 1.0, "seed": 0.5}, "seed 0.5 is not an integer"),
+    ({"scale": 1.0, "seed": True}, "seed True is not an integer"),
+    ({"scale": 1.0, "seed": 0, "test_scale": "big"}, "test_scale 'big' is not a number"),
+    ({"scale": float("inf"), "seed": 0}, "scale inf is not a number"),
+])
+def test_a_mistyped_demo_stamp_is_a_one_line_error(tmp_path, options, says):
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    write_stamp(demo, {**options, "version": 1})
+    bad = run("--demo", str(demo), "--out", str(tmp_path / "x"), "--per_class", "1")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and str(demo) in bad.stderr and says in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_missing_demo_folder_is_named_as_missing(tmp_path):
+    bad = run("--demo", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

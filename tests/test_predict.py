@@ -153,6 +153,52 @@ def test_predict_inputs_named_twice_are_scored_once_and_bad_lists_are_one_line_e
         assert proc.returncode == 2 and "\n" not in err and message in err, err
 
 
+def test_predict_names_what_a_folder_holds_but_it_does_not_read_and_expands_listed_folders(tmp_path, capsys):
+    from submit.predict import list_inputs
+
+    mixed, other, empty = tmp_path / "mixed", tmp_path / "other", tmp_path / "empty"
+    for folder, names in ((mixed, ("a.wav", "b.m4a", "c.aac", "d.opus")), (other, ("a.wav", "e.flac")),
+                          (empty, ("x.amr", "readme.md"))):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes(b"")
+    listing = tmp_path / "files.txt"
+    listing.write_text("other\n")
+    files = list_inputs([str(mixed), str(listing), str(empty)])
+    assert files == [mixed / "a.wav", mixed / "d.opus", other / "a.wav", other / "e.flac"]
+    err = capsys.readouterr().err
+    assert f"{mixed}: 2 audio file(s) not read" in err and str(mixed / "b.m4a") in err
+    assert f"{empty}: 1 audio file(s) not read" in err and f"{empty}: no audio file it reads" in err
+    assert f"{other}:" not in err
+
+
+def test_predict_marks_files_that_share_an_id(capsys):
+    from submit.predict import mark_shared_ids
+
+    rows = [{"utt_id": "a", "path": "x/a.wav", "warning": ""}, {"utt_id": "b", "path": "x/b.wav", "warning": ""},
+            {"utt_id": "a", "path": "y/a.flac", "warning": "little signal"}]
+    mark_shared_ids(rows)
+    assert rows[0]["warning"] == "id a shared with 1 other file(s)"
+    assert rows[1]["warning"] == ""
+    assert rows[2]["warning"] == "little signal; id a shared with 1 other file(s)"
+    assert "2 files share the id a (x/a.wav, y/a.flac)" in capsys.readouterr().err
+
+
+def test_predict_tells_a_seeds_folder_or_a_non_experiment_which_folder_to_give(tmp_path):
+    seeds, plain = tmp_path / "exp", tmp_path / "plain"
+    for n in (2, 1):
+        (seeds / f"seed_{n}" / "fusion").mkdir(parents=True)
+        (seeds / f"seed_{n}" / "fusion" / "summary.json").write_text("{}")
+    plain.mkdir()
+    (tmp_path / "a.wav").write_bytes(b"")
+    for exp, message in [(seeds, f"--exp {seeds}: holds the runs of --seeds 1,2, not one experiment; give "
+                                 f"{seeds / 'ensemble'}"),
+                         (plain, f"--exp {plain}: not a trained experiment")]:
+        proc = predict("--exp", str(exp), str(tmp_path / "a.wav"), check=False)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and "\n" not in err and message in err, err
+
+
 def test_predict_refuses_an_experiment_without_its_prepared_data(tiny_recipe, tiny_corpus, tmp_path):
     """New files are read with the test stage's stored options or not at all: an --exp without
     data/test (a seed folder of an older run, a copied systems folder) is a one-line error."""

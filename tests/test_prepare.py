@@ -117,6 +117,15 @@ def test_other_layout_gives_the_same_manifests(tiny_corpus, tiny_prepared, tmp_p
         np.testing.assert_array_equal(a.audio(0), b.audio(0))
 
 
+def test_a_root_without_test_audio_says_so(tmp_path, capsys):
+    for split in ("train", "dev"):
+        (tmp_path / split / "wav").mkdir(parents=True)
+        (tmp_path / split / "label.txt").write_text("a.wav 0\n")
+    found = discover(tmp_path)
+    assert sorted(found) == ["dev", "train"]
+    assert f"{tmp_path}: no test folder" in capsys.readouterr().out
+
+
 def test_prepared_cache_matches_direct_loading(tiny_prepared):
     split = PreparedSplit(tiny_prepared / "dev")
     assert len(split) > 0 and split.readable.all()

@@ -71,6 +71,8 @@ def test_random_cases_match_reference(seed):
     ("a zero\n", "a 0\n", "not an integer"),
     ("a 0_3\n", "a 0\n", "not an integer"),
     ("a \u0663\n", "a 0\n", "not an integer"),
+    ("a --3\n", "a 0\n", "not an integer"),
+    ("a +-3\n", "a 0\n", "not an integer"),
     ("a 8\n", "a 0\n", "outside 0–7"),
     ("", "a 0\n", "is empty"),
     ("a 0 extra\n", "a 0\n", "expected"),
