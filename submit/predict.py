@@ -273,8 +273,9 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
         folder.mkdir(parents=True)
         split, errors, warnings = prepare_inputs(files, load_options(exp), folder, nj)
         readable = np.flatnonzero(split.readable)
-        rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e, "warning": w}
-                for p, e, w in zip(split.paths, errors, warnings)]
+        # `evidence`: the file's own signal warning; `warning`, the column, may add a shared id
+        rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e, "warning": w,
+                 "evidence": w} for p, e, w in zip(split.paths, errors, warnings)]
         mark_shared_ids(rows)
         if len(readable):
             if nproc > 1:
@@ -360,11 +361,11 @@ def main() -> None:
     else:
         sys.stdout.write(text)
     failed = [r for r in rows if r["error"]]
-    weak = [r for r in rows if r["warning"]]
+    weak = [r for r in rows if r["evidence"]]
     for r in failed:
         print(f"[predict] {r['path']}: {r['error']}", file=sys.stderr)
     for r in weak:
-        print(f"[predict] {r['path']}: labelled {r['label']}, but {r['warning']}", file=sys.stderr)
+        print(f"[predict] {r['path']}: labelled {r['label']}, but {r['evidence']}", file=sys.stderr)
     print(f"[predict] {len(rows)} file(s), {len(failed)} unreadable, {len(weak)} with little or no signal; "
           f"method {method}", file=sys.stderr)
     if failed:
