@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -163,3 +164,65 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             continue
         gone.append(p)
     return gone
+
+
+def stale_temporaries_of(path: str | os.PathLike) -> list[Path]:
+    """Delete the `.<name>.<random>.tmp` siblings a killed atomic write of `path` left: only that
+    file's, since `path` may sit in a folder of the user's own files. Returns what was removed."""
+    path = Path(path)
+    gone = [p for p in path.parent.glob(f".{glob_escape(path.name)}.*.tmp") if p.is_file()] \
+        if path.parent.is_dir() else []
+    for p in gone:
+        p.unlink()
+    return gone
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _scratch_owner() -> str:
+    # the host as well as the process: a temp folder may be shared by containers with their own pids
+    return f"{socket.gethostname().replace('.', '_')}.{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+_SWEPT: set[str] = set()
+
+
+def remove_orphaned_scratch(prefix: str) -> list[Path]:
+    """Delete the scratch folders (scratch_dir) of `prefix` on this host whose process is gone, as
+    SIGKILL leaves them; once per process and prefix. Returns what was removed."""
+    if prefix in _SWEPT:
+        return []
+    _SWEPT.add(prefix)
+    host = socket.gethostname().replace(".", "_")
+    gone = []
+    for p in Path(tempfile.gettempdir()).glob(f"{glob_escape(prefix)}.{glob_escape(host)}.*.*"):
+        pid = p.name[len(prefix) + len(host) + 2:].split(".", 1)[0]
+        if p.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A private working folder in the temp dir (`PREFIX.HOST.PID.random`), removed on exit. A
+    killed run cannot remove its own, so every call first removes those of `prefix` whose process
+    is gone: the leftovers of kills never pile up."""
+    remove_orphaned_scratch(prefix)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}.{_scratch_owner()}."))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -27,12 +27,12 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.atomic import scratch_dir
 from core.errors import fail
 
 from .audio_io import AudioReadError, ffmpeg_decode, pcm16_wav_samples_at, resample, write_wav
@@ -505,8 +505,7 @@ def codec_roundtrip(x: np.ndarray, sr: int, codec: str, rng: np.random.Generator
     """
     if codec not in CODECS:
         fail(f"unknown codec {codec!r}; valid: {list(CODECS)}")
-    tmp = Path(tempfile.mkdtemp(prefix="codec_"))
-    try:
+    with scratch_dir("kit_codec") as tmp:
         src = tmp / "in.wav"
         write_wav(src, x, sr)
         ff = ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-y", "-i", str(src)]
@@ -533,8 +532,6 @@ def codec_roundtrip(x: np.ndarray, sr: int, codec: str, rng: np.random.Generator
             y = ffmpeg_decode(enc, sr, input_format="g722" if codec == "g722" else None)
         except AudioReadError as err:
             fail(f"codec {codec}: decoding the round trip failed: {err}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if len(y) >= len(x):
         return y[: len(x)]
     return np.pad(y, (0, len(x) - len(y)))

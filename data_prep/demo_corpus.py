@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.atomic import atomic_dir
+from core.atomic import atomic_dir, scratch_dir
 from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.stamps import stage_is_current, write_stamp
 
@@ -277,12 +275,9 @@ def finish(task: Task, x: np.ndarray, out: Path, bank: Path) -> None:
 
 
 def render(task: Task, out: Path, bank: Path, engine=None) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="demo_"))
-    try:
+    with scratch_dir("kit_demo_task") as tmp:
         gen = engine if task.generator == "piper" else GENERATORS[task.generator]
         finish(task, gen(task, tmp), out, bank)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _render_job(job) -> int:
@@ -292,12 +287,9 @@ def _render_job(job) -> int:
         for t in tasks:
             render(t, out, bank, engine)
     elif kind == "festival":
-        tmp = Path(tempfile.mkdtemp(prefix="demo_"))
-        try:
+        with scratch_dir("kit_demo_task") as tmp:
             for t, x in zip(tasks, festival_waves(tasks, tmp)):
                 finish(t, x, out, bank)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     else:
         for t in tasks:
             render(t, out, bank)
@@ -358,7 +350,7 @@ def build(out: Path, scale: float, seed: int, nj: int, test_scale: float | None 
     timings = {}
     t0 = time.time()
     tasks, babble_sources = plan_tasks(scale, seed, test_scale)
-    with atomic_dir(out) as stage, tempfile.TemporaryDirectory(prefix="demo_work_") as work:
+    with atomic_dir(out) as stage, scratch_dir("kit_demo_work") as work:
         work = Path(work)
         for split in SPLITS:
             (stage / SPLIT_DIR[split] / "wav").mkdir(parents=True)

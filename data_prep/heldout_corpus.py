@@ -30,13 +30,12 @@ import math
 import os
 import platform
 import sysconfig
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_dir
+from core.atomic import atomic_dir, scratch_dir
 from core.errors import ArgumentParser, fail, run_cli
 from core.stamps import STAMP_NAME, read_stamp, stage_is_current, write_stamp
 
@@ -195,7 +194,7 @@ def build(options: dict, out: Path, per_class: int, seed: int, nj: int) -> dict:
     require_tools()
     t0 = time.time()
     tasks, babble, summary = plan_heldout(options, per_class, seed)
-    with atomic_dir(out) as stage, tempfile.TemporaryDirectory(prefix="heldout_work_") as work:
+    with atomic_dir(out) as stage, scratch_dir("kit_heldout_work") as work:
         (stage / SPLIT_DIR["test"] / "wav").mkdir(parents=True)
         bank = build_eval_bank(Path(work), babble)
         render_tasks(tasks, stage, bank, seed, nj)

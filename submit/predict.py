@@ -34,11 +34,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from core.atomic import scratch_dir
 from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import text_lines
 from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
@@ -268,7 +268,7 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
     info = summary["methods"][method]
     # single-system methods need one model; every fusion needs all members
     needed = [method.split(":", 1)[1]] if ":" in method else summary["systems"]
-    with tempfile.TemporaryDirectory(prefix="predict.") as tmp:
+    with scratch_dir("kit_predict") as tmp:
         folder = Path(tmp) / "data" / "test"
         folder.mkdir(parents=True)
         split, errors, warnings = prepare_inputs(files, load_options(exp), folder, nj)
@@ -355,8 +355,9 @@ def main() -> None:
     method = rows[0]["method"]
     text = format_rows(rows, unknown_column)
     if args.out:
-        from core.atomic import write_text_atomic
+        from core.atomic import stale_temporaries_of, write_text_atomic
 
+        stale_temporaries_of(args.out)  # a killed earlier call's half-written copy
         write_text_atomic(args.out, text)
     else:
         sys.stdout.write(text)
