@@ -304,8 +304,10 @@ def corpus_options(scale: float, seed: int, test_scale: float | None) -> dict:
     return options
 
 
-def render_tasks(tasks: list[Task], stage: Path, bank: Path, seed: int, nj: int) -> None:
-    """Render every task into stage/<split folder>/wav on `nj` worker processes."""
+def render_tasks(tasks: list[Task], stage: Path, bank: Path, seed: int, nj: int,
+                 desc: str = "demo corpus") -> None:
+    """Render every task into stage/<split folder>/wav on `nj` worker processes; `desc` names the
+    progress bar."""
     piper = [t for t in tasks if t.generator == "piper"]
     jobs = [("piper", piper, stage, bank, seed)] if piper else []
     # Festival's texts in batches, one festival process each; every other task alone
@@ -320,7 +322,7 @@ def render_tasks(tasks: list[Task], stage: Path, bank: Path, seed: int, nj: int)
     rest.sort(key=lambda job: (weight.get(job[1][0].generator, 9), job[1][0].index))
     jobs += [(kind, batch, stage, bank, seed) for kind, batch in rest]
     ctx = mp.get_context("spawn")
-    with ctx.Pool(max(1, nj)) as pool, tqdm(total=len(tasks), desc="demo corpus", unit="utt", mininterval=1.0) as bar:
+    with ctx.Pool(max(1, nj)) as pool, tqdm(total=len(tasks), desc=desc, unit="utt", mininterval=1.0) as bar:
         for done in pool.imap_unordered(_render_job, jobs):
             bar.update(done)
 

@@ -197,7 +197,7 @@ def build(options: dict, out: Path, per_class: int, seed: int, nj: int) -> dict:
     with atomic_dir(out) as stage, scratch_dir("kit_heldout_work") as work:
         (stage / SPLIT_DIR["test"] / "wav").mkdir(parents=True)
         bank = build_eval_bank(Path(work), babble)
-        render_tasks(tasks, stage, bank, seed, nj)
+        render_tasks(tasks, stage, bank, seed, nj, desc="held-out set")
         ordered = sorted(tasks, key=lambda t: t.utt_id)
         write_key_and_meta(stage, ordered, ordered)
         write_stamp(stage, heldout_options(options, per_class, seed))
