@@ -181,9 +181,10 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _scratch_owner() -> str:
-    # the host as well as the process: a temp folder may be shared by containers with their own pids
-    return f"{socket.gethostname().replace('.', '_')}.{os.getpid()}"
+def _scratch_host() -> str:
+    # the host as well as the process names a scratch folder: a temp folder may be shared by
+    # containers with their own pids
+    return socket.gethostname().replace(".", "_")
 
 
 def _process_alive(pid: int) -> bool:
@@ -205,7 +206,7 @@ def remove_orphaned_scratch(prefix: str) -> list[Path]:
     if prefix in _SWEPT:
         return []
     _SWEPT.add(prefix)
-    host = socket.gethostname().replace(".", "_")
+    host = _scratch_host()
     gone = []
     for p in Path(tempfile.gettempdir()).glob(f"{glob_escape(prefix)}.{glob_escape(host)}.*.*"):
         pid = p.name[len(prefix) + len(host) + 2:].split(".", 1)[0]
@@ -221,7 +222,7 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
     killed run cannot remove its own, so every call first removes those of `prefix` whose process
     is gone: the leftovers of kills never pile up."""
     remove_orphaned_scratch(prefix)
-    path = Path(tempfile.mkdtemp(prefix=f"{prefix}.{_scratch_owner()}."))
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}.{_scratch_host()}.{os.getpid()}."))
     try:
         yield path
     finally:

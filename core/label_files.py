@@ -69,6 +69,17 @@ def read_label_file(path: str | Path, valid_labels: range = ALL_LABELS, what: st
     return {utt: label for utt, label, _ in read_label_lines(path, valid_labels, what)}
 
 
+def key_labels_exactly(key: dict[str, int], key_path: str | Path, ids, items: str, place: str) -> None:
+    """An answer key labels exactly `ids` (the `items` of `place`, e.g. "utterance(s)" of "the test
+    set exp/data/test"): else one line naming the key, the count and an example."""
+    ids = set(ids)
+    missing, extra = sorted(ids - set(key)), sorted(set(key) - ids)
+    if missing:
+        fail(f"{key_path}: no label for {len(missing)} {items} of {place}, e.g. {missing[0]}")
+    if extra:
+        fail(f"{key_path}: {len(extra)} id(s) not in {place}, e.g. {extra[0]}")
+
+
 def label_lines(labels: dict[str, int]) -> str:
     """`<id>.wav <label>` lines sorted by id: the format of predictions, keys and submissions."""
     return "".join(f"{u}.wav {int(c)}\n" for u, c in sorted(labels.items()))

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
-from core.label_files import read_label_file, utt_id_of
+from core.label_files import key_labels_exactly, read_label_file, utt_id_of
 from core.labels import ALL_LABELS, NUM_KNOWN
 from core.prepared_split import PreparedSplitWriter
 from core.stamps import file_signature, listing_digest, stage_is_current, write_stamp
@@ -179,15 +179,9 @@ def split_wavs(wav_dir: Path) -> list[Path]:
 def check_test_key(key_path: str | Path, wav_dir: str | Path) -> None:
     """An answer key for a test folder labels exactly its .wav files (as the report will demand):
     checked before hours of scoring, one line naming the key and an id otherwise."""
-    key_path, wav_dir = Path(key_path), Path(wav_dir)
     key = read_label_file(key_path, ALL_LABELS, "answer key")
-    files = utterance_ids(split_wavs(wav_dir))
-    unlabelled = sorted(set(files) - set(key))
-    if unlabelled:
-        fail(f"{key_path}: no label for {len(unlabelled)} .wav file(s) of {wav_dir}, e.g. {files[unlabelled[0]].name}")
-    stray = sorted(set(key) - set(files))
-    if stray:
-        fail(f"{key_path}: {len(stray)} id(s) with no .wav file in {wav_dir}, e.g. {stray[0]}")
+    key_labels_exactly(key, key_path, utterance_ids(split_wavs(Path(wav_dir))), ".wav file(s)",
+                       f"the test folder {wav_dir}")
 
 
 def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folder: str | None = None) -> dict:

@@ -31,7 +31,7 @@ import numpy as np
 
 from core.atomic import atomic_path, ensure_dir, remove_stale_temporaries, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli, yaml_error_text
-from core.label_files import read_label_file
+from core.label_files import key_labels_exactly, read_label_file
 from core.labels import ALL_LABELS, LABEL_NAMES, REAL, UNKNOWN
 from core.metrics import (
     auroc,
@@ -619,12 +619,7 @@ def random_frontend_systems(exp: Path, systems: list[str]) -> list[str]:
 
 def key_matches_test_set(key: dict[str, int], key_path: str, test: PreparedSplit) -> None:
     """The answer key labels exactly the prepared test utterances: else one line naming the key."""
-    test_ids = set(test.ids)
-    missing, extra = sorted(test_ids - set(key)), sorted(set(key) - test_ids)
-    if missing:
-        fail(f"{key_path}: no label for {len(missing)} utterance(s) of the test set {test.folder}, e.g. {missing[0]}")
-    if extra:
-        fail(f"{key_path}: {len(extra)} id(s) not in the test set {test.folder}, e.g. {extra[0]}")
+    key_labels_exactly(key, key_path, test.ids, "utterance(s)", f"the test set {test.folder}")
 
 
 def training_record(exp: Path, system: str) -> Path:

@@ -67,7 +67,7 @@ def test_a_missing_answer_key_is_refused_before_hours_of_scoring(tmp_path):
 @pytest.mark.parametrize("key_text, says", [
     ("a.wav 0\nb.wav x\n", ":2: label 'x' is not an integer"),
     ("a.wav 0\n", "no label for 1 .wav file(s)"),
-    ("a.wav 0\nb.wav 7\nc.wav 1\n", "1 id(s) with no .wav file"),
+    ("a.wav 0\nb.wav 7\nc.wav 1\n", "1 id(s) not in the test folder"),
 ])
 def test_a_malformed_answer_key_is_refused_before_hours_of_scoring(tmp_path, key_text, says):
     exp, new = trained_looking_exp(tmp_path)
