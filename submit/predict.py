@@ -177,12 +177,12 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
         from systems.common.inference import (
             best_checkpoint,
             build_model,
-            config_digest,
             load_model_state,
             pick_device,
             score_windows,
             torch_threads,
         )
+        from systems.common.train_inputs import config_digest
 
         best = best_checkpoint(exp / system / "ckpt")
         if best is None or best.meta.get("config_digest") != config_digest(cfg):

@@ -39,7 +39,8 @@ from torch import nn
 from core.atomic import atomic_path
 from core.errors import ArgumentParser, fail, run_cli
 from systems.common.config import load_config
-from systems.common.inference import best_checkpoint, build_model, config_digest, load_model_state
+from systems.common.inference import best_checkpoint, build_model, load_model_state
+from systems.common.train_inputs import config_digest
 
 ONNX_NAME = "model.onnx"
 OPSET = 20  # STFT (17) and DFT with its axis as an input (20)

@@ -34,7 +34,6 @@ from systems.common.distributed import World, check_processes, join, launch, lea
 from systems.common.inference import (
     best_checkpoint,
     build_model,
-    config_digest,
     inference_bf16,
     load_model_state,
     pick_device,
@@ -45,6 +44,7 @@ from systems.common.inference import (
     window_length,
 )
 from systems.common.sampling import shard
+from systems.common.train_inputs import config_digest
 from systems.common.windows import SplitWindows
 
 # dev windows too: thresholds for the window-based feature fusion are chosen on dev

@@ -11,11 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import ArgumentParser, run_cli
-from systems.common.config import load_config, parse_overrides
-from systems.common.distributed import check_processes, launch, world_from_env
-from systems.common.engine import train
-from systems.common.inference import pick_device, torch_threads
-from systems.common.sampling import check_micro_batches
+from systems.common.config import check_model_keys, load_config, parse_overrides
+from systems.common.train_inputs import finished_training, trained_message
 
 
 def main() -> None:
@@ -31,7 +28,18 @@ def main() -> None:
     overrides = parse_overrides(args.set)
     if args.musan:
         overrides["augment.musan"] = str(Path(args.musan).resolve())
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, check_model=False)
+    done = finished_training(cfg, Path(args.data), Path(args.exp))
+    if done is not None:  # the training stage's stamp: answered before torch is imported
+        print(trained_message(Path(args.exp), done["epochs"], done["best_f1"], done["best_epoch"]))
+        return
+    check_model_keys(cfg.system, cfg.model, f"{args.config}: model")
+    # PyTorch, SpeechBrain and the model load from here on: seconds a finished training need not pay
+    from systems.common.distributed import check_processes, launch, world_from_env
+    from systems.common.engine import train
+    from systems.common.inference import pick_device, torch_threads
+    from systems.common.sampling import check_micro_batches
+
     world = world_from_env()
     device = pick_device(args.device)
     check_processes(args.ngpu, world, device)

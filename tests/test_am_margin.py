@@ -118,7 +118,7 @@ LFCC_PAPER_BEFORE = "fcafcb1ea684869cb675a1b150f56ad2f82b1d211b96fa541de3594ba33
 
 def test_lfcc_paper_config_keeps_its_digest():
     """paper.yaml writes out the linear head and no margin: its trained systems stay current."""
-    from systems.common.inference import config_digest
+    from systems.common.train_inputs import config_digest
 
     paper = load_config(ROOT / "systems/lfcc_resnet18/conf/paper.yaml")
     assert paper.model["classifier"] == "linear" and paper.train.am_margin == 0.0
@@ -153,7 +153,7 @@ def test_option_off_keeps_earlier_checkpoints_current():
     """With the linear head and no margin, rawnet2's configs hash as before the options existed,
     written out or not: demo.yaml as 28ff175 computed it (test_regmixup.py), paper.yaml as ecc7d2b
     (the last commit without the keys) did. The cosine head retrains, and so does the margin."""
-    from systems.common.inference import config_digest
+    from systems.common.train_inputs import config_digest
 
     plain = config_digest(load_config(CONFIG, LINEAR_HEAD))
     assert plain == "deeaceeacd6f55687218abaf42750f612959cf05627db01b3c0ece6319289a83"

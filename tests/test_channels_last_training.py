@@ -11,7 +11,8 @@ import torch
 
 from systems.common.config import load_config
 from systems.common.engine import train
-from systems.common.inference import build_model, config_digest, to_channels_last
+from systems.common.inference import build_model, to_channels_last
+from systems.common.train_inputs import config_digest
 
 from .conftest import ROOT
 from .test_engine import TINY, latest_weights

@@ -18,7 +18,7 @@ from data_prep.augment import UNFILTERED, AugmentConfig, ExcerptReader, MusanAug
 from systems.common.config import load_config
 from systems.common.device_effects import apply_channel, clip_rows, filter_rows
 from systems.common.engine import effects_on_device, train
-from systems.common.inference import config_digest
+from systems.common.train_inputs import config_digest
 
 from .conftest import ROOT, TINY_LFCC_RESNET18
 from .test_augment import speech_like

@@ -14,7 +14,7 @@ from core.prepared_split import PreparedSplit
 from eval.ddp_check import final_parameters, max_difference
 from systems.common.config import TrainConfig, load_config
 from systems.common.engine import TrainCrops, build_augmenter, train, train_loader
-from systems.common.inference import config_digest
+from systems.common.train_inputs import config_digest
 from systems.common.sampling import EpochBatches, shard
 
 from .conftest import ROOT

@@ -13,7 +13,7 @@ from core.errors import KitError
 from systems.common.base import logitnorm_cross_entropy
 from systems.common.config import load_config
 from systems.common.engine import TrainingStep, train
-from systems.common.inference import config_digest
+from systems.common.train_inputs import config_digest
 
 from .conftest import ROOT, TINY_SSL
 from .test_engine import latest_weights, tiny_config

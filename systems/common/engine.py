@@ -27,7 +27,6 @@ the model's forward, which training does not call (see `SystemBrain._wrap_distri
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -55,7 +54,6 @@ from core.labels import NUM_KNOWN
 from core.metrics import open_set_scores
 from core.prepared_split import CODEC_FOLDER, CodecVariants, PreparedSplit
 from core.provenance import TRAIN_ENVIRONMENT, environment
-from core.stamps import STAMP_NAME, folder_listing, options_digest
 from data_prep.augment import MusanAugmenter, domain_index
 from systems.common.base import (
     additive_margin_cross_entropy,
@@ -71,69 +69,24 @@ from systems.common.inference import (
     best_checkpoint,
     best_key,
     build_model,
-    config_digest,
     to_channels_last,
     window_hop,
     window_length,
 )
 from systems.common.sampling import EpochBatches, item_key, shard
+from systems.common.train_inputs import (
+    LISTING_NAMES,
+    config_digest,
+    data_digest,
+    drop_trained_stamp,
+    input_listings,
+    trained_message,
+    training_fingerprint,
+    write_trained_stamp,
+)
 from systems.common.windows import SplitWindows, random_crop
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "dev_f1", "dev_acc", "lr", "seconds")
-
-
-def _content_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _folder_signature(folder: Path) -> dict:
-    files = [p for p in Path(folder).rglob("*") if p.is_file()]
-    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files),
-            "newest_mtime_ns": max((p.stat().st_mtime_ns for p in files), default=0)}
-
-
-def input_listings(cfg: SystemConfig) -> dict[str, str | None]:
-    """File listings (core.stamps.listing_digest: names, sizes, times) of what training reads
-    outside the prepared data, kept in the checkpoint's meta beside data_digest and compared only
-    where a checkpoint holds them, so that checkpoints saved before they existed are not retrained
-    by an upgrade:
-    - bank_listing, the augmentation bank: noise files are drawn by their place in a sorted list, so
-      a renamed one changes training, though it leaves the bank's count, bytes and newest time (in
-      data_digest) as they were;
-    - ssl_listing, the pretrained checkpoint (`model.ssl_ckpt`, a folder or a file): other weights
-      at the same path change what is fine-tuned, though the config reads the same."""
-    ssl = cfg.model.get("ssl_ckpt")
-    ssl_path = Path(str(ssl)).expanduser() if ssl else None
-    # no checkpoint, or a missing one (the model's build says so): nothing to list
-    return {"bank_listing": folder_listing(cfg.augment.musan) if cfg.augment.musan else None,
-            "ssl_listing": folder_listing(ssl_path) if ssl_path is not None and ssl_path.exists() else None}
-
-
-# what each listing stands for, in the message that training starts again
-LISTING_NAMES = {"bank_listing": "the augmentation bank's files", "ssl_listing": "the SSL checkpoint's files"}
-
-
-def data_digest(cfg: SystemConfig, data_dir: Path) -> str:
-    """What training read besides its config: the prepared train/dev splits (their manifests and
-    offsets by content, and the stage-2 stamp that covers the source audio and load options) and
-    the augmentation bank. Moving the experiment folder does not change it; new data does."""
-    parts = {}
-    for split in ("train", "dev"):
-        folder = data_dir / split
-        stamp = folder / STAMP_NAME
-        parts[split] = {"manifest": _content_digest(folder / "manifest.tsv"),
-                        "offsets": _content_digest(folder / "offsets.npy"),
-                        "stamp": _content_digest(stamp) if stamp.is_file() else None}
-    if cfg.augment.musan:
-        parts["musan"] = _folder_signature(Path(cfg.augment.musan))
-    codec_stamp = data_dir / "train" / CODEC_FOLDER / STAMP_NAME
-    if cfg.augment.p_codec > 0 and codec_stamp.is_file():
-        parts["codec_variants"] = _content_digest(codec_stamp)
-    return options_digest(parts)
 
 
 def seed_everything(seed: int) -> None:
@@ -538,6 +491,7 @@ def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str, listings: di
     """Rank 0, before anything reads the experiment: leftovers of interrupted runs removed, the
     checkpoints of another config or other data dropped, the resolved config saved."""
     exp_dir.mkdir(parents=True, exist_ok=True)
+    drop_trained_stamp(exp_dir)  # written again once training is found or made complete
     for p in remove_stale_temporaries(exp_dir):
         print(f"[train] {p}: temporary file of an interrupted run, removed")
     probe = AtomicCheckpointer(exp_dir / "ckpt")
@@ -617,8 +571,8 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
             _finish_last_save(exp_dir, latest)
         best = best_checkpoint(exp_dir / "ckpt")
         if world.main:
-            print(f"[train] {exp_dir}: already trained for {latest.meta['epoch']} epochs (best dev F1 "
-                  f"{best.meta['dev_f1']:.4f} at epoch {best.meta['epoch']}); nothing to do")
+            _stamp_complete(cfg, data_dir, exp_dir, latest, best)
+            print(trained_message(exp_dir, latest.meta["epoch"], best.meta["dev_f1"], best.meta["epoch"]))
         return {"epochs_run": 0, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
     if latest is not None and world.main:
         print(f"[train] resuming {exp_dir} after epoch {latest.meta['epoch']}"
@@ -666,4 +620,13 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     except _StopRequested:
         pass
     best = best_checkpoint(exp_dir / "ckpt")
+    latest = _latest(AtomicCheckpointer(exp_dir / "ckpt"))
+    if world.main and latest.meta["epoch"] >= cfg.train.epochs:
+        _stamp_complete(cfg, data_dir, exp_dir, latest, best)
     return {"epochs_run": brain.epochs_run, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
+
+
+def _stamp_complete(cfg: SystemConfig, data_dir: Path, exp_dir: Path, latest, best) -> None:
+    """The training stage's stamp (train_inputs.py), once its checkpoints are final."""
+    write_trained_stamp(exp_dir, training_fingerprint(cfg, data_dir), latest.meta["epoch"], best.meta["dev_f1"],
+                        best.meta["epoch"])

@@ -15,9 +15,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from core.errors import fail
-from core.stamps import options_digest
 from systems import model_class
-from systems.common.config import LOADER_KEYS, SystemConfig, resolved_pin_memory
+from systems.common.config import SystemConfig, resolved_pin_memory
 from systems.common.windows import SplitWindows
 
 
@@ -102,28 +101,6 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def build_model(cfg: SystemConfig) -> nn.Module:
     return model_class(cfg.system)(**cfg.model)
-
-
-# training options added after the first release, with the value that means "off": a config that
-# leaves one off hashes as before the option existed, so earlier checkpoints stay current
-ADDED_OFF = {"regmixup_alpha": 0.0, "logitnorm_tau": 0.0, "am_margin": 0.0, "channels_last": False}
-ADDED_AUGMENT_DEFAULTS = {"effects_on": "auto"}
-# model keys added later, at the values every earlier config meant (the linear classifier of
-# RawNet2 and LFCC-ResNet18)
-ADDED_MODEL_DEFAULTS = {"classifier": "linear", "cosine_scale": 30.0}
-
-
-def config_digest(cfg: SystemConfig) -> str:
-    """What makes a checkpoint belong to a config: every setting but the loader's (LOADER_KEYS),
-    which change how fast batches come, not which, and the ADDED_OFF options at their off value
-    (ADDED_AUGMENT_DEFAULTS likewise: `auto` places the effects by device, as bf16 does precision;
-    ADDED_MODEL_DEFAULTS, written out in a config, as when it was left out)."""
-    options = cfg.to_dict()
-    options["train"] = {k: v for k, v in options["train"].items()
-                        if k not in LOADER_KEYS and (k, v) not in ADDED_OFF.items()}
-    options["augment"] = {k: v for k, v in options["augment"].items() if (k, v) not in ADDED_AUGMENT_DEFAULTS.items()}
-    options["model"] = {k: v for k, v in options["model"].items() if (k, v) not in ADDED_MODEL_DEFAULTS.items()}
-    return options_digest(options)
 
 
 def torch_threads(deterministic: bool = False) -> None:

@@ -1,0 +1,96 @@
+"""The training stage's stamp (systems/common/train_inputs.py): a finished training is told
+"nothing to do" without importing PyTorch, and anything that would make the engine train again
+(another config, other data, a lost or truncated checkpoint file, a training cut short) makes the
+stamp not count, so that the engine's own check decides."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import torch
+
+from core.stamps import STAMP_NAME
+from systems.common.engine import train
+from systems.common.inference import best_checkpoint
+from systems.common.train_inputs import finished_training
+
+from .conftest import ROOT
+from .test_engine import tiny_config
+
+# runs systems.train as run_track3.sh does, then says whether PyTorch was imported
+CLI = ("import runpy, sys; sys.argv = ['systems.train'] + sys.argv[1:]; "
+       "runpy.run_module('systems.train', run_name='__main__'); print('torch imported:', 'torch' in sys.modules)")
+
+
+def train_cli(config, data, exp):
+    return subprocess.run([sys.executable, "-c", CLI, "--config", str(config), "--data", str(data), "--exp", str(exp)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_a_finished_training_answers_without_torch(tiny_prepared, tiny_corpus, tmp_path):
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 2})
+    exp = tmp_path / "exp"
+    train(cfg, tiny_prepared, exp, torch.device("cpu"))
+    best = best_checkpoint(exp / "ckpt")
+    done = finished_training(cfg, tiny_prepared, exp)
+    assert done is not None
+    assert (done["epochs"], done["best_epoch"], done["best_f1"]) == (2, best.meta["epoch"], best.meta["dev_f1"])
+
+    config = tmp_path / "config.yaml"
+    cfg.save(config)
+    proc = train_cli(config, tiny_prepared, exp)
+    assert proc.returncode == 0, proc.stderr
+    assert "already trained for 2 epochs" in proc.stdout and "nothing to do" in proc.stdout
+    assert f"best dev F1 {best.meta['dev_f1']:.4f} at epoch {best.meta['epoch']}" in proc.stdout
+    assert "torch imported: False" in proc.stdout
+
+    # without the stamp (an experiment trained before it existed) the engine decides, and stamps it
+    (exp / STAMP_NAME).unlink()
+    proc = train_cli(config, tiny_prepared, exp)
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout and "torch imported: True" in proc.stdout
+    assert finished_training(cfg, tiny_prepared, exp) is not None
+
+
+def test_what_would_retrain_makes_the_stamp_not_count(tiny_prepared, tiny_corpus, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_prepared, data, symlinks=True)
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 1})
+    exp = tmp_path / "exp"
+    train(cfg, data, exp, torch.device("cpu"))
+    assert finished_training(cfg, data, exp) is not None
+
+    assert finished_training(tiny_config(tiny_corpus, **{"train.epochs": 2}), data, exp) is None
+    assert finished_training(tiny_config(tiny_corpus, **{"train.lr": 0.5}), data, exp) is None
+    # loader settings change how fast batches come, not which: the training stands, as in the engine
+    assert finished_training(tiny_config(tiny_corpus, **{"train.epochs": 1, "train.num_workers": 1}), data, exp)
+
+    manifest = data / "train" / "manifest.tsv"
+    original = manifest.read_bytes()
+    manifest.write_bytes(original.replace(b"\n", b"\r\n", 1))
+    assert finished_training(cfg, data, exp) is None
+    manifest.write_bytes(original)
+    assert finished_training(cfg, data, exp) is not None
+
+    model = next((exp / "ckpt").rglob("model.ckpt"))
+    weights = model.read_bytes()
+    model.write_bytes(weights[:-1])
+    assert finished_training(cfg, data, exp) is None
+    model.write_bytes(weights)
+    assert finished_training(cfg, data, exp) is not None
+    assert finished_training(cfg, tmp_path / "not_prepared", exp) is None  # no traceback either
+
+
+def test_a_training_cut_short_or_started_again_has_no_stamp(tiny_prepared, tiny_corpus, tmp_path):
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 2})
+    exp = tmp_path / "exp"
+    train(cfg, tiny_prepared, exp, torch.device("cpu"), stop_after_epochs=1)
+    assert not (exp / STAMP_NAME).exists() and finished_training(cfg, tiny_prepared, exp) is None
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 1
+    assert finished_training(cfg, tiny_prepared, exp)["epochs"] == 2
+
+    # another config trains from scratch: its first epoch, cut short, leaves no stamp of the old one
+    longer = tiny_config(tiny_corpus, **{"train.epochs": 3, "train.lr": 0.002})
+    train(longer, tiny_prepared, exp, torch.device("cpu"), stop_after_epochs=1)
+    assert not (exp / STAMP_NAME).exists()
+    assert finished_training(cfg, tiny_prepared, exp) is None and finished_training(longer, tiny_prepared, exp) is None
