@@ -228,6 +228,51 @@ class KNN(UnknownScoreScorer):
         return knn_cosine(self.ctx.data[split].embeddings[self.system], train_emb, self.ctx.cfg.ood.knn_k)
 
 
+class JointKNN(UnknownScoreScorer):
+    """kNN over the members together (`knn`, beside each member's `knn:<system>`): every member's
+    utterance embedding L2-normalised and set side by side, so that the cosine similarity of two
+    utterances is the mean of the members' cosine similarities, and a training neighbour counts only
+    as near as it is in every member at once. The known-ness score is the similarity to the k-th
+    nearest training utterance, the class decision the mean softmax's (`score`). Comparison only:
+    it gives no class shares, so `submit_method: auto` never submits it."""
+    kind = "knn"
+
+    def __init__(self, ctx: FusionContext):
+        Scorer.__init__(self, ctx)
+        self.system = None
+        self.name = "knn"
+        self.cache = {}
+
+    @classmethod
+    def instances(cls, ctx: FusionContext) -> list[Scorer]:
+        return [cls(ctx)] if len(ctx.systems) >= 2 else []
+
+    def fit(self):
+        k = self.ctx.cfg.ood.knn_k
+        self.label = (f"cosine similarity to the {k}-th nearest training utterance, the members' normalised "
+                      "embeddings side by side; class from the mean softmax")
+        self.description = f"members together, {self.label}"
+        train = self.ctx.data["train"]
+        self.train_embeddings = concat_embeddings({s: train.embeddings[s] for s in self.ctx.systems}, True)
+        if k > len(self.train_embeddings):
+            fail(f"ood.knn_k {k} exceeds the {len(self.train_embeddings)} training utterances")
+
+    def logits(self, split: str) -> np.ndarray:
+        return {s: self.ctx.data[split].logits[s] for s in self.ctx.systems}
+
+    def scores(self, split, held_out=None):
+        if (split, held_out) not in self.cache:
+            p = score_fusion(self.logits(split), self.ctx.cfg.score.weights, False, held_out=held_out)
+            log_p = np.log(np.maximum(p, np.finfo(np.float64).tiny))  # its argmax is the mean softmax's
+            self.cache[split, held_out] = score_matrix(log_p, self.known_score(split, held_out))
+        return self.cache[split, held_out]
+
+    def known_score(self, split, held_out):
+        query = concat_embeddings({s: self.ctx.data[split].embeddings[s] for s in self.ctx.systems}, True)
+        train = self.train_embeddings[kept_rows(self.ctx.data["train"].labels, held_out)]
+        return knn_cosine(query, train, self.ctx.cfg.ood.knn_k)
+
+
 class NSD(UnknownScoreScorer):
     kind, label = "nsd", "NSD (cosine to energy-scaled training embeddings × energy)"
 
@@ -472,6 +517,7 @@ REGISTRY: dict[str, type[Scorer]] = {
     "energy": Energy,
     "gen": GEN,
     "knn": KNN,
+    "knn_joint": JointKNN,
     "nsd": NSD,
     "mahalanobis": Mahalanobis,
     "vim": ViM,

@@ -338,8 +338,9 @@ def test_roc_det_curves_carry_the_table_figures(keyed_report):
     truth = np.array([key[u] for u in ids])
     curves = error_curves(rows, exp / "fusion", summary, truth)
     by_name = {r["method"]: r for r in rows}
+    # by test AUROC, ties by name
     scored = sorted((r for r in rows if r["test_auroc"] is not None and not r["submitted"]),
-                    key=lambda r: -r["test_auroc"])
+                    key=lambda r: (-r["test_auroc"], r["method"]))
     assert curves[0].method == summary["submit_method"]
     assert [c.method for c in curves[1:]] == [r["method"] for r in scored[:ROC_DET_METHODS]]
     for c in curves:

@@ -20,7 +20,7 @@ from core.scores import SystemScores, write_scores
 from fusion.config import FusionConfig, load_fusion_config
 from fusion.members import SplitScores
 from fusion.run import run_fusion
-from fusion.scorers import FusionContext, build_scorers
+from fusion.scorers import FusionContext, build_scorer, build_scorers
 
 from .conftest import ROOT
 
@@ -338,6 +338,17 @@ def test_scorers_run_through_the_fusion_stage_and_predict(tmp_path, rule, system
         for kind in ("knn", "mahalanobis"):
             s_ = np.load(exp / "fusion" / f"{kind}__{s}" / "test_scores.npy").max(1)
             assert s_[-10:].max() < np.median(s_[:-10]), kind
+    if len(systems) > 1:  # the members' joint kNN: predict gives the fusion stage's labels and scores
+        tests = {s: SystemScores(exp / s / "scores" / "test") for s in systems}
+        outputs = {s: SystemOutputs(t.logits, t.embeddings, t.window_embeddings, t.window_offsets)
+                   for s, t in tests.items()}
+        pred = read_label_file(exp / "fusion" / "knn" / "test_pred.txt")
+        labels = np.array([pred[u] for u in tests["a"].ids])
+        scores = np.load(exp / "fusion" / "knn" / "test_scores.npy")
+        again, again_scores = apply_method(exp, list(systems), "knn", summary["methods"]["knn"], outputs, len(labels))
+        np.testing.assert_array_equal(again, labels)
+        np.testing.assert_allclose(again_scores, scores, rtol=1e-12)
+        assert scores.max(1)[-10:].max() < np.median(scores.max(1)[:-10])
 
 
 def test_an_optional_scorer_that_fails_on_a_left_out_class_is_skipped(tmp_path, capsys):
@@ -366,3 +377,38 @@ def test_an_optional_scorer_that_fails_on_a_left_out_class_is_skipped(tmp_path, 
         assert ("vim:a" in summary["methods"]) == expect_vim, rule
         assert "softmax:a" in summary["methods"] and "knn:a" in summary["methods"]
     assert "[fuse] vim:a skipped: " in capsys.readouterr().out
+
+
+def test_joint_knn_equals_sklearn_on_the_normalised_members_side_by_side():
+    """`knn` (both members): sklearn's cosine neighbours on each member's L2-normalised embedding
+    set side by side (sklearn.preprocessing.normalize, np.hstack), the class from the mean softmax;
+    with a held-out class its training utterances and its column leave every part."""
+    from sklearn.preprocessing import normalize
+
+    rng = np.random.default_rng(5)
+    data = fake_data(rng)
+    for split, part in data.items():  # member b: another embedding size and scale, its own logits
+        labels, logits, emb = member_split(rng, {"train": 12, "dev": 6, "test": 4}[split], D=9)
+        part.logits["b"], part.embeddings["b"] = logits, 30.0 * emb
+    ctx = FusionContext(data, ["a", "b"], FusionConfig())
+    found = {name: build_scorer(ctx, name) for name in ("knn", "knn:a", "knn:b")}
+    joint = found["knn"]
+    assert joint.score_kind == "shifted_logits" and not joint.class_shares
+    side_by_side = {split: np.hstack([normalize(part.embeddings[m]) for m in ("a", "b")])
+                    for split, part in data.items()}
+    for held_out in (None, 4):
+        kept = kept_classes(held_out)
+        rows = np.isin(data["train"].labels, kept)
+        nn = NearestNeighbors(n_neighbors=10, metric="cosine").fit(side_by_side["train"][rows])
+        expected = 1.0 - nn.kneighbors(side_by_side["dev"])[0][:, 9]
+        s = joint.scores("dev", held_out)
+        assert s.shape == (len(expected), len(kept))
+        np.testing.assert_allclose(s.max(1), expected, rtol=1e-5, atol=1e-5)
+        mean_softmax = sum(scipy.special.softmax(data["dev"].logits[m][:, kept], axis=1) for m in ("a", "b")) / 2
+        np.testing.assert_array_equal(s.argmax(1), mean_softmax.argmax(1))
+    # a neighbour near in one member only is not near: the joint score is not either member's
+    for m in ("a", "b"):
+        assert not np.allclose(joint.scores("dev").max(1), found[f"knn:{m}"].scores("dev").max(1), atol=1e-3)
+    # one member: no joint scorer
+    with pytest.raises(KitError, match="not available"):
+        build_scorer(FusionContext(data, ["a"], FusionConfig()), "knn")
