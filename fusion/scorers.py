@@ -257,12 +257,9 @@ class JointKNN(UnknownScoreScorer):
         if k > len(self.train_embeddings):
             fail(f"ood.knn_k {k} exceeds the {len(self.train_embeddings)} training utterances")
 
-    def logits(self, split: str) -> np.ndarray:
-        return {s: self.ctx.data[split].logits[s] for s in self.ctx.systems}
-
     def scores(self, split, held_out=None):
         if (split, held_out) not in self.cache:
-            p = score_fusion(self.logits(split), self.ctx.cfg.score.weights, False, held_out=held_out)
+            p = ScoreFusion(self.ctx).scores(split, held_out)
             log_p = np.log(np.maximum(p, np.finfo(np.float64).tiny))  # its argmax is the mean softmax's
             self.cache[split, held_out] = score_matrix(log_p, self.known_score(split, held_out))
         return self.cache[split, held_out]

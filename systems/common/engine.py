@@ -571,7 +571,7 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
             _finish_last_save(exp_dir, latest)
         best = best_checkpoint(exp_dir / "ckpt")
         if world.main:
-            _stamp_complete(cfg, data_dir, exp_dir, latest, best)
+            _stamp_complete(cfg, inputs, listings, exp_dir, latest, best)
             print(trained_message(exp_dir, latest.meta["epoch"], best.meta["dev_f1"], best.meta["epoch"]))
         return {"epochs_run": 0, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
     if latest is not None and world.main:
@@ -622,11 +622,13 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     best = best_checkpoint(exp_dir / "ckpt")
     latest = _latest(AtomicCheckpointer(exp_dir / "ckpt"))
     if world.main and latest.meta["epoch"] >= cfg.train.epochs:
-        _stamp_complete(cfg, data_dir, exp_dir, latest, best)
+        _stamp_complete(cfg, inputs, listings, exp_dir, latest, best)
     return {"epochs_run": brain.epochs_run, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
 
 
-def _stamp_complete(cfg: SystemConfig, data_dir: Path, exp_dir: Path, latest, best) -> None:
-    """The training stage's stamp (train_inputs.py), once its checkpoints are final."""
-    write_trained_stamp(exp_dir, training_fingerprint(cfg, data_dir), latest.meta["epoch"], best.meta["dev_f1"],
-                        best.meta["epoch"])
+def _stamp_complete(cfg: SystemConfig, inputs: str, listings: dict[str, str | None], exp_dir: Path, latest,
+                    best) -> None:
+    """The training stage's stamp (train_inputs.py), once its checkpoints are final, on the digests
+    `_train` computed for the checkpoints' own check."""
+    write_trained_stamp(exp_dir, training_fingerprint(cfg, inputs, listings), latest.meta["epoch"],
+                        best.meta["dev_f1"], best.meta["epoch"])

@@ -97,9 +97,10 @@ def data_digest(cfg: SystemConfig, data_dir: Path) -> str:
 TRAINED_STAMP_VERSION = 1
 
 
-def training_fingerprint(cfg: SystemConfig, data_dir: Path) -> dict:
-    """Everything a finished training must still match to stand: config, data and read files."""
-    return {"config_digest": config_digest(cfg), "data_digest": data_digest(cfg, data_dir), **input_listings(cfg)}
+def training_fingerprint(cfg: SystemConfig, inputs: str, listings: dict[str, str | None]) -> dict:
+    """Everything a finished training must still match to stand: its config, and the data_digest and
+    input_listings of what it read (computed once by the caller, which compares them anyway)."""
+    return {"config_digest": config_digest(cfg), "data_digest": inputs, **listings}
 
 
 def write_trained_stamp(exp_dir: Path, fingerprint: dict, epochs: int, best_f1: float, best_epoch: int) -> None:
@@ -128,7 +129,7 @@ def finished_training(cfg: SystemConfig, data_dir: Path, exp_dir: Path) -> dict 
     if not saved or saved.get("version") != TRAINED_STAMP_VERSION:
         return None
     try:
-        fingerprint = training_fingerprint(cfg, data_dir)
+        fingerprint = training_fingerprint(cfg, data_digest(cfg, data_dir), input_listings(cfg))
     except OSError:  # data not prepared, or unreadable: the engine's check names the problem
         return None
     if saved.get("fingerprint") != fingerprint or not stage_is_current(exp_dir, saved):
