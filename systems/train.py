@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import ArgumentParser, run_cli
+from core.errors import ArgumentParser, fail, run_cli
 from systems.common.config import check_model_keys, load_config, parse_overrides
 from systems.common.train_inputs import finished_training, trained_message
 
@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--ngpu", type=int, default=1, help="training processes, one per GPU, through torchrun")
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
     args = ap.parse_args()
+    if args.ngpu < 1:  # before the stamp's answer: a wrong count is wrong whether or not there is work
+        fail(f"--ngpu {args.ngpu}: at least 1")
     overrides = parse_overrides(args.set)
     if args.musan:
         overrides["augment.musan"] = str(Path(args.musan).resolve())

@@ -23,8 +23,9 @@ CLI = ("import runpy, sys; sys.argv = ['systems.train'] + sys.argv[1:]; "
        "runpy.run_module('systems.train', run_name='__main__'); print('torch imported:', 'torch' in sys.modules)")
 
 
-def train_cli(config, data, exp):
-    return subprocess.run([sys.executable, "-c", CLI, "--config", str(config), "--data", str(data), "--exp", str(exp)],
+def train_cli(config, data, exp, *extra):
+    return subprocess.run([sys.executable, "-c", CLI, "--config", str(config), "--data", str(data), "--exp", str(exp),
+                           *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -44,6 +45,9 @@ def test_a_finished_training_answers_without_torch(tiny_prepared, tiny_corpus, t
     assert "already trained for 2 epochs" in proc.stdout and "nothing to do" in proc.stdout
     assert f"best dev F1 {best.meta['dev_f1']:.4f} at epoch {best.meta['epoch']}" in proc.stdout
     assert "torch imported: False" in proc.stdout
+    # the stamp's answer does not pass over a wrong process count
+    proc = train_cli(config, tiny_prepared, exp, "--ngpu", "0")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --ngpu 0: at least 1", proc.stderr
 
     # without the stamp (an experiment trained before it existed) the engine decides, and stamps it
     (exp / STAMP_NAME).unlink()
