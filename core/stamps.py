@@ -84,6 +84,23 @@ def write_stamp(out_dir: str | os.PathLike, options: dict[str, Any], outputs: li
     write_text_atomic(out_dir / STAMP_NAME, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def current_or_restamped(out_dir: str | os.PathLike, options: dict[str, Any], earlier: dict[str, Any],
+                         inputs: str | None = None, restamp: bool = True) -> bool:
+    """stage_is_current with `options`, or with `earlier`: the same options in the form an earlier
+    kit stamped them (files inside the experiment by absolute path). A stage current in that form
+    is rewritten in the new one (its outputs and inputs kept) when `restamp`, so that upgrading the
+    kit redoes nothing, and a copy made afterwards stays current."""
+    if stage_is_current(out_dir, options, inputs):
+        return True
+    if not stage_is_current(out_dir, earlier, inputs):
+        return False
+    if restamp:
+        stamp = Path(out_dir) / STAMP_NAME
+        payload = dict(json.loads(stamp.read_text()), digest=options_digest(options), options=options)
+        write_text_atomic(stamp, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    return True
+
+
 def listing_digest(files: list[Path], root: str | os.PathLike) -> str:
     """A digest of every file's name (relative to `root`), size and modification time: a renamed,
     added, removed or replaced file changes it, without reading any audio (a file replaced by one
@@ -106,10 +123,15 @@ def folder_listing(root: str | os.PathLike) -> str:
     return listing_digest([p for p in root.rglob("*") if p.is_file()], root)
 
 
-def file_signature(path: str | os.PathLike) -> dict[str, Any]:
-    """Size and modification time: enough to notice that an input file was replaced."""
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def file_signature(path: str | os.PathLike, relative_to: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Size and modification time: enough to notice that an input file was replaced. The path is
+    recorded resolved, and relative to `relative_to` (resolved too) when given: a stage that reads
+    files inside its own experiment names them from there, so that a copy of the experiment
+    (cp -a, shutil.copytree: times and relative links kept) records what the original does."""
+    where = Path(path).resolve()
+    st = where.stat()
+    recorded = os.path.relpath(where, Path(relative_to).resolve()) if relative_to is not None else str(where)
+    return {"path": recorded, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def source_digest(*packages: str) -> str:

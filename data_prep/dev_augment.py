@@ -18,6 +18,7 @@ offsets (every transform keeps the length) and adds `conditions.tsv` (utt_id, co
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir, writing
 from core.prepared_split import PreparedSplit
-from core.stamps import STAMP_NAME, folder_listing, stage_is_current, write_stamp
+from core.stamps import STAMP_NAME, current_or_restamped, folder_listing, write_stamp
 from core.tables import write_table
 
 from .augment import CODECS, AugmentConfig, MusanAugmenter, musan_folders
@@ -63,12 +64,13 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
                snr_db=tuple(float(v) for v in snr_db), p_codec=float(p_codec), codecs=CODECS)
     AugmentConfig(**cfg)  # refuses bad probabilities before any work
     clean_stamp = json.loads((clean_dir / STAMP_NAME).read_text())["digest"]
-    options = {"clean": str(clean_dir.resolve()), "clean_stamp": clean_stamp, "bank": bank_signature(musan),
-               "snr_db": list(cfg["snr_db"]), "p_noisy": float(p_noisy), "p_codec": float(p_codec),
-               "codecs": list(CODECS), "seed": int(seed), "version": VERSION}
+    # the clean split named from the target's folder: a copy of the experiment stays current
+    options = {"clean": os.path.relpath(clean_dir.resolve(), target.parent.resolve()), "clean_stamp": clean_stamp,
+               "bank": bank_signature(musan), "snr_db": list(cfg["snr_db"]), "p_noisy": float(p_noisy),
+               "p_codec": float(p_codec), "codecs": list(CODECS), "seed": int(seed), "version": VERSION}
     # noise files are drawn by their place in a sorted list: a renamed one changes what is drawn
     inputs = folder_listing(musan)
-    if stage_is_current(target, options, inputs):
+    if current_or_restamped(target, options, dict(options, clean=str(clean_dir.resolve())), inputs):
         return {"skipped": True}
     split = PreparedSplit(clean_dir)
     conditions = [""] * len(split)

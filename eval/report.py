@@ -778,8 +778,8 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     return rows
 
 
-def signature_or_none(path: Path) -> dict | None:
-    return file_signature(path) if path.is_file() else None
+def signature_or_none(path: Path, relative_to: Path | None = None) -> dict | None:
+    return file_signature(path, relative_to) if path.is_file() else None
 
 
 def report_options(exp: Path, test_manifest: Path, key_path: str | None, conditions_path: str | None) -> dict:
@@ -793,7 +793,7 @@ def report_options(exp: Path, test_manifest: Path, key_path: str | None, conditi
     options = {"version": 1, "code": source_digest("core", "fusion", "submit", "eval"),
                "python": platform.python_version(), "packages": package_versions((*RESULT_PACKAGES, "matplotlib")),
                "fusion": folder_listing(fusion), "key": None, "conditions": None, "test": None,
-               "systems": {s: [signature_or_none(p) for p in (training_record(exp, s), exp / s / "config.yaml")]
+               "systems": {s: [signature_or_none(p, exp) for p in (training_record(exp, s), exp / s / "config.yaml")]
                            for s in systems}}
     if key_path is not None:
         options["key"] = signature_or_none(Path(key_path))
@@ -802,7 +802,7 @@ def report_options(exp: Path, test_manifest: Path, key_path: str | None, conditi
         manifest = test_manifest / "manifest.tsv"
         # a folder's modification time moves when a file in it is added, removed or renamed
         folders = audio_folders_of(PreparedSplit(test_manifest)) if manifest.is_file() else []
-        options["test"] = {"manifest": signature_or_none(manifest),
+        options["test"] = {"manifest": signature_or_none(manifest, exp),
                            "folders": {f: os.stat(f).st_mtime_ns if os.path.isdir(f) else None for f in folders}}
     return options
 

@@ -144,7 +144,8 @@ def main() -> None:
     # the code is an input too: fusion takes seconds to minutes, so any change of it re-runs the stage
     options = {"systems": systems, "config": dataclasses.asdict(cfg), "version": 3,
                "code": source_digest("fusion", "core"),
-               "scores": {s: [file_signature(exp / s / "scores" / sp / name)
+               # named from the experiment: a copy of it (cp -a) stays current
+               "scores": {s: [file_signature(exp / s / "scores" / sp / name, exp)
                               for sp in ("train", "dev", "test") for name in ("logits.tsv", "embeddings.npy", "window_embeddings.npy", "window_offsets.npy")
                               if (exp / s / "scores" / sp / name).is_file()] for s in systems}}
     if stage_is_current(exp / "fusion", options):

@@ -28,7 +28,7 @@ from core.atomic import ensure_dir, save_npy
 from core.errors import ArgumentParser, fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
-from core.stamps import file_signature, output_files, stage_is_current, write_stamp
+from core.stamps import current_or_restamped, file_signature, output_files, write_stamp
 from systems.common.config import load_config
 from systems.common.distributed import World, check_processes, join, launch, leave, process_device, world_from_env
 from systems.common.inference import (
@@ -52,11 +52,13 @@ WINDOW_SPLITS = ("dev", "test")
 
 
 def split_options(split_name: str, data_dir: Path, ckpt_sig: dict, cfg, device: torch.device,
-                  batch_size: int) -> dict:
+                  batch_size: int, relative_to: Path | None = None) -> dict:
     """What a split's scores depend on: checkpoint, data, score settings and the precision the
-    device scores in (bf16 or fp32: scores move by bf16's rounding)."""
+    device scores in (bf16 or fp32: scores move by bf16's rounding). The files are named from
+    `relative_to` (the system's folder) when given, so that a copied experiment stays current."""
     score = dict(cfg.to_dict()["score"], batch_size=batch_size)
-    return {"checkpoint": ckpt_sig, "manifest": file_signature(data_dir / split_name / "manifest.tsv"),
+    manifest = file_signature(data_dir / split_name / "manifest.tsv", relative_to)
+    return {"checkpoint": ckpt_sig, "manifest": manifest,
             "windows": split_name in WINDOW_SPLITS, "score": score,
             "bf16": inference_bf16(device, cfg.train.bf16), "version": 3}
 
@@ -112,15 +114,19 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
           + (f", {world.size} processes)" if world.parallel else ")"))
 
 
-def splits_to_score(exp: Path, data: Path, splits: str, sig: dict, cfg, device: torch.device,
+def splits_to_score(exp: Path, data: Path, splits: str, params: Path, cfg, device: torch.device,
                     speak: bool, batch_size: int) -> dict[str, dict]:
-    """The splits whose scores are missing or stale, with the options their stamps will hold."""
+    """The splits whose scores are missing or stale, with the options their stamps will hold (a
+    stamp of an earlier kit, naming the checkpoint and manifest by absolute path, counts too)."""
     todo = {}
+    sig, absolute_sig = file_signature(params, exp), file_signature(params)
     for split_name in [s for s in splits.split(",") if s]:
         if not (data / split_name / "manifest.tsv").is_file():
             fail(f"{data / split_name}: not prepared; run the prepare stage")
-        options = split_options(split_name, data, sig, cfg, device, batch_size)
-        if stage_is_current(exp / "scores" / split_name, options):
+        target = exp / "scores" / split_name
+        options = split_options(split_name, data, sig, cfg, device, batch_size, exp)
+        earlier = split_options(split_name, data, absolute_sig, cfg, device, batch_size)
+        if current_or_restamped(target, options, earlier, restamp=speak):
             if speak:
                 print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
         else:
@@ -151,17 +157,16 @@ def main() -> None:
         fail(f"{best.path}: trained with another config than {exp / 'config.yaml'}; re-run the train stage")
     params = best.paramfiles["model"]
     batch_size = args.batch_size or cfg.score.batch_size
-    sig = file_signature(params)
     if args.ngpu > 1:
         # current splits start no processes at all
-        todo = splits_to_score(exp, data, args.splits, sig, cfg, device, True, batch_size)
+        todo = splits_to_score(exp, data, args.splits, params, cfg, device, True, batch_size)
         if todo:
             launch(args.ngpu, "systems.score", ["--exp", args.exp, "--data", args.data, "--splits", ",".join(todo),
                                                 "--device", args.device, "--batch_size", str(batch_size)],
                    what="scoring")
         return
     device = process_device(world, device)
-    todo = splits_to_score(exp, data, args.splits, sig, cfg, device, world.main, batch_size)
+    todo = splits_to_score(exp, data, args.splits, params, cfg, device, world.main, batch_size)
     if not todo:
         return  # nothing to score: the model is never loaded
     created = join(world, device)

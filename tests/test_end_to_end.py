@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import yaml
 
 from core.label_files import read_label_file
 from core.scores import SystemScores
+from core.stamps import STAMP_NAME, options_digest
 
-from .conftest import TINY_RECIPE, run_recipe
+from .conftest import ROOT, TINY_RECIPE, run_recipe
 
 
 def test_recipe_end_to_end(tiny_corpus, tiny_recipe):
@@ -53,3 +58,31 @@ def test_recipe_end_to_end(tiny_corpus, tiny_recipe):
 
     again = run_recipe(tiny_corpus, tmp_path)
     assert "up to date, skipped" in again and "nothing to do" in again
+
+
+def test_a_copied_experiment_stays_current(tiny_corpus, tiny_recipe, tmp_path):
+    """`cp -a` of the whole work folder: every stage of the copy is up to date (nothing scored,
+    fused or drawn again); a score stamp of an earlier kit (absolute paths) counts and is restamped."""
+    work, _ = tiny_recipe
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)  # copy2: times kept, links as links, as cp -a
+    again = run_recipe(tiny_corpus, copy)
+    assert "checkpoint of epoch" not in again, again  # the score stage's line when it scores
+    assert again.count("[score]") == 3 * len(TINY_RECIPE) and again.count("up to date, skipped") >= 3 * len(TINY_RECIPE) + 2
+    assert "submission method" not in again and f"[fuse] {copy / 'exp' / 'fusion'}: up to date, skipped" in again
+    assert f"[evaluate] {copy / 'exp' / 'report'}: up to date, skipped" in again
+
+    system = copy / "exp" / "lfcc_resnet18"
+    folder = system / "scores" / "test"
+    stamp = json.loads((folder / STAMP_NAME).read_text())
+    recorded = stamp["options"]["checkpoint"]["path"]
+    assert not Path(recorded).is_absolute() and (system / recorded).is_file()
+    # as the kit wrote it before: the checkpoint and manifest by their absolute paths
+    for key, root in (("checkpoint", system), ("manifest", system)):
+        stamp["options"][key]["path"] = str((root / stamp["options"][key]["path"]).resolve())
+    stamp["digest"] = options_digest(stamp["options"])
+    (folder / STAMP_NAME).write_text(json.dumps(stamp))
+    proc = subprocess.run([sys.executable, "-m", "systems.score", "--exp", str(system), "--data", str(copy / "exp" / "data"),
+                           "--splits", "test"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "up to date, skipped" in proc.stdout and "checkpoint of epoch" not in proc.stdout
+    assert json.loads((folder / STAMP_NAME).read_text())["options"]["checkpoint"]["path"] == recorded

@@ -8,7 +8,15 @@ import shutil
 import sys
 
 from core import stamps
-from core.stamps import STAMP_NAME, options_digest, output_files, source_digest, stage_is_current, write_stamp
+from core.stamps import (
+    STAMP_NAME,
+    current_or_restamped,
+    options_digest,
+    output_files,
+    source_digest,
+    stage_is_current,
+    write_stamp,
+)
 from fusion import run as fusion_run
 
 from .test_submit_choice import write_noisy_exports
@@ -42,6 +50,18 @@ def test_a_copied_folder_stays_current(tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, copy_function=shutil.copyfile)  # new modification times
     assert stage_is_current(copy, OPTIONS)
+
+
+def test_a_stamp_in_an_earlier_form_counts_and_is_rewritten(tmp_path):
+    out = stage(tmp_path)  # stamped with OPTIONS: here the earlier form
+    now = {**OPTIONS, "path": "relative"}
+    assert not stage_is_current(out, now)
+    assert current_or_restamped(out, now, OPTIONS, restamp=False) and not stage_is_current(out, now)
+    assert not current_or_restamped(out, now, {**OPTIONS, "k": 4})
+    assert current_or_restamped(out, now, OPTIONS)
+    assert stage_is_current(out, now) and not stage_is_current(out, OPTIONS)
+    (out / "a.npy").write_bytes(b"x" * 99)  # the outputs the stamp listed still count
+    assert not current_or_restamped(out, now, OPTIONS)
 
 
 def test_a_stamp_without_outputs_checks_the_options_alone(tmp_path):
