@@ -13,6 +13,27 @@ def utt_id_of(token: str) -> str:
     return token[:-4] if token.lower().endswith(".wav") else token
 
 
+def is_utf8(text: str) -> bool:
+    """Whether a name read from the file system is UTF-8 (Python keeps other bytes as surrogates,
+    which no UTF-8 label, manifest or submission line can hold)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def split_wavs(wav_dir: Path) -> list[Path]:
+    """The entries a challenge split is made of: the names ending in .wav directly in its folder,
+    sorted, folders excepted. A link to nothing is one (it gets its line, as a file that cannot be
+    read); a name that is not UTF-8 is an error, since no line could hold it."""
+    wavs = sorted(p for p in Path(wav_dir).iterdir() if p.suffix.lower() == ".wav" and not p.is_dir())
+    for p in wavs:
+        if not is_utf8(p.name):
+            fail(f"{str(p)!r}: a file name that is not UTF-8 cannot be an utterance id; rename the file")
+    return wavs
+
+
 def text_lines(path: Path, what: str) -> list[str]:
     """The file's lines as UTF-8 text; a byte-order mark (Windows editors write one) is dropped,
     never read as part of the first id. UTF-16 and other encodings are refused with the line."""

@@ -24,3 +24,18 @@ def link_parts(source_dir: Path, link_dir: Path, parts: tuple[str, ...], missing
         link.parent.mkdir(parents=True, exist_ok=True)
         # relative links keep working when the experiment folder is moved as a whole
         os.symlink(os.path.relpath(source.resolve(), link.parent.resolve()), link)
+
+
+# what a finished training leaves beside its checkpoints: its stamp (so that the training stage
+# answers "nothing to do" from it), its log and its record of how it was run
+TRAINING_RECORDS = (".options.json", "train_log.csv", "train_environment.json")
+
+
+def link_training_records(source_dir: Path, link_dir: Path) -> None:
+    """Link those of TRAINING_RECORDS that `source_dir` holds, where `link_dir` has nothing in
+    their place. A stage that writes one of them again renames a new file over the link (atomic
+    writes), never through it."""
+    for name in TRAINING_RECORDS:
+        source, link = source_dir / name, link_dir / name
+        if source.is_file() and not (link.exists() or link.is_symlink()):
+            os.symlink(os.path.relpath(source.resolve(), link.parent.resolve()), link)

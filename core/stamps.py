@@ -101,6 +101,12 @@ def current_or_restamped(out_dir: str | os.PathLike, options: dict[str, Any], ea
     return True
 
 
+def entry_stat(path: Path) -> os.stat_result:
+    """The file's stat, or for a link to nothing the link's own: an entry that cannot be read is
+    listed (and later reported) like any other, not an error while listing."""
+    return path.stat() if path.exists() else path.lstat()
+
+
 def listing_digest(files: list[Path], root: str | os.PathLike) -> str:
     """A digest of every file's name (relative to `root`), size and modification time: a renamed,
     added, removed or replaced file changes it, without reading any audio (a file replaced by one
@@ -108,7 +114,7 @@ def listing_digest(files: list[Path], root: str | os.PathLike) -> str:
     h = hashlib.sha256()
     root = Path(root)
     for path in sorted(files):
-        st = path.stat()
+        st = entry_stat(path)
         h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 

@@ -70,7 +70,8 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
                "p_codec": float(p_codec), "codecs": list(CODECS), "seed": int(seed), "version": VERSION}
     # noise files are drawn by their place in a sorted list: a renamed one changes what is drawn
     inputs = folder_listing(musan)
-    if current_or_restamped(target, options, dict(options, clean=str(clean_dir.resolve())), inputs):
+    # an earlier stamp stays as it is: training digests its bytes, and rewriting them would retrain
+    if current_or_restamped(target, options, dict(options, clean=str(clean_dir.resolve())), inputs, restamp=False):
         return {"skipped": True}
     split = PreparedSplit(clean_dir)
     conditions = [""] * len(split)

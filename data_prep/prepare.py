@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
-from core.label_files import key_labels_exactly, read_label_file, utt_id_of
+from core.label_files import key_labels_exactly, read_label_file, split_wavs, utt_id_of
 from core.labels import ALL_LABELS, NUM_KNOWN
 from core.prepared_split import PreparedSplitWriter
-from core.stamps import file_signature, listing_digest, stage_is_current, write_stamp
+from core.stamps import entry_stat, file_signature, listing_digest, stage_is_current, write_stamp
 
 from .audio_io import AudioReadError, LoadOptions, read_for_model
 from .augment import CODECS, AugmentConfig, musan_folders
@@ -171,11 +171,6 @@ def _stored_duration(path: Path) -> float:
         return 0.0
 
 
-def split_wavs(wav_dir: Path) -> list[Path]:
-    """The files a split is made of: the .wav files directly in its folder, sorted."""
-    return sorted(p for p in wav_dir.iterdir() if p.is_file() and p.suffix.lower() == ".wav")
-
-
 def check_test_key(key_path: str | Path, wav_dir: str | Path) -> None:
     """An answer key for a test folder labels exactly its .wav files (as the report will demand):
     checked before hours of scoring, one line naming the key and an id otherwise."""
@@ -188,22 +183,23 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
     """Decode one split into `out/<folder or split>`; returns counts. Skips when inputs and options
     are unchanged."""
     wavs = split_wavs(src.wav_dir)
-    if not wavs:
-        fail(f"{src.wav_dir}: no .wav files for split {src.name}")
     # the challenge's splits are flat folders of .wav (the submission lists their ids): other audio
     # is not read, and said so, never passed over in silence
     read = set(wavs)
     others = sorted(p for p in src.wav_dir.rglob("*")
                     if p.suffix.lower() in AUDIO_SUFFIXES and p not in read and p.is_file())
+    not_read = (f"{len(others)} audio file(s) not read (only the .wav files directly in {src.wav_dir} are), "
+                f"e.g. {others[0]}") if others else ""
+    if not wavs:
+        fail(f"{src.wav_dir}: no .wav files for split {src.name}" + (f"; {not_read}" if others else ""))
     if others:
-        print(f"[prepare] {src.name}: {len(others)} audio file(s) not read (only the .wav files directly in "
-              f"{src.wav_dir} are), e.g. {others[0]}", file=sys.stderr)
+        print(f"[prepare] {src.name}: {not_read}", file=sys.stderr)
     if src.label_file is not None and not src.label_file.is_file():
         problem = "is a folder, not a file" if src.label_file.is_dir() else "does not exist"
         fail(f"{src.label_file}: label file {problem}")
     # file count and newest mtime notice added, removed or replaced audio without hashing a 100 GB corpus
     options = {"split": src.name, "wav_dir": str(src.wav_dir.resolve()), "n_files": len(wavs),
-               "newest_mtime_ns": max(p.stat().st_mtime_ns for p in wavs),
+               "newest_mtime_ns": max(entry_stat(p).st_mtime_ns for p in wavs),
                "label_file": file_signature(src.label_file) if src.label_file else None,
                "load": dataclasses.asdict(opts), "version": 1}
     target = out / (folder or src.name)

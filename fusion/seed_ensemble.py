@@ -4,7 +4,8 @@
 
 After `run_track3.sh --seeds` has trained and scored each seed in `EXP/seed_N/`, this lays out
 `EXP/ensemble/` as an experiment of its own whose members are `<system>_seed<N>`: each links the
-seed's `config.yaml`, `ckpt/` and `scores/` back into `EXP/seed_N/<system>/`, and `data` links
+seed's `config.yaml`, `ckpt/` and `scores/` (and its training stamp, log and record) back into
+`EXP/seed_N/<system>/`, and `data` links
 `EXP/data`, so that the fusion stage, `submit.predict` and a new test set (`--exp EXP/ensemble`)
 read it like any trained experiment, and nothing is copied or retrained. Prints the member list
 (the fusion stage's `--systems`). With `--testset NAME` it lays out the ensemble of a new test set
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ArgumentParser, fail, run_cli
-from core.links import link_parts
+from core.links import link_parts, link_training_records
 
 ENSEMBLE_DIR = "ensemble"
 LINKED = ("config.yaml", "ckpt", "scores")
@@ -84,6 +85,7 @@ def lay_out(exp: Path, seeds: list[int], systems: list[str], testset: str | None
             link_parts(runs.seed(seed) / system, out / member_name(system, seed), LINKED,
                        f"train and score {system} for seed {seed} first (run_track3.sh --seeds, {stages})",
                        f"{out} holds other files; move them away")
+            link_training_records(runs.seed(seed) / system, out / member_name(system, seed))
             members.append(member_name(system, seed))
     link_parts(runs.shared, out, ("data",), f"prepare the data first ({prepare})", f"{out} holds other files; move them away")
     return members

@@ -40,7 +40,7 @@ import numpy as np
 
 from core.atomic import scratch_dir
 from core.errors import ArgumentParser, fail, run_cli
-from core.label_files import text_lines
+from core.label_files import is_utf8, text_lines
 from core.labels import KNOWN_CLASSES, NO_LABEL, UNKNOWN
 from core.prepared_split import PreparedSplit, PreparedSplitWriter
 from core.stage_files import read_json
@@ -59,10 +59,25 @@ COLUMNS = ("utt_id", "path", "label", *[f"p_{c}" for c in KNOWN_CLASSES], "unkno
            "warning")
 
 
+def audio_below(folder: Path) -> list[Path]:
+    """Every entry below `folder` with an audio suffix that is not a folder, sorted: linked folders
+    are followed (each real folder once, so a link back up ends), and a link to nothing is kept, so
+    that it becomes an error row like any file that cannot be read, never a file left out."""
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [Path(root) / name for name in files if Path(name).suffix.lower() in PREPARE_AUDIO_SUFFIXES]
+    return sorted(found)
+
+
 def folder_audio(folder: Path) -> list[Path]:
     """The audio files below `folder` that predict reads, sorted. Audio of other formats there
     (prepare's wider list: m4a, aac, amr …) is named on stderr, never passed over in silence."""
-    found = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in PREPARE_AUDIO_SUFFIXES)
+    found = audio_below(folder)
     read = [f for f in found if f.suffix.lower() in AUDIO_SUFFIXES]
     if len(read) < len(found):
         other = next(f for f in found if f.suffix.lower() not in AUDIO_SUFFIXES)
@@ -96,6 +111,8 @@ def list_inputs(paths: list[str]) -> list[Path]:
     for f in out:
         if any(c in str(f) for c in "\t\n\r"):
             fail(f"{str(f)!r}: a path with a tab or line break cannot be a row of the output TSV; rename the file")
+        if not is_utf8(str(f)):
+            fail(f"{str(f)!r}: a path that is not UTF-8 cannot be a row of the output TSV; rename the file")
     seen, unique = set(), []
     for f in out:
         key = f.resolve()

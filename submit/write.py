@@ -19,7 +19,7 @@ from pathlib import Path
 
 from core.atomic import atomic_path, remove_stale_temporaries, writing
 from core.errors import ArgumentParser, fail, run_cli
-from core.label_files import read_label_lines, utt_id_of
+from core.label_files import read_label_lines, split_wavs, utt_id_of
 from core.labels import ALL_LABELS, UNKNOWN
 from core.prepared_split import PreparedSplit
 from core.stage_files import read_json
@@ -48,7 +48,7 @@ def checked_test_split(test_manifest_dir: str | Path) -> PreparedSplit:
     for folder in audio_folders_of(test):
         if not Path(folder).is_dir():
             fail(f"{folder}: test folder named in {test.folder / 'manifest.tsv'} no longer exists")
-        on_disk |= {utt_id_of(p.name) for p in Path(folder).iterdir() if p.suffix.lower() == ".wav"}
+        on_disk |= {utt_id_of(p.name) for p in split_wavs(Path(folder))}
     in_manifest = set(test.ids)
     if on_disk != in_manifest:
         fail(f"test folder and {test.folder / 'manifest.tsv'} disagree (not prepared: "

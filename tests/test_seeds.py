@@ -187,6 +187,15 @@ def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
     for m in members:
         assert (ensemble / m / "ckpt").is_symlink() and (ensemble / m / "scores").is_symlink()
     assert (ensemble / members[-1] / "ckpt").resolve() == (exp / "seed_5" / list(TINY_RECIPE)[-1] / "ckpt").resolve()
+    # the training check on a member (stage 3 of `--exp EXP/ensemble --test_dir`) answers from the
+    # seed's linked stamp and writes nothing into the ensemble
+    member = ensemble / members[0]
+    listed = sorted(p.name for p in member.iterdir())
+    assert all((member / n).is_symlink() for n in listed) and ".options.json" in listed
+    proc = subprocess.run([sys.executable, "-m", "systems.train", "--config", str(member / "config.yaml"),
+                           "--data", str(exp / "data"), "--exp", str(member)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout, proc.stderr
+    assert sorted(p.name for p in member.iterdir()) == listed and all((member / n).is_symlink() for n in listed)
     # the ensemble's `score` is the mean of all four networks' softmaxes (a deep ensemble)
     seeds_data = [load_members(exp / f"seed_{seed}", list(TINY_RECIPE), splits=("test",))["test"] for seed in (4, 5)]
     expected = np.mean([softmax(d.logits[s], axis=1) for d in seeds_data for s in TINY_RECIPE], axis=0)
