@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir, writing
 from core.prepared_split import PreparedSplit
-from core.stamps import STAMP_NAME, current_or_restamped, folder_listing, write_stamp
+from core.stamps import STAMP_NAME, current_or_restamped, folder_listing, read_stamp, write_stamp
 from core.tables import write_table
 
 from .augment import CODECS, AugmentConfig, MusanAugmenter, musan_folders
@@ -70,8 +70,13 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
                "p_codec": float(p_codec), "codecs": list(CODECS), "seed": int(seed), "version": VERSION}
     # noise files are drawn by their place in a sorted list: a renamed one changes what is drawn
     inputs = folder_listing(musan)
-    # an earlier stamp stays as it is: training digests its bytes, and rewriting them would retrain
-    if current_or_restamped(target, options, dict(options, clean=str(clean_dir.resolve())), inputs, restamp=False):
+    # an earlier kit named the clean split by absolute path: the stamp's own, where it names a split
+    # of the same name (an experiment moved or copied since); the stamp itself is kept as it is,
+    # since training digests its bytes and rewriting them would retrain
+    recorded = (read_stamp(target) or {}).get("clean")
+    same = isinstance(recorded, str) and os.path.isabs(recorded) and Path(recorded).name == clean_dir.name
+    earlier = dict(options, clean=recorded if same else str(clean_dir.resolve()))
+    if current_or_restamped(target, options, earlier, inputs, restamp=False):
         return {"skipped": True}
     split = PreparedSplit(clean_dir)
     conditions = [""] * len(split)

@@ -28,7 +28,7 @@ from core.atomic import ensure_dir, save_npy
 from core.errors import ArgumentParser, fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
-from core.stamps import current_or_restamped, file_signature, output_files, write_stamp
+from core.stamps import current_or_restamped, file_signature, output_files, read_stamp, write_stamp
 from systems.common.config import load_config
 from systems.common.distributed import World, check_processes, join, launch, leave, process_device, world_from_env
 from systems.common.inference import (
@@ -114,19 +114,31 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
           + (f", {world.size} processes)" if world.parallel else ")"))
 
 
+def as_stamped_earlier(target: Path, options: dict) -> dict:
+    """`options` in the form an earlier kit stamped them, the checkpoint and manifest named by an
+    absolute path: the one that stamp recorded, where it names the same files (the same folder and
+    file name), so that an experiment scored by an earlier kit and then moved or copied counts too."""
+    saved = read_stamp(target) or {}
+    earlier = dict(options)
+    for key in ("checkpoint", "manifest"):
+        recorded = saved.get(key)
+        if isinstance(recorded, dict) and Path(str(recorded.get("path"))).parts[-2:] == Path(options[key]["path"]).parts[-2:]:
+            earlier[key] = dict(options[key], path=recorded["path"])
+    return earlier
+
+
 def splits_to_score(exp: Path, data: Path, splits: str, params: Path, cfg, device: torch.device,
                     speak: bool, batch_size: int) -> dict[str, dict]:
     """The splits whose scores are missing or stale, with the options their stamps will hold (a
-    stamp of an earlier kit, naming the checkpoint and manifest by absolute path, counts too)."""
+    stamp of an earlier kit counts too: as_stamped_earlier)."""
     todo = {}
-    sig, absolute_sig = file_signature(params, exp), file_signature(params)
+    sig = file_signature(params, exp)
     for split_name in [s for s in splits.split(",") if s]:
         if not (data / split_name / "manifest.tsv").is_file():
             fail(f"{data / split_name}: not prepared; run the prepare stage")
         target = exp / "scores" / split_name
         options = split_options(split_name, data, sig, cfg, device, batch_size, exp)
-        earlier = split_options(split_name, data, absolute_sig, cfg, device, batch_size)
-        if current_or_restamped(target, options, earlier, restamp=speak):
+        if current_or_restamped(target, options, as_stamped_earlier(target, options), restamp=speak):
             if speak:
                 print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
         else:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from core.label_files import read_label_file
 from core.scores import SystemScores
 from core.stamps import STAMP_NAME, options_digest
 
-from .conftest import ROOT, TINY_RECIPE, run_recipe
+from .conftest import TINY_RECIPE, run_module, run_recipe
 
 
 def test_recipe_end_to_end(tiny_corpus, tiny_recipe):
@@ -60,29 +58,54 @@ def test_recipe_end_to_end(tiny_corpus, tiny_recipe):
     assert "up to date, skipped" in again and "nothing to do" in again
 
 
+def as_an_earlier_kit_stamped(stamp_path, paths):
+    """Rewrite a stamp as an earlier kit wrote it, with `paths` {option: absolute path}."""
+    stamp = json.loads(stamp_path.read_text())
+    for key, path in paths.items():
+        if isinstance(stamp["options"][key], dict):
+            stamp["options"][key]["path"] = path
+        else:
+            stamp["options"][key] = path
+    stamp["digest"] = options_digest(stamp["options"])
+    stamp_path.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+
+
+def assert_all_current(out, work):
+    assert "[train]" in out and "training from scratch" not in out and "augmented copy of dev_clean up to date" in out
+    assert "checkpoint of epoch" not in out, out  # the score stage's line when it scores
+    assert out.count("[score]") == 3 * len(TINY_RECIPE) and out.count("up to date, skipped") >= 3 * len(TINY_RECIPE) + 2
+    assert "submission method" not in out and f"[fuse] {work / 'exp' / 'fusion'}: up to date, skipped" in out
+    assert f"[evaluate] {work / 'exp' / 'report'}: up to date, skipped" in out
+
+
 def test_a_copied_experiment_stays_current(tiny_corpus, tiny_recipe, tmp_path):
-    """`cp -a` of the whole work folder: every stage of the copy is up to date (nothing scored,
-    fused or drawn again); a score stamp of an earlier kit (absolute paths) counts and is restamped."""
+    """`cp -a` of the whole work folder: every stage of the copy is up to date (nothing prepared,
+    trained, scored, fused or drawn again), also when an earlier kit stamped it elsewhere (files
+    inside the experiment by absolute path); its score stamps are then rewritten, its augmented
+    dev's stamp is not (training digests it)."""
     work, _ = tiny_recipe
     copy = tmp_path / "copy"
     shutil.copytree(work, copy, symlinks=True)  # copy2: times kept, links as links, as cp -a
-    again = run_recipe(tiny_corpus, copy)
-    assert "checkpoint of epoch" not in again, again  # the score stage's line when it scores
-    assert again.count("[score]") == 3 * len(TINY_RECIPE) and again.count("up to date, skipped") >= 3 * len(TINY_RECIPE) + 2
-    assert "submission method" not in again and f"[fuse] {copy / 'exp' / 'fusion'}: up to date, skipped" in again
-    assert f"[evaluate] {copy / 'exp' / 'report'}: up to date, skipped" in again
+    assert_all_current(run_recipe(tiny_corpus, copy), copy)
 
-    system = copy / "exp" / "lfcc_resnet18"
-    folder = system / "scores" / "test"
-    stamp = json.loads((folder / STAMP_NAME).read_text())
-    recorded = stamp["options"]["checkpoint"]["path"]
-    assert not Path(recorded).is_absolute() and (system / recorded).is_file()
-    # as the kit wrote it before: the checkpoint and manifest by their absolute paths
-    for key, root in (("checkpoint", system), ("manifest", system)):
-        stamp["options"][key]["path"] = str((root / stamp["options"][key]["path"]).resolve())
-    stamp["digest"] = options_digest(stamp["options"])
-    (folder / STAMP_NAME).write_text(json.dumps(stamp))
-    proc = subprocess.run([sys.executable, "-m", "systems.score", "--exp", str(system), "--data", str(copy / "exp" / "data"),
-                           "--splits", "test"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0 and "up to date, skipped" in proc.stdout and "checkpoint of epoch" not in proc.stdout
-    assert json.loads((folder / STAMP_NAME).read_text())["options"]["checkpoint"]["path"] == recorded
+    system, elsewhere = copy / "exp" / "lfcc_resnet18", "/elsewhere/exp"
+    scores = system / "scores" / "test" / STAMP_NAME
+    recorded = json.loads(scores.read_text())["options"]
+    assert not Path(recorded["checkpoint"]["path"]).is_absolute()
+    assert (system / recorded["checkpoint"]["path"]).is_file()
+    as_an_earlier_kit_stamped(scores, {"checkpoint": f"{elsewhere}/lfcc_resnet18/{recorded['checkpoint']['path']}",
+                                       "manifest": f"{elsewhere}/data/test/manifest.tsv"})
+    moved = tmp_path / "moved"
+    shutil.copytree(copy, moved, symlinks=True)
+    assert_all_current(run_recipe(tiny_corpus, moved), moved)
+    restamped = json.loads((moved / "exp" / "lfcc_resnet18" / "scores" / "test" / STAMP_NAME).read_text())["options"]
+    assert restamped["checkpoint"]["path"] == recorded["checkpoint"]["path"]
+
+    # the augmented dev as an earlier kit stamped it elsewhere (training, which digests that stamp,
+    # would then have been trained on it: prepare alone here)
+    dev = moved / "exp" / "data" / "dev" / STAMP_NAME
+    as_an_earlier_kit_stamped(dev, {"clean": f"{elsewhere}/data/dev_clean"})
+    dev_bytes = dev.read_bytes()
+    proc = run_module("data_prep.prepare", "--data_root", str(tiny_corpus), "--out", str(moved / "exp" / "data"),
+                      "--augment_dev", str(tiny_corpus / "musan_demo"))
+    assert "augmented copy of dev_clean up to date, skipped" in proc.stdout and dev.read_bytes() == dev_bytes
