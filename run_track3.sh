@@ -146,6 +146,8 @@ for n in "$stage" "$stop_stage" "$nj" "$seed" "$ngpu"; do
 done
 [ "$ngpu" -ge 1 ] || { echo "error: --ngpu $ngpu: at least 1" >&2; exit 2; }
 [ "$stage" -le "$stop_stage" ] || { echo "error: --stage $stage is after --stop_stage $stop_stage: nothing would run" >&2; exit 2; }
+[[ "$systems" =~ ^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$ ]] || { echo "error: --systems '$systems': expected comma-separated system names, e.g. lfcc_resnet18,rawnet2" >&2; exit 2; }
+[ "$(tr , '\n' <<< "$systems" | sort | uniq -d)" = "" ] || { echo "error: --systems '$systems': a system is listed twice" >&2; exit 2; }
 if [ -n "$seeds" ]; then
   [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: --seeds '$seeds': expected comma-separated non-negative integers, e.g. 1,2,3" >&2; exit 2; }
   [ "$(tr , '\n' <<< "$seeds" | sort | uniq -d)" = "" ] || { echo "error: --seeds '$seeds': a seed is listed twice" >&2; exit 2; }

@@ -91,6 +91,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode a file to float32 mono at its own rate (channels averaged). A truncated WAV, an
     empty file and samples that are NaN or infinite (float WAVs can hold them) are AudioReadErrors."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise AudioReadError("empty file (0 bytes)")
     truncated = wav_truncation(path)
     if truncated:
         raise AudioReadError(truncated)

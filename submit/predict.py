@@ -360,6 +360,10 @@ def main() -> None:
         fail(f"--ngpu {args.ngpu}: several processes need the torch backend, not --backend {args.backend}")
     if args.method is not None and not args.method.strip():
         fail("--method: empty; leave it out for the submitted method")
+    if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
+        # refused before the scoring, not when the table is written after it
+        problem = "is a folder; give a file name" if Path(args.out).is_dir() else "its folder does not exist"
+        fail(f"--out {args.out}: {problem}")
     if args.backend == "torch":
         from systems.common.distributed import check_processes, world_from_env
         from systems.common.inference import pick_device

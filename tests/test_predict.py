@@ -102,7 +102,7 @@ def test_predict_bad_files_give_error_rows(tiny_recipe, tiny_corpus, tmp_path):
     assert [r["utt_id"] for r in rows] == [good.stem, "empty", "missing", "corrupt"]
     assert rows[0]["error"] == "" and all(r["error"] for r in rows[1:])
     assert all(r["label"] == "7" for r in rows[1:])
-    assert "no such file" in rows[2]["error"]
+    assert "no such file" in rows[2]["error"] and "empty file" in rows[1]["error"]
 
 
 def test_predict_flags_files_with_little_or_no_signal(tiny_recipe, tiny_corpus, tmp_path):
@@ -147,7 +147,9 @@ def test_predict_inputs_named_twice_are_scored_once_and_bad_lists_are_one_line_e
                             (("--method", ""), "--method: empty"),
                             (("--ngpu", "0"), "--ngpu 0: at least 1"),
                             (("--nj", "0"), "--nj 0: at least 1"),
-                            (("--ngpu", "2", "--backend", "onnx"), "several processes need the torch backend")]:
+                            (("--ngpu", "2", "--backend", "onnx"), "several processes need the torch backend"),
+                            (("--out", str(tmp_path)), "is a folder; give a file name"),
+                            (("--out", str(tmp_path / "no" / "x.tsv")), "its folder does not exist")]:
         proc = predict("--exp", str(tmp_path), str(folder), *option, check=False)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and "\n" not in err and message in err, err

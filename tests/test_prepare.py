@@ -54,6 +54,9 @@ def test_corrupt_and_empty_files_raise_a_clear_error(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(AudioReadError, match="no samples"):
         read_audio(tmp_path / "empty.wav")
+    (tmp_path / "zero.wav").write_bytes(b"")
+    with pytest.raises(AudioReadError, match="empty file"):
+        read_audio(tmp_path / "zero.wav")
 
 
 def test_trim_keeps_speech_and_never_empties():

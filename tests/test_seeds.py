@@ -160,6 +160,13 @@ def test_recipe_refuses_a_bad_seed_list(seeds):
     assert proc.returncode == 2 and "--seeds" in proc.stderr
 
 
+@pytest.mark.parametrize("systems", ["rawnet2,rawnet2", "rawnet2,,lfcc_resnet18", "a b"])
+def test_recipe_refuses_a_bad_system_list_before_any_stage(systems):
+    proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--systems", systems, "--stage", "9"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --systems") and proc.stderr.count("\n") == 1
+
+
 def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
     """Stages 3-7 per seed in EXP/seed_N on one prepared data set; the summary over both seeds in
     EXP/report; both seeds' systems fused as one ensemble in EXP/ensemble, through links, whose
