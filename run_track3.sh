@@ -239,6 +239,12 @@ run_cli(lambda: check_test_key(sys.argv[1], sys.argv[2]))' "$test_key" "$test_di
   $systems_given || systems=$("$python" -c "import json, sys; print(','.join(json.load(open(sys.argv[1]))['systems']))" \
     "${runs[0]}/fusion/summary.json")
   IFS=, read -r -a system_list <<< "$systems"
+  # a system the experiment did not train is refused before the test set is prepared
+  for run in "${runs[@]}"; do
+    for sys in "${system_list[@]}"; do
+      [ -f "$run/$sys/config.yaml" ] || { echo "error: --systems: $run/$sys/config.yaml: missing; systems trained there: $(cd "$run" && ls -d */config.yaml 2>/dev/null | sed 's,/config.yaml,,' | paste -sd, -)" >&2; exit 2; }
+    done
+  done
   [ "$submission_dir" != submission ] || submission_dir=$shared/submission
   if run_stage 2; then
     log "Stage 2 (prepare): $test_dir -> $shared/data/test"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,6 @@ from .conftest import ROOT, tree_digest
 
 def run_new_test_set(work, *args: str) -> str:
     """The README's command for a new test set: only --exp and the new data."""
-    import os
-
     env = dict(os.environ, PYTHON=sys.executable)
     proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--exp", str(work / "exp"), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True)
@@ -228,6 +227,13 @@ def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):
     key = tmp_path / "seed11" / "test_label.txt"
     key.write_text(label_lines({f"new_{utt}": label for utt, label in old_key.items()}))
     before = tree_digest(work / "exp", skip="testsets")
+    # a system the experiment did not train: refused before anything is prepared
+    proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--exp", str(work / "exp"), "--test_dir",
+                           str(new_wavs), "--test_name", "nosuch", "--systems", "rawnet2,nosuch"],
+                          cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nosuch/config.yaml: missing" in proc.stderr
+    assert "rawnet2" in proc.stderr.split("systems trained there:")[1]
+    assert not (work / "exp" / "testsets" / "nosuch").exists() and not (work / "exp" / "testsets" / "data").exists()
     out = run_new_test_set(work, "--test_dir", str(new_wavs), "--test_labels", str(key), "--test_name", "seed11")
     assert "nothing to do" in out and "epoch 1:" not in out  # the train stage skipped
     testset = work / "exp" / "testsets" / "seed11"
