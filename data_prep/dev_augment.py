@@ -63,19 +63,23 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
     cfg = dict(musan=str(musan), p_noise=p_noisy / 3, p_music=p_noisy / 3, p_babble=p_noisy / 3,
                snr_db=tuple(float(v) for v in snr_db), p_codec=float(p_codec), codecs=CODECS)
     AugmentConfig(**cfg)  # refuses bad probabilities before any work
-    clean_stamp = json.loads((clean_dir / STAMP_NAME).read_text())["digest"]
-    # the clean split named from the target's folder: a copy of the experiment stays current
-    options = {"clean": os.path.relpath(clean_dir.resolve(), target.parent.resolve()), "clean_stamp": clean_stamp,
-               "bank": bank_signature(musan), "snr_db": list(cfg["snr_db"]), "p_noisy": float(p_noisy),
-               "p_codec": float(p_codec), "codecs": list(CODECS), "seed": int(seed), "version": VERSION}
+    clean = json.loads((clean_dir / STAMP_NAME).read_text())
+    # the clean split named from the target's folder: a copy of the experiment stays current; its
+    # stamp's options and the listing of its audio (a file replaced with its time kept changes the
+    # listing only)
+    options = {"clean": os.path.relpath(clean_dir.resolve(), target.parent.resolve()), "clean_stamp": clean["digest"],
+               "clean_inputs": clean.get("inputs"), "bank": bank_signature(musan), "snr_db": list(cfg["snr_db"]),
+               "p_noisy": float(p_noisy), "p_codec": float(p_codec), "codecs": list(CODECS), "seed": int(seed),
+               "version": VERSION}
     # noise files are drawn by their place in a sorted list: a renamed one changes what is drawn
     inputs = folder_listing(musan)
-    # an earlier kit named the clean split by absolute path: the stamp's own, where it names a split
-    # of the same name (an experiment moved or copied since); the stamp itself is kept as it is,
-    # since training digests its bytes and rewriting them would retrain
+    # an earlier kit named the clean split by absolute path (the stamp's own, where it names a split
+    # of the same name: an experiment moved or copied since) and did not hold its listing; the stamp
+    # itself is kept as it is, since training digests its bytes and rewriting them would retrain
     recorded = (read_stamp(target) or {}).get("clean")
     same = isinstance(recorded, str) and os.path.isabs(recorded) and Path(recorded).name == clean_dir.name
-    earlier = dict(options, clean=recorded if same else str(clean_dir.resolve()))
+    earlier = {k: v for k, v in options.items() if k != "clean_inputs"}
+    earlier["clean"] = recorded if same else str(clean_dir.resolve())
     if current_or_restamped(target, options, earlier, inputs, restamp=False):
         return {"skipped": True}
     split = PreparedSplit(clean_dir)

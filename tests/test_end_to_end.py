@@ -58,9 +58,12 @@ def test_recipe_end_to_end(tiny_corpus, tiny_recipe):
     assert "up to date, skipped" in again and "nothing to do" in again
 
 
-def as_an_earlier_kit_stamped(stamp_path, paths):
-    """Rewrite a stamp as an earlier kit wrote it, with `paths` {option: absolute path}."""
+def as_an_earlier_kit_stamped(stamp_path, paths, new_options=()):
+    """Rewrite a stamp as an earlier kit wrote it, with `paths` {option: absolute path} and without
+    the `new_options` it did not hold."""
     stamp = json.loads(stamp_path.read_text())
+    for key in new_options:
+        del stamp["options"][key]
     for key, path in paths.items():
         if isinstance(stamp["options"][key], dict):
             stamp["options"][key]["path"] = path
@@ -104,7 +107,7 @@ def test_a_copied_experiment_stays_current(tiny_corpus, tiny_recipe, tmp_path):
     # the augmented dev as an earlier kit stamped it elsewhere (training, which digests that stamp,
     # would then have been trained on it: prepare alone here)
     dev = moved / "exp" / "data" / "dev" / STAMP_NAME
-    as_an_earlier_kit_stamped(dev, {"clean": f"{elsewhere}/data/dev_clean"})
+    as_an_earlier_kit_stamped(dev, {"clean": f"{elsewhere}/data/dev_clean"}, new_options=("clean_inputs",))
     dev_bytes = dev.read_bytes()
     proc = run_module("data_prep.prepare", "--data_root", str(tiny_corpus), "--out", str(moved / "exp" / "data"),
                       "--augment_dev", str(tiny_corpus / "musan_demo"))

@@ -175,6 +175,27 @@ def test_augmented_dev_is_redone_after_a_noise_file_is_renamed(tiny_prepared, ti
     assert not augment_split(clean, target, bank)["skipped"]
 
 
+def test_augmented_dev_is_redone_after_its_clean_split_is_prepared_from_other_audio(tiny_prepared, tiny_corpus,
+                                                                                    tmp_path):
+    """A dev file replaced with its time kept changes the clean split's listing, not its options:
+    the augmented copy follows the listing too."""
+    from data_prep.dev_augment import augment_split
+
+    source = tiny_prepared / ("dev_clean" if (tiny_prepared / "dev_clean").is_dir() else "dev")
+    clean = tmp_path / "dev_clean"
+    shutil.copytree(source, clean)
+    target = tmp_path / "dev"
+    bank = tiny_corpus / "musan_demo"
+    assert not augment_split(clean, target, bank)["skipped"]
+    assert augment_split(clean, target, bank)["skipped"]
+    stamp = json.loads((clean / STAMP_NAME).read_text())
+    assert stamp.get("inputs")
+    stamp["inputs"] = "0" * 64  # as the prepare stage leaves it after such a replacement
+    (clean / STAMP_NAME).write_text(json.dumps(stamp))
+    assert not augment_split(clean, target, bank)["skipped"]
+    assert augment_split(clean, target, bank)["skipped"]
+
+
 def test_folder_listing_of_a_single_file_follows_that_file(tmp_path):
     """A pretrained checkpoint may be one file: its listing is that file's, not an empty folder's,
     and it changes when the file is replaced in place (a new modification time)."""
