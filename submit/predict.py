@@ -51,6 +51,7 @@ from fusion.calibrate import known_max
 from fusion.config import load_fusion_config
 from fusion.members import SplitScores, align_windows, load_members
 from fusion.scorers import FusionContext, build_scorer
+from submit.write import check_fusion_is_current
 
 # what soundfile (libsndfile 1.2) decodes; prepare.AUDIO_SUFFIXES also lists formats it does not
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
@@ -167,6 +168,22 @@ class SystemOutputs:
         self.window_embeddings, self.window_offsets = window_embeddings, window_offsets
 
 
+def check_export_is_current(metadata: dict, system_dir: Path, onnx_path: Path) -> None:
+    """An ONNX export holds the weights of the best checkpoint when it was made: after training
+    again (another best checkpoint, or another config) its scores are not the system's, and the
+    fusion's τ and statistics no longer fit them."""
+    from systems.common.config import load_config
+    from systems.common.inference import best_checkpoint
+    from systems.common.train_inputs import config_digest
+
+    best = best_checkpoint(system_dir / "ckpt")
+    exported = metadata.get("checkpoint"), metadata.get("config_digest")
+    if best is None or exported != (best.path.name, config_digest(load_config(system_dir / "config.yaml"))):
+        now = best.path.name if best is not None else "none"
+        fail(f"{onnx_path}: exported from checkpoint {exported[0]}, but the system's best checkpoint is now {now} "
+             f"(trained again since); re-run python -m systems.onnx_export --exp {system_dir}")
+
+
 def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, device_name: str,
                batch_size: int | None) -> SystemOutputs:
     from systems.common.config import load_config
@@ -182,6 +199,7 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
         if not onnx_path.is_file():
             fail(f"{onnx_path}: no ONNX export; run python -m systems.onnx_export --exp {exp / system}")
         model = OnnxSystem(onnx_path)
+        check_export_is_current(model.metadata, exp / system, onnx_path)
         windows = SplitWindows(split, model.input_samples, window_hop(cfg))
         logits, embs = [], []
         for start in range(0, len(windows), bs):
@@ -283,12 +301,15 @@ def predict(exp: Path, files: list[Path], method: str | None, backend: str, devi
     if method not in summary["methods"]:
         fail(f"method {method!r} is not in {summary_path}; choose from {', '.join(summary['methods'])}")
     info = summary["methods"][method]
+    load = load_options(exp)
+    # the fusion's τ and statistics fit the members it was made from, not a system trained again since
+    check_fusion_is_current(summary_path.parent, exp / "data" / "test", "predicting")
     # single-system methods need one model; every fusion needs all members
     needed = [method.split(":", 1)[1]] if ":" in method else summary["systems"]
     with scratch_dir("kit_predict") as tmp:
         folder = Path(tmp) / "data" / "test"
         folder.mkdir(parents=True)
-        split, errors, warnings = prepare_inputs(files, load_options(exp), folder, nj)
+        split, errors, warnings = prepare_inputs(files, load, folder, nj)
         readable = np.flatnonzero(split.readable)
         # `evidence`: the file's own signal warning; `warning`, the column, may add a shared id
         rows = [{"utt_id": Path(p).stem, "path": p, "label": UNKNOWN, "method": method, "error": e, "warning": w,

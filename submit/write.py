@@ -85,7 +85,7 @@ def where_in(root: Path, signature: dict) -> Path:
     return root / recorded.parent.name / recorded.name
 
 
-def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
+def check_fusion_is_current(fusion_dir: Path, test_dir: Path, purpose: str = "submitting") -> None:
     """The fusion's predictions are of the score files as they are now, and each member's test scores
     are of the test split as it is prepared now and of the checkpoint the system holds now (by the
     stamps of stages 5 and 4; a stamp of an older kit without these records passes)."""
@@ -99,17 +99,17 @@ def check_fusion_is_current(fusion_dir: Path, test_dir: Path) -> None:
             path = where_in(folder, signature)
             if not same_file(signature, path):
                 fail(f"{path}: changed since {fusion_dir} was made from it; run the fusion stage again "
-                     "before submitting")
+                     f"before {purpose}")
         scored = read_stamp(folder / "test") or {}
         if "manifest" in scored and not same_file(scored["manifest"], manifest):
             fail(f"{manifest}: prepared again since {folder / 'test'} was scored; run the score and "
-                 "fusion stages again before submitting")
+                 f"fusion stages again before {purpose}")
         checkpoint, ckpt_root = scored.get("checkpoint"), fusion_dir.parent / system / "ckpt"
         if isinstance(checkpoint, dict) and "path" in checkpoint and ckpt_root.is_dir():
             path = where_in(ckpt_root, checkpoint)
             if not same_file(checkpoint, path):
                 fail(f"{path}: not the checkpoint {folder / 'test'} was scored with (trained again since, or "
-                     "replaced); run the score and fusion stages again before submitting")
+                     f"replaced); run the score and fusion stages again before {purpose}")
 
 
 def write_submission(lines: list[str], name: str, out_dir: str | Path) -> tuple[Path, Path]:

@@ -182,3 +182,14 @@ def test_a_system_that_cannot_be_exported_is_named(tmp_path):
         export_model(NoOnnxOp(), "toy_system", tmp_path / "model.onnx")
     assert "\n" not in str(err.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_predict_refuses_an_export_older_than_the_best_checkpoint(exported):
+    from submit.predict import check_export_is_current
+
+    system, exp, _, path, _ = exported
+    metadata = dict(OnnxSystem(path, device="cpu").metadata)
+    check_export_is_current(metadata, exp, path)  # as exported: the system's best checkpoint
+    for key, value in (("checkpoint", "CKPT+2020-01-01+00-00-00+00"), ("config_digest", "0" * 64)):
+        with pytest.raises(KitError, match=r"trained again since\); re-run python -m systems.onnx_export"):
+            check_export_is_current(dict(metadata, **{key: value}), exp, path)

@@ -247,3 +247,18 @@ def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):
     # the evaluate stage's stamp: nothing it reads changed, so the report is not drawn again
     assert f"[evaluate] {testset / 'report'}: up to date, skipped" in again
     assert report_mtime == (testset / "report" / "README.md").stat().st_mtime_ns
+
+
+def test_predict_refuses_members_changed_since_the_fusion(tiny_recipe, tiny_corpus, tmp_path):
+    """Scores written again after the fusion (a system trained and scored again, not re-fused) no
+    longer fit its τ and statistics: a one-line error, as the submission stage gives."""
+    work, _ = tiny_recipe
+    exp = tmp_path / "exp"
+    shutil.copytree(work / "exp", exp, symlinks=True)
+    good = sorted((tiny_corpus / "ADD2023_Track3_test" / "wav").iterdir())[0]
+    assert predict("--exp", str(exp), str(good)).returncode == 0
+    logits = exp / "rawnet2" / "scores" / "dev" / "logits.tsv"
+    os.utime(logits, ns=(logits.stat().st_atime_ns, logits.stat().st_mtime_ns + 10**9))
+    proc = predict("--exp", str(exp), str(good), check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and f"{logits}: changed since" in err and "before predicting" in err
