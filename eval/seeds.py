@@ -225,11 +225,12 @@ def plot_per_seed(rows: list[dict], column: str, out: Path) -> bool:
     return True
 
 
-def ensemble_section(runs: SeedRuns) -> list[str]:
+def ensemble_section(runs: SeedRuns, seeds: list[int]) -> list[str]:
     """The seed ensemble's methods (EXP/ensemble/report/results.json, one run: no spread), when the
-    recipe fused one (`fusion/seed_ensemble.py`)."""
+    recipe fused one (`fusion/seed_ensemble.py`) over exactly these seeds: an ensemble left by a
+    run of other seeds (or one seed: no ensemble) is not this run's."""
     path = runs.ensemble / "report" / "results.json"
-    if not path.is_file():
+    if len(seeds) < 2 or not path.is_file():
         return []
     rows = read_report_rows(path, "method", "results", "re-run the evaluate stage")
     # the fused methods only: one member of one seed is already in the table above
@@ -238,6 +239,10 @@ def ensemble_section(runs: SeedRuns) -> list[str]:
     # the members come from the fusion that made these results: a report without it is stale
     summary = read_json(runs.ensemble / "fusion" / "summary.json", "the ensemble's fusion summary",
                         "fusion", keys={"systems": list})
+    fused_seeds = {int(m.rsplit("_seed", 1)[1]) for m in map(str, summary["systems"])
+                   if "_seed" in m and m.rsplit("_seed", 1)[1].isdigit()}
+    if fused_seeds != set(seeds):
+        return []
     members = ", ".join(map(str, summary["systems"]))
     where = runs.ensemble.relative_to(runs.exp)
     lines = [f"## The ensemble of the seeds (`{where}/`, one fusion over every seed's systems)", "",
@@ -288,7 +293,11 @@ def write_summary(exp: Path, seeds: list[int], testset: str | None = None) -> li
         if found:
             text += [f"## {title}", "", note, "", table(found, columns, head, name), ""]
             write_text_atomic(out / file, json.dumps(found, indent=2) + "\n")
-    text += ensemble_section(runs)
+        else:  # a table this run cannot make leaves no earlier run's file behind
+            (out / file).unlink(missing_ok=True)
+    if not has_fig:
+        (out / "per_seed.png").unlink(missing_ok=True)
+    text += ensemble_section(runs, seeds)
     write_text_atomic(out / "README.md", "\n".join(text))
     write_text_atomic(out / "results_over_seeds.json", json.dumps(rows, indent=2) + "\n")
     return rows

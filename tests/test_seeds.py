@@ -73,6 +73,21 @@ def test_the_submitted_row_follows_each_seeds_choice_and_conditions_are_averaged
     text = (tmp_path / "report" / "README.md").read_text()
     assert "**submitted** (score, two_stage, score)" in text and "## The submitted method per condition" in text
 
+    # seeds 1 and 2 again, their reports without the conditions, beside an ensemble fused over 1-3:
+    # the summary keeps neither the earlier run's conditions nor that ensemble
+    for seed in chosen:
+        (tmp_path / f"seed_{seed}" / "report" / "conditions.json").unlink()
+    ensemble = tmp_path / "ensemble"
+    (ensemble / "report").mkdir(parents=True)
+    (ensemble / "fusion").mkdir()
+    (ensemble / "report" / "results.json").write_text(json.dumps([{"method": "score", "submitted": True, "test_f1": 0.9}]))
+    (ensemble / "fusion" / "summary.json").write_text(json.dumps({"systems": [f"a_seed{k}" for k in chosen]}))
+    assert "## The ensemble of the seeds" in (write_summary(tmp_path, [1, 2, 3]) and (tmp_path / "report" / "README.md").read_text())
+    write_summary(tmp_path, [1, 2])
+    assert not (tmp_path / "report" / "conditions_over_seeds.json").exists()
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "per condition" not in text and "ensemble of the seeds" not in text
+
 
 def test_the_per_generator_tables_are_averaged_in_a_new_test_sets_folder(tmp_path):
     """`--testset NAME`: the seeds' reports of a new test set, summed up in EXP/testsets/NAME/report,
