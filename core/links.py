@@ -22,8 +22,12 @@ def link_parts(source_dir: Path, link_dir: Path, parts: tuple[str, ...], missing
         if link.exists() or link.is_symlink():
             fail(f"{link}: exists and is not a link to {source}; {conflict_hint}")
         link.parent.mkdir(parents=True, exist_ok=True)
-        # relative links keep working when the experiment folder is moved as a whole
-        os.symlink(os.path.relpath(source.resolve(), link.parent.resolve()), link)
+        relative_link(source, link)
+
+
+def relative_link(source: Path, link: Path) -> None:
+    # relative links keep working when the experiment folder is moved as a whole
+    os.symlink(os.path.relpath(source.resolve(), link.parent.resolve()), link)
 
 
 # what a finished training leaves beside its checkpoints: its stamp (so that the training stage
@@ -38,4 +42,4 @@ def link_training_records(source_dir: Path, link_dir: Path) -> None:
     for name in TRAINING_RECORDS:
         source, link = source_dir / name, link_dir / name
         if source.is_file() and not (link.exists() or link.is_symlink()):
-            os.symlink(os.path.relpath(source.resolve(), link.parent.resolve()), link)
+            relative_link(source, link)

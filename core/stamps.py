@@ -81,7 +81,12 @@ def write_stamp(out_dir: str | os.PathLike, options: dict[str, Any], outputs: li
                "outputs": {name: (out_dir / name).stat().st_size for name in outputs}}
     if inputs is not None:
         payload["inputs"] = inputs
-    write_text_atomic(out_dir / STAMP_NAME, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    _write_payload(out_dir, payload)
+
+
+def _write_payload(out_dir: str | os.PathLike, payload: dict[str, Any]) -> None:
+    # one byte layout for every stamp: training digests the bytes of the prepared splits' stamps
+    write_text_atomic(Path(out_dir) / STAMP_NAME, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def current_or_restamped(out_dir: str | os.PathLike, options: dict[str, Any], earlier: dict[str, Any],
@@ -95,9 +100,8 @@ def current_or_restamped(out_dir: str | os.PathLike, options: dict[str, Any], ea
     if not stage_is_current(out_dir, earlier, inputs):
         return False
     if restamp:
-        stamp = Path(out_dir) / STAMP_NAME
-        payload = dict(json.loads(stamp.read_text()), digest=options_digest(options), options=options)
-        write_text_atomic(stamp, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+        saved = json.loads((Path(out_dir) / STAMP_NAME).read_text())
+        _write_payload(out_dir, dict(saved, digest=options_digest(options), options=options))
     return True
 
 

@@ -24,7 +24,7 @@ from core.atomic import ensure_dir, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
 from core.labels import ALL_LABELS, LABEL_NAMES
 from core.stage_files import read_json
-from fusion.seed_ensemble import SeedRuns, parse_seeds
+from fusion.seed_ensemble import SeedRuns, parse_seeds, seed_of
 
 # the figures a row shows, when the per-seed results have them (dev-only runs have no test_*)
 COLUMNS = (("dev_f1", "dev F1"), ("test_precision", "test P"), ("test_recall", "test R"),
@@ -239,9 +239,7 @@ def ensemble_section(runs: SeedRuns, seeds: list[int]) -> list[str]:
     # the members come from the fusion that made these results: a report without it is stale
     summary = read_json(runs.ensemble / "fusion" / "summary.json", "the ensemble's fusion summary",
                         "fusion", keys={"systems": list})
-    fused_seeds = {int(m.rsplit("_seed", 1)[1]) for m in map(str, summary["systems"])
-                   if "_seed" in m and m.rsplit("_seed", 1)[1].isdigit()}
-    if fused_seeds != set(seeds):
+    if {seed_of(str(m)) for m in summary["systems"]} - {None} != set(seeds):
         return []
     members = ", ".join(map(str, summary["systems"]))
     where = runs.ensemble.relative_to(runs.exp)

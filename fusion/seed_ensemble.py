@@ -64,10 +64,19 @@ def member_name(system: str, seed: int) -> str:
     return f"{system}_seed{seed}"
 
 
+MEMBER_NAME = re.compile(r"(.+)_seed(\d+)")
+
+
 def system_of(member: str) -> str:
     """The system a member was trained as: `rawnet2_seed4` -> `rawnet2`; other names as they are."""
-    match = re.fullmatch(r"(.+)_seed\d+", member)
+    match = MEMBER_NAME.fullmatch(member)
     return match.group(1) if match else member
+
+
+def seed_of(member: str) -> int | None:
+    """The training seed of a member: `rawnet2_seed4` -> 4; None for a name of no seed."""
+    match = MEMBER_NAME.fullmatch(member)
+    return int(match.group(2)) if match else None
 
 
 def lay_out(exp: Path, seeds: list[int], systems: list[str], testset: str | None = None) -> list[str]:

@@ -168,17 +168,16 @@ class SystemOutputs:
         self.window_embeddings, self.window_offsets = window_embeddings, window_offsets
 
 
-def check_export_is_current(metadata: dict, system_dir: Path, onnx_path: Path) -> None:
+def check_export_is_current(metadata: dict, system_dir: Path, cfg, onnx_path: Path) -> None:
     """An ONNX export holds the weights of the best checkpoint when it was made: after training
     again (another best checkpoint, or another config) its scores are not the system's, and the
     fusion's τ and statistics no longer fit them."""
-    from systems.common.config import load_config
     from systems.common.inference import best_checkpoint
     from systems.common.train_inputs import config_digest
 
     best = best_checkpoint(system_dir / "ckpt")
     exported = metadata.get("checkpoint"), metadata.get("config_digest")
-    if best is None or exported != (best.path.name, config_digest(load_config(system_dir / "config.yaml"))):
+    if best is None or exported != (best.path.name, config_digest(cfg)):
         now = best.path.name if best is not None else "none"
         fail(f"{onnx_path}: exported from checkpoint {exported[0]}, but the system's best checkpoint is now {now} "
              f"(trained again since); re-run python -m systems.onnx_export --exp {system_dir}")
@@ -199,7 +198,7 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
         if not onnx_path.is_file():
             fail(f"{onnx_path}: no ONNX export; run python -m systems.onnx_export --exp {exp / system}")
         model = OnnxSystem(onnx_path)
-        check_export_is_current(model.metadata, exp / system, onnx_path)
+        check_export_is_current(model.metadata, exp / system, cfg, onnx_path)
         windows = SplitWindows(split, model.input_samples, window_hop(cfg))
         logits, embs = [], []
         for start in range(0, len(windows), bs):

@@ -189,7 +189,8 @@ def test_predict_refuses_an_export_older_than_the_best_checkpoint(exported):
 
     system, exp, _, path, _ = exported
     metadata = dict(OnnxSystem(path, device="cpu").metadata)
-    check_export_is_current(metadata, exp, path)  # as exported: the system's best checkpoint
+    cfg = load_config(exp / "config.yaml")
+    check_export_is_current(metadata, exp, cfg, path)  # as exported: the system's best checkpoint
     for key, value in (("checkpoint", "CKPT+2020-01-01+00-00-00+00"), ("config_digest", "0" * 64)):
         with pytest.raises(KitError, match=r"trained again since\); re-run python -m systems.onnx_export"):
-            check_export_is_current(dict(metadata, **{key: value}), exp, path)
+            check_export_is_current(dict(metadata, **{key: value}), exp, cfg, path)
