@@ -168,7 +168,7 @@ fuse_submit_evaluate() {
   if run_stage 6; then
     for folder in "$out" ${also:+"$also"}; do
       log "Stage 6 (submit): $run/fusion (submit_method) -> $folder/$submission_name.{txt,zip}"
-      "$python" -m submit.write --fusion "$run/fusion" --test_manifest "$manifest" --name "$submission_name" --out "$folder"
+      "$python" -m submit.write --fusion "$run/fusion" --config "$config" --test_manifest "$manifest" --name "$submission_name" --out "$folder"
     done
   fi
   if run_stage 7; then

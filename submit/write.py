@@ -9,11 +9,14 @@ not be read get label 7 (unknown): the kit cannot attribute audio it cannot deco
 known class only recall, never the precision of another class. They are listed on the console.
 Missing, extra or duplicate ids and labels outside 0–7 are refused, naming them. With `--fusion`,
 predictions older than what they stand for are refused too: score files changed since the fusion
-read them, a test split prepared again or a system trained again since it was scored (the submit
-stage run alone after stage 2, 3 or 4 would otherwise submit the old decisions).
+read them, a test split prepared again or a system trained again since it was scored, and with
+`--config` fusion settings edited since the fusion was made (the submit stage run alone after stage
+2, 3 or 4, or after an edit of fusion.yaml, would otherwise submit the old decisions).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import zipfile
 from pathlib import Path
 
@@ -85,13 +88,25 @@ def where_in(root: Path, signature: dict) -> Path:
     return root / recorded.parent.name / recorded.name
 
 
-def check_fusion_is_current(fusion_dir: Path, test_dir: Path, purpose: str = "submitting") -> None:
+def check_fusion_is_current(fusion_dir: Path, test_dir: Path, purpose: str = "submitting",
+                            config: Path | None = None) -> None:
     """The fusion's predictions are of the score files as they are now, and each member's test scores
     are of the test split as it is prepared now and of the checkpoint the system holds now (by the
-    stamps of stages 5 and 4; a stamp of an older kit without these records passes)."""
+    stamps of stages 5 and 4; a stamp of an older kit without these records passes). With `config`
+    (the fusion settings the recipe fuses with), the fusion was made with those settings."""
     options = read_stamp(fusion_dir)
     if options is None:
         fail(f"{fusion_dir}: no stage stamp (the fusion stage did not finish); run the fusion stage")
+    if config is not None and "config" in options:
+        from fusion.config import load_fusion_config
+
+        # as the stamp holds it: through JSON, where tuples are lists
+        wanted = json.loads(json.dumps(dataclasses.asdict(load_fusion_config(config)), default=str))
+        made = options["config"] if isinstance(options["config"], dict) else {}
+        changed = sorted(k for k in wanted.keys() | made.keys() if wanted.get(k) != made.get(k))
+        if changed:
+            fail(f"{config}: {', '.join(changed)} changed since {fusion_dir} was made; run the fusion "
+                 f"stage again before {purpose}")
     manifest = test_dir / "manifest.tsv"
     for system, signatures in (options.get("scores") or {}).items():
         folder = fusion_dir.parent / system / "scores"
@@ -139,13 +154,16 @@ def main() -> None:
     ap.add_argument("--test_manifest", required=True, help="prepared test split folder (exp/data/test)")
     ap.add_argument("--name", required=True, help="submission name")
     ap.add_argument("--out", default="submission")
+    ap.add_argument("--config", default=None,
+                    help="with --fusion: the fusion settings (fusion.yaml) it must have been made with")
     args = ap.parse_args()
     pred = args.pred
     if args.fusion:
         summary = read_json(Path(args.fusion) / "summary.json", "fusion summary", "fusion",
                             keys={"submit_method": str})
         method = summary["submit_method"]
-        check_fusion_is_current(Path(args.fusion), Path(args.test_manifest))
+        check_fusion_is_current(Path(args.fusion), Path(args.test_manifest),
+                                config=Path(args.config) if args.config else None)
         pred = Path(args.fusion) / method.replace(":", "__") / "test_pred.txt"
         print(f"[submit] method {method}: {pred}")
     lines, unreadable = build_lines(pred, args.test_manifest)

@@ -24,7 +24,7 @@ import torch
 from speechbrain.utils.distributed import ddp_barrier
 from torch.utils.data import Subset
 
-from core.atomic import ensure_dir, save_npy
+from core.atomic import atomic_dir, ensure_dir, save_npy
 from core.errors import ArgumentParser, fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
@@ -106,9 +106,13 @@ def score_split(model, cfg, split_name: str, data_dir: Path, target: Path, devic
     logits, emb = utterance_means(win_logits, windows.offsets), utterance_means(win_emb, windows.offsets)
     keep_windows = split_name in WINDOW_SPLITS
     ids = [split.ids[i] for i in windows.index]
-    write_scores(target, ids, split.labels[windows.index], logits, emb,
-                 win_emb if keep_windows else None, windows.offsets if keep_windows else None)
-    write_stamp(target, options, outputs=output_files(target))
+    # the split's files and stamp are swapped in together: a kill while writing them leaves the
+    # earlier split whole (and stamped for what it was scored from), never one file of each. A
+    # split that a new test set links from its experiment is written where the link leads, as before
+    with atomic_dir(target.resolve() if target.is_symlink() else target) as staging:
+        write_scores(staging, ids, split.labels[windows.index], logits, emb,
+                     win_emb if keep_windows else None, windows.offsets if keep_windows else None)
+        write_stamp(staging, options, outputs=output_files(staging))
     print(f"[score] {target}: {len(ids)} utterances, {len(windows)} windows in {seconds:.1f} s "
           f"({len(ids) / max(seconds, 1e-9):.1f} utterances/s"
           + (f", {world.size} processes)" if world.parallel else ")"))

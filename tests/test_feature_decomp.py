@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -234,6 +236,36 @@ def test_codec_cache_is_reused_and_rebuilt_when_the_seed_changes(tiny_prepared, 
     build_codec_cache(split, cache, 1, seed=1)
     assert (cache / "audio.npy").stat().st_ino != stamp.st_ino
     assert not np.array_equal(np.load(cache / "settings.npy"), settings)
+
+
+def test_a_copied_experiment_keeps_its_codec_cache(tiny_prepared, tmp_path):
+    """The cache names the split's files from the system's folder: a copy of the experiment (data
+    and system, times kept) finds it current; a stamp of the earlier form, which named them by
+    absolute path, counts while the files are the same and is rewritten in the new form."""
+    import json
+    import shutil
+
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_prepared / "train", exp / "data" / "train")
+    build_codec_cache(PreparedSplit(exp / "data" / "train"), exp / "sys" / "feature_cache", 1, seed=0)
+    copy = tmp_path / "copy"
+    shutil.copytree(exp, copy)
+    cache = copy / "sys" / "feature_cache"
+    inode = (cache / "audio.npy").stat().st_ino
+    build_codec_cache(PreparedSplit(copy / "data" / "train"), cache, 1, seed=0)
+    assert (cache / "audio.npy").stat().st_ino == inode  # reused, not rebuilt
+
+    stamp = cache / ".options.json"
+    saved = json.loads(stamp.read_text())
+    earlier = {k: dict(v, path=str((copy / "data" / "train" / Path(v["path"]).name).resolve()))
+               if isinstance(v, dict) and "path" in v else v for k, v in saved["options"].items()}
+    from core.stamps import options_digest
+
+    stamp.write_text(json.dumps(dict(saved, options=earlier, digest=options_digest(earlier))))
+    build_codec_cache(PreparedSplit(copy / "data" / "train"), cache, 1, seed=0)
+    assert (cache / "audio.npy").stat().st_ino == inode
+    assert json.loads(stamp.read_text())["options"] == saved["options"]  # restamped relative
+    assert saved["options"]["manifest"]["path"] == "../data/train/manifest.tsv"
 
 
 def test_pseudo_label_crops(tiny_prepared, tmp_path):

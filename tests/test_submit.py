@@ -117,12 +117,21 @@ def test_submit_refuses_fusion_older_than_its_inputs(tiny_recipe, tmp_path):
     exp = tmp_path / "exp"
     shutil.copytree(work / "exp", exp, symlinks=True, ignore=shutil.ignore_patterns("report"))
 
-    def submit() -> subprocess.CompletedProcess:
+    def submit(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "submit.write", "--fusion", str(exp / "fusion"),
                                "--test_manifest", str(exp / "data" / "test"), "--name", "t",
-                               "--out", str(tmp_path / "sub")], cwd=ROOT, capture_output=True, text=True)
+                               "--out", str(tmp_path / "sub"), *extra], cwd=ROOT, capture_output=True, text=True)
 
     assert submit().returncode == 0
+    # the fusion settings the recipe fused with pass; an edit of them since (the submit stage run
+    # alone after changing fusion.yaml) is refused, naming the file and the changed setting
+    config = tmp_path / "fusion.yaml"
+    config.write_text((ROOT / "fusion" / "conf" / "fusion.yaml").read_text())
+    assert submit("--config", str(config)).returncode == 0
+    config.write_text(config.read_text().replace("submit_method: auto", "submit_method: score"))
+    proc = submit("--config", str(config))
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in err and str(config) in err and "submit_method changed" in err, err
     scored = json.loads((exp / "rawnet2" / "scores" / "test" / ".options.json").read_text())
     recorded = Path(scored["options"]["checkpoint"]["path"])
     checkpoint = exp / "rawnet2" / "ckpt" / recorded.parent.name / recorded.name

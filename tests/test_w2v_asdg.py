@@ -91,6 +91,18 @@ def test_feature_cache_holds_the_epochs_own_crops(tiny_prepared, tiny_corpus, tm
     stamp = (tmp_path / "cache" / ".options.json").stat().st_mtime_ns
     model.wrap_training_data(crops, tmp_path / "cache", torch.device("cpu"))
     assert (tmp_path / "cache" / ".options.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    # the stamp names the manifest from the system's folder: a copy of the experiment (its data and
+    # the system, times kept) finds the cache current
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_prepared / "train", exp / "data" / "train")
+    model.wrap_training_data(TrainCrops(PreparedSplit(exp / "data" / "train"), 16000, augmenter, seed=7),
+                             exp / "sys" / "cache", torch.device("cpu"))
+    shutil.copytree(exp, tmp_path / "copy")
+    copied = tmp_path / "copy" / "sys" / "cache" / ".options.json"
+    before = copied.stat().st_mtime_ns
+    model.wrap_training_data(TrainCrops(PreparedSplit(tmp_path / "copy" / "data" / "train"), 16000, augmenter, seed=7),
+                             tmp_path / "copy" / "sys" / "cache", torch.device("cpu"))
+    assert copied.stat().st_mtime_ns == before
     # a renamed noise file changes what the copies drew: the cache is rebuilt, not reused
     noise = sorted((bank / "noise").rglob("*.wav"))[0]
     noise.rename(noise.with_name("zz-" + noise.name))

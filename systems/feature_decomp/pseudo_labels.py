@@ -31,7 +31,7 @@ from tqdm import tqdm
 from core.atomic import atomic_dir
 from core.errors import fail
 from core.prepared_split import PreparedSplit
-from core.stamps import file_signature, stage_is_current, write_stamp
+from core.stamps import current_or_restamped, file_signature, write_stamp
 from data_prep.codecs import codec_round_trip
 from systems.common.sampling import item_key
 from systems.common.windows import random_crop, repeat_pad
@@ -75,12 +75,14 @@ def build_codec_cache(split: PreparedSplit, cache_dir: Path, variants: int, seed
     if not 1 <= variants <= NUM_COMPRESSIONS - 1:
         fail(f"model.codec_variants {variants}: must be 1..{NUM_COMPRESSIONS - 1} (the codec settings)")
     cache_dir = Path(cache_dir)
-    options = {"manifest": file_signature(split.folder / "manifest.tsv"),
-               "offsets": file_signature(split.folder / "offsets.npy"),
-               "audio": file_signature(split.folder / "audio.f32"), "variants": variants, "seed": seed,
-               "compressions": [list(c) if c else None for c in COMPRESSIONS], "sample_rate": SAMPLE_RATE,
-               "version": 1}
-    if stage_is_current(cache_dir, options):
+    read = {"manifest": "manifest.tsv", "offsets": "offsets.npy", "audio": "audio.f32"}
+    settings = {"variants": variants, "seed": seed, "sample_rate": SAMPLE_RATE, "version": 1,
+                "compressions": [list(c) if c else None for c in COMPRESSIONS]}
+    # the split's files named from the system's folder: a copy of the experiment (cp -a) finds its
+    # cache current; a stamp of the earlier form (absolute paths) counts while it names these files
+    options = {**{k: file_signature(split.folder / name, cache_dir.parent) for k, name in read.items()}, **settings}
+    earlier = {**{k: file_signature(split.folder / name) for k, name in read.items()}, **settings}
+    if current_or_restamped(cache_dir, options, earlier):
         return cache_dir
     n, total = len(split), int(split.offsets[-1])
     with atomic_dir(cache_dir) as tmp:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_dir
 from core.prepared_split import CODEC_FOLDER
-from core.stamps import STAMP_NAME, file_signature, folder_listing, options_digest, stage_is_current, write_stamp
+from core.stamps import STAMP_NAME, current_or_restamped, file_signature, folder_listing, options_digest, write_stamp
 from systems.common.sampling import item_key
 
 
@@ -50,11 +50,13 @@ def build_feature_cache(model, dataset, cache_dir: Path, copies: int, device) ->
 
     cache_dir = Path(cache_dir)
     augment = dataclasses.asdict(dataset.augmenter.cfg) if dataset.augmenter is not None else None
-    options = {"manifest": file_signature(dataset.split.folder / "manifest.tsv"), "copies": copies,
+    manifest = dataset.split.folder / "manifest.tsv"
+    # the manifest named from the system's folder: a copy of the experiment (cp -a) finds its cache current
+    options = {"manifest": file_signature(manifest, cache_dir.parent), "copies": copies,
                "seed": dataset.seed, "samples": dataset.n, "frontend": frontend_digest(model), "augment": augment,
                "version": 1}
     inputs = augmentation_inputs(dataset)
-    if stage_is_current(cache_dir, options, inputs):
+    if current_or_restamped(cache_dir, options, dict(options, manifest=file_signature(manifest)), inputs):
         return cache_dir
     n = len(dataset)
     with torch.no_grad():
