@@ -3,10 +3,11 @@
     python -m submit.write --fusion exp/fusion --test_manifest exp/data/test --name track3 [--out submission]
     python -m submit.write --pred PRED.txt --test_manifest exp/data/test --name NAME
 
-One line per file of the test folder, `<file id>.wav <label>`, sorted by id, no header. The ids are
-checked against the test folder itself (listed again, not taken from a range). Test files that could
-not be read get label 7 (unknown): the kit cannot attribute audio it cannot decode, and 7 costs a
-known class only recall, never the precision of another class. They are listed on the console.
+One line per file of the test folder, `<file name> <label>` (the name as the folder spells it),
+sorted by id, no header. The ids are checked against the test folder itself (listed again, not
+taken from a range). Test files that could not be read get label 7 (unknown): the kit cannot
+attribute audio it cannot decode, and 7 costs a known class only recall, never the precision of
+another class. They are listed on the console.
 Missing, extra or duplicate ids and labels outside 0–7 are refused, naming them. With `--fusion`,
 predictions older than what they stand for are refused too: score files changed since the fusion
 read them, a test split prepared again or a system trained again since it was scored, and with
@@ -77,8 +78,11 @@ def submission_labels(pred_path: str | Path, test: PreparedSplit) -> tuple[dict[
 
 def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[list[str], list[str]]:
     """Validated submission lines and the ids of unreadable test files that were given label 7."""
-    labels, unreadable = submission_labels(pred_path, checked_test_split(test_manifest_dir))
-    return [f"{u}.wav {labels[u]}" for u in sorted(labels)], unreadable
+    test = checked_test_split(test_manifest_dir)
+    labels, unreadable = submission_labels(pred_path, test)
+    # each line names its file as the test folder spells it (`X.WAV` stays `X.WAV`)
+    names = {u: Path(p).name for u, p in zip(test.ids, test.paths)}
+    return [f"{names[u]} {labels[u]}" for u in sorted(labels)], unreadable
 
 
 def where_in(root: Path, signature: dict) -> Path:

@@ -43,6 +43,18 @@ def test_valid_submission_gives_unreadable_file_label_7(prepared_with_bad_file, 
         assert zf.namelist() == ["sys.txt"] and zf.read("sys.txt").decode() == txt.read_text()
 
 
+def test_a_line_names_its_file_as_the_folder_spells_it(prepared_with_bad_file, tmp_path):
+    _, ids, bad, test_dir = prepared_with_bad_file
+    upper = test_dir / f"{ids[0]}.WAV"
+    (test_dir / f"{ids[0]}.wav").rename(upper)
+    run_module("data_prep.prepare", "--split", "test", "--wav_dir", str(test_dir), "--out", str(tmp_path / "again"))
+    # predictions name it either way: the id is the name without its extension
+    pred = write_preds(tmp_path / "pred.txt", [u for u in ids if u != bad])
+    lines, _ = build_lines(pred, tmp_path / "again" / "test")
+    assert f"{ids[0]}.WAV 3" in lines and f"{ids[0]}.wav 3" not in lines
+    assert f"{ids[1]}.wav 3" in lines and len(lines) == len(ids)
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda ids: ids[1:], "no prediction"),
     (lambda ids: ids + ["ADD2023_T3_E_77777777"], "not in the test folder"),
