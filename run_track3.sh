@@ -78,7 +78,8 @@ Options:
 
 A new test set on a trained experiment (nothing is retrained; EXP is left as it is):
   --test_dir DIR     audio folder of the new test set; with --exp EXP, stages 2-7 write only to
-                     EXP/testsets/NAME/ (data/test, <system>/scores/test, fusion, submission, report)
+                     EXP/testsets/NAME/ (data/test, <system>/scores/test, fusion, submission, report;
+                     the submission goes to --submission_dir instead when you give one)
   --test_labels FILE its answer key (optional): the report then scores it
   --test_name NAME   the folder name under EXP/testsets (default: the basename of --test_dir)
   --seeds LIST       (an experiment of --seeds) every seed's run scores it in
@@ -168,11 +169,17 @@ fuse_submit_evaluate() {
   if run_stage 6; then
     for folder in "$out" ${also:+"$also"}; do
       log "Stage 6 (submit): $run/fusion (submit_method) -> $folder/$submission_name.{txt,zip}"
-      "$python" -m submit.write --fusion "$run/fusion" --config "$config" --test_manifest "$manifest" --name "$submission_name" --out "$folder"
+      "$python" -m submit.write --fusion "$run/fusion" --config "$config" ${members:+--systems "$members"} \
+        --test_manifest "$manifest" --name "$submission_name" --out "$folder"
     done
   fi
   if run_stage 7; then
     log "Stage 7 (evaluate): $run/fusion + ${test_key:-no key} -> $run/report"
+    # the submission scored is the one stage 6 made of this fusion, not an earlier one left in OUT
+    if [ -n "$test_key" ] && [ -f "$out/$submission_name.txt" ] && [ "$out/$submission_name.txt" -ot "$run/fusion/summary.json" ]; then
+      echo "error: $out/$submission_name.txt: older than $run/fusion, so made of another fusion; run stage 6 (submit) first" >&2
+      exit 2
+    fi
     "$python" -m eval.report --exp "$run" --test_manifest "$manifest" ${test_key:+--key "$test_key"} ${conditions:+--conditions "$conditions"}
     [ -z "$test_key" ] || "$python" eval/score.py "$out/$submission_name.txt" "$test_key"
   fi
@@ -188,6 +195,14 @@ ensemble_stages() {
     members=$("$python" -m fusion.seed_ensemble --exp "$exp" --seeds "$seeds" --systems "$systems" "${layout[@]}")
   fi
   fuse_submit_evaluate "$ensemble" "$manifest" "$config" "$members" "$ensemble/submission" "$submission_dir"
+}
+
+# The seeds whose runs EXP holds fused (EXP/seed_N/fusion/summary.json), comma-separated, when EXP
+# has no fusion of its own; empty otherwise
+seeds_fused_in() {
+  [ ! -f "$1/fusion/summary.json" ] || return 0
+  (cd "$1" 2>/dev/null && compgen -G "seed_*/fusion/summary.json" | sed 's#^seed_##; s#/.*##' | sort -n | paste -sd, -)
+  return 0
 }
 
 # Where the run of a single seed (--seeds N) also writes its submission: SUBMISSION_DIR, as the
@@ -220,8 +235,7 @@ if [ -n "$test_dir" ]; then
     IFS=, read -r -a seed_list <<< "$seeds"
     runs=()
     for run_seed in "${seed_list[@]}"; do runs+=("$exp/seed_$run_seed"); done
-  elif [ ! -f "$exp/fusion/summary.json" ] && compgen -G "$exp/seed_*/fusion/summary.json" > /dev/null; then
-    found=$(cd "$exp" && ls -d seed_*/fusion/summary.json | sed 's#^seed_##; s#/.*##' | sort -n | paste -sd, -)
+  elif found=$(seeds_fused_in "$exp") && [ -n "$found" ]; then
     echo "error: $exp/fusion/summary.json: missing; $exp holds the runs of --seeds $found: add --seeds $found (or give --exp $exp/seed_N for one of them)" >&2
     exit 2
   fi
@@ -284,6 +298,13 @@ run_cli(lambda: check_test_key(sys.argv[1], sys.argv[2]))' "$test_key" "$test_di
   fi
   log "done (stages $stage..$stop_stage, new test set $shared)"
   exit 0
+fi
+
+# an experiment of --seeds runs holds no systems of its own: a plain run there would train seed-0
+# systems beside the seeds' and overwrite the summary over them in EXP/report
+if [ -z "$seeds" ] && found=$(seeds_fused_in "$exp") && [ -n "$found" ]; then
+  echo "error: --exp $exp holds the runs of --seeds $found: add --seeds $found (or choose another --exp)" >&2
+  exit 2
 fi
 
 if [ -z "$data_root" ]; then

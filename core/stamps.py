@@ -65,10 +65,13 @@ def same_file(signature: Any, path: str | os.PathLike) -> bool:
     return signature.get("size") == st.st_size and signature.get("mtime_ns") == st.st_mtime_ns
 
 
-def output_files(out_dir: str | os.PathLike) -> list[str]:
+def output_files(out_dir: str | os.PathLike, below: bool = False) -> list[str]:
     """The names of the files directly in `out_dir` (not the stamp): a stage's outputs when it
-    writes them in place."""
-    return sorted(p.name for p in Path(out_dir).iterdir() if p.is_file() and p.name != STAMP_NAME)
+    writes them in place. With `below`, every file under it too, by its path relative to `out_dir`."""
+    out_dir = Path(out_dir)
+    found = out_dir.rglob("*") if below else out_dir.iterdir()
+    return sorted(p.relative_to(out_dir).as_posix() for p in found
+                  if p.is_file() and p.relative_to(out_dir).as_posix() != STAMP_NAME)
 
 
 def write_stamp(out_dir: str | os.PathLike, options: dict[str, Any], outputs: list[str] = (),

@@ -46,11 +46,19 @@ from core.metrics import (
 from core.prepared_split import PreparedSplit
 from core.provenance import RESULT_PACKAGES, TRAIN_ENVIRONMENT, environment, machine_line, package_versions
 from core.stage_files import load_npy, read_ids, read_json
-from core.stamps import file_signature, folder_listing, output_files, source_digest, stage_is_current, write_stamp
+from core.stamps import (
+    file_signature,
+    folder_listing,
+    output_files,
+    read_stamp,
+    source_digest,
+    stage_is_current,
+    write_stamp,
+)
 from core.utt_tables import read_condition_file, values_for
 from fusion.calibrate import f1_curve, known_max, tau_grid
 from fusion.logit_fusion import softmax
-from submit.write import audio_folders_of, checked_test_split, submission_labels
+from submit.write import audio_folders_of, check_fusion_is_current, checked_test_split, submission_labels
 
 
 def method_dir(fusion: Path, name: str) -> Path:
@@ -842,6 +850,11 @@ def main() -> None:
                          "(default: the demo corpus's meta.tsv beside the key's keys/ folder)")
     args = ap.parse_args()
     exp, test_manifest = Path(args.exp), Path(args.test_manifest)
+    # a fusion older than what it stands for is reported no more than it is submitted. Read as it
+    # is: a fusion without a stamp (its stage killed after the folder was in place), and one kept
+    # without its members' score files (the report reads only the fusion)
+    if read_stamp(exp / "fusion") is not None:
+        check_fusion_is_current(exp / "fusion", test_manifest, "reporting", scores_needed=False)
     options = report_options(exp, test_manifest, args.key, args.conditions)
     rows = stamped_rows(exp / "report", options)
     if rows is not None:

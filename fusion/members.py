@@ -15,6 +15,7 @@ import numpy as np
 
 from core.errors import fail
 from core.scores import SystemScores
+from core.stamps import read_stamp
 
 
 @dataclass
@@ -77,8 +78,37 @@ def align_windows(per: dict) -> tuple[dict[str, WindowRows], np.ndarray | None]:
     return rows, offsets
 
 
+def scored_checkpoint(folder: Path) -> tuple | None:
+    """The checkpoint a split's score stamp names, as (its folder and file name, size, time): the
+    same file however the stamp spelt its path (relative, or absolute in an earlier kit or through
+    a new test set's link). None when the split has no such stamp (a system scored outside the kit)."""
+    recorded = (read_stamp(folder) or {}).get("checkpoint")
+    if not (isinstance(recorded, dict) and "path" in recorded):
+        return None
+    return Path(str(recorded["path"])).parts[-2:], recorded.get("size"), recorded.get("mtime_ns")
+
+
+def check_scored_with_one_checkpoint(exp: Path, system: str, splits) -> None:
+    """Every split of a member was scored with the same checkpoint: dev's scores set τ and the
+    class statistics for test's, so scores of two trainings must not meet (a system trained again
+    and only some of its splits scored since, e.g. a new test set scored after a retraining of its
+    experiment whose train and dev scores it links)."""
+    seen: dict[tuple, str] = {}
+    for split in splits:
+        checkpoint = scored_checkpoint(exp / system / "scores" / split)
+        if checkpoint is not None:
+            seen.setdefault(checkpoint, split)
+    if len(seen) > 1:
+        (a, split_a), (b, split_b) = list(seen.items())[:2]
+        fail(f"{exp / system / 'scores'}: {split_a} was scored with {'/'.join(a[0])} and {split_b} with "
+             f"{'/'.join(b[0])} (trained again in between); score every split of {system} with its current "
+             "checkpoint (stage 4 of its experiment), then fuse")
+
+
 def load_members(exp: Path, systems: list[str], splits=("train", "dev", "test")) -> dict[str, SplitScores]:
     """Read every member's exported splits and align them on the ids of the first member."""
+    for s in systems:
+        check_scored_with_one_checkpoint(exp, s, splits)
     out = {}
     for split in splits:
         per = {s: SystemScores(exp / s / "scores" / split) for s in systems}

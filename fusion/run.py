@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -148,11 +149,14 @@ def main() -> None:
                "scores": {s: [file_signature(exp / s / "scores" / sp / name, exp)
                               for sp in ("train", "dev", "test") for name in ("logits.tsv", "embeddings.npy", "window_embeddings.npy", "window_offsets.npy")
                               if (exp / s / "scores" / sp / name).is_file()] for s in systems}}
+    for left in (exp / ".fusion.partial", exp / ".fusion.old"):  # a killed run's, kept by no later one
+        shutil.rmtree(left, ignore_errors=True)
     if stage_is_current(exp / "fusion", options):
         print(f"[fuse] {exp / 'fusion'}: up to date, skipped")
         return
     summary = run_fusion(exp, systems, cfg)
-    write_stamp(exp / "fusion", options, outputs=output_files(exp / "fusion"))
+    # every method's folder too: a lost or truncated test_pred.txt re-fuses, as a lost summary does
+    write_stamp(exp / "fusion", options, outputs=output_files(exp / "fusion", below=True))
     print(f"[fuse] {exp / 'fusion'}: submission method {summary['submit_method']} ({summary['submit_choice']})")
 
 

@@ -11,13 +11,15 @@ another class. They are listed on the console.
 Missing, extra or duplicate ids and labels outside 0–7 are refused, naming them. With `--fusion`,
 predictions older than what they stand for are refused too: score files changed since the fusion
 read them, a test split prepared again or a system trained again since it was scored, and with
-`--config` fusion settings edited since the fusion was made (the submit stage run alone after stage
-2, 3 or 4, or after an edit of fusion.yaml, would otherwise submit the old decisions).
+`--config` and `--systems` fusion settings or members other than those the fusion was made with (the
+submit stage run alone after stage 2, 3 or 4, or after an edit of fusion.yaml or --systems, would
+otherwise submit the old decisions).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -93,14 +95,20 @@ def where_in(root: Path, signature: dict) -> Path:
 
 
 def check_fusion_is_current(fusion_dir: Path, test_dir: Path, purpose: str = "submitting",
-                            config: Path | None = None) -> None:
+                            config: Path | None = None, systems: list[str] | None = None,
+                            scores_needed: bool = True) -> None:
     """The fusion's predictions are of the score files as they are now, and each member's test scores
     are of the test split as it is prepared now and of the checkpoint the system holds now (by the
     stamps of stages 5 and 4; a stamp of an older kit without these records passes). With `config`
-    (the fusion settings the recipe fuses with), the fusion was made with those settings."""
+    (the fusion settings the recipe fuses with) and `systems` (its members), the fusion was made
+    with those settings and of those systems. Without `scores_needed`, a fusion folder kept without
+    its members' score files (the report reads only the fusion) is judged by the files still there."""
     options = read_stamp(fusion_dir)
     if options is None:
         fail(f"{fusion_dir}: no stage stamp (the fusion stage did not finish); run the fusion stage")
+    if systems is not None and "systems" in options and list(options["systems"]) != list(systems):
+        fail(f"{fusion_dir}: fused from {','.join(options['systems'])}, not --systems {','.join(systems)}; "
+             f"run the fusion stage with these systems before {purpose}")
     if config is not None and "config" in options:
         from fusion.config import load_fusion_config
 
@@ -116,7 +124,7 @@ def check_fusion_is_current(fusion_dir: Path, test_dir: Path, purpose: str = "su
         folder = fusion_dir.parent / system / "scores"
         for signature in signatures:
             path = where_in(folder, signature)
-            if not same_file(signature, path):
+            if not same_file(signature, path) and (scores_needed or os.path.lexists(path)):
                 fail(f"{path}: changed since {fusion_dir} was made from it; run the fusion stage again "
                      f"before {purpose}")
         scored = read_stamp(folder / "test") or {}
@@ -160,6 +168,7 @@ def main() -> None:
     ap.add_argument("--out", default="submission")
     ap.add_argument("--config", default=None,
                     help="with --fusion: the fusion settings (fusion.yaml) it must have been made with")
+    ap.add_argument("--systems", default=None, help="with --fusion: the systems (comma-separated) it must fuse")
     args = ap.parse_args()
     pred = args.pred
     if args.fusion:
@@ -167,7 +176,8 @@ def main() -> None:
                             keys={"submit_method": str})
         method = summary["submit_method"]
         check_fusion_is_current(Path(args.fusion), Path(args.test_manifest),
-                                config=Path(args.config) if args.config else None)
+                                config=Path(args.config) if args.config else None,
+                                systems=[s for s in args.systems.split(",") if s] if args.systems else None)
         pred = Path(args.fusion) / method.replace(":", "__") / "test_pred.txt"
         print(f"[submit] method {method}: {pred}")
     lines, unreadable = build_lines(pred, args.test_manifest)

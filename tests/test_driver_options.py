@@ -88,3 +88,24 @@ def test_an_experiment_without_its_data_says_how_to_link_it(tmp_path):
     (exp / "data").rmdir()
     err = one_error_line(driver("--exp", str(exp), "--test_dir", str(new)))
     assert f"{exp}/data: missing" in err and "ln -s ../data" in err
+
+
+@pytest.mark.parametrize("new_test_set", [False, True])
+def test_a_plain_run_on_an_experiment_of_seeds_is_sent_to_its_seeds(tmp_path, new_test_set):
+    """Without --seeds, on a folder that holds only `--seeds 1,3` runs: one line naming the seeds,
+    before anything is written (a plain run there trained seed-0 systems beside the seeds' and
+    overwrote the summary over them)."""
+    exp = tmp_path / "exp"
+    for seed in (3, 1):
+        (exp / f"seed_{seed}" / "fusion").mkdir(parents=True)
+        (exp / f"seed_{seed}" / "fusion" / "summary.json").write_text("{}")
+    (exp / "data" / "train").mkdir(parents=True)
+    (exp / "report").mkdir()
+    (exp / "report" / "README.md").write_text("# Results over 2 training seeds\n")
+    new = tmp_path / "new"
+    new.mkdir()
+    before = tree(tmp_path)
+    extra = ["--test_dir", str(new)] if new_test_set else ["--stage", "5", "--stop_stage", "7"]
+    err = one_error_line(driver("--exp", str(exp), *extra))
+    assert "holds the runs of --seeds 1,3: add --seeds 1,3" in err
+    assert tree(tmp_path) == before

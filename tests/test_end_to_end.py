@@ -112,3 +112,36 @@ def test_a_copied_experiment_stays_current(tiny_corpus, tiny_recipe, tmp_path):
     proc = run_module("data_prep.prepare", "--data_root", str(tiny_corpus), "--out", str(moved / "exp" / "data"),
                       "--augment_dev", str(tiny_corpus / "musan_demo"))
     assert "augmented copy of dev_clean up to date, skipped" in proc.stdout and dev.read_bytes() == dev_bytes
+
+
+def test_stages_6_and_7_alone_refuse_what_the_fusion_was_not_made_of(tiny_corpus, tiny_recipe, tmp_path):
+    """Run alone, the submit stage refuses a fusion of other systems than --systems; the evaluate
+    stage refuses a submission older than the fusion (an earlier fusion's, left in the submission
+    folder) and a fusion older than its score files, as the submit stage does. One error line each."""
+    import os
+
+    work, _ = tiny_recipe
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)
+
+    def refused(*extra: str) -> str:
+        proc = run_recipe(tiny_corpus, copy, *extra, check=False)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and err.startswith("error:") and "\n" not in err, proc.stdout[-2000:] + proc.stderr
+        return err
+
+    stage = lambda n: ("--stage", str(n), "--stop_stage", str(n))  # noqa: E731
+    members = ",".join(TINY_RECIPE)
+    assert f"fused from {members}, not --systems lfcc_resnet18" in refused(*stage(6), "--systems", "lfcc_resnet18")
+
+    summary, submission = copy / "exp" / "fusion" / "summary.json", copy / "submission" / "track3.txt"
+    made = submission.stat().st_mtime_ns
+    os.utime(summary, ns=(made, made + 10 ** 9))  # as a fusion made after the submission
+    assert f"{submission}: older than {copy / 'exp' / 'fusion'}" in refused(*stage(7))
+    run_recipe(tiny_corpus, copy, "--stage", "6", "--stop_stage", "7")  # submitting again clears it
+
+    scores = copy / "exp" / "rawnet2" / "scores" / "dev" / "logits.tsv"
+    st = scores.stat()
+    os.utime(scores, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    err = refused(*stage(7))
+    assert str(scores) in err and "changed since" in err and "before reporting" in err

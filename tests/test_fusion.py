@@ -353,3 +353,31 @@ def test_openmax_batch_equals_row_by_row():
     np.testing.assert_allclose(openmax_scores(model, batch), rows, atol=1e-12)
     # clean training-like utterances are mostly kept as known
     assert np.mean(openmax_scores(model, logits).argmax(1) == 7) < 0.5
+
+
+def test_fusion_refuses_splits_scored_with_two_checkpoints(tmp_path):
+    """A member whose dev and test scores come from two trainings is refused, naming both
+    checkpoints; the same checkpoint spelt relative or absolute (an earlier kit's stamp, a new
+    test set's link) is one; a split scored outside the kit (no stamp) is not judged."""
+    from core.errors import KitError
+    from core.scores import write_scores
+    from core.stamps import write_stamp
+    from fusion.members import load_members
+
+    exp, rng = tmp_path / "exp", np.random.default_rng(0)
+    ids, labels = [f"u{i}" for i in range(14)], np.arange(14) % 7
+
+    def export(split, checkpoint):
+        folder = exp / "sys" / "scores" / split
+        write_scores(folder, ids, labels, rng.standard_normal((14, 7)), rng.standard_normal((14, 4)))
+        if checkpoint is not None:
+            write_stamp(folder, {"checkpoint": {"path": checkpoint, "size": 100, "mtime_ns": 5}})
+
+    export("train", "ckpt/CKPT+1/model.ckpt")
+    export("dev", str(exp / "sys" / "ckpt" / "CKPT+1" / "model.ckpt"))
+    export("test", None)
+    assert set(load_members(exp, ["sys"])) == {"train", "dev", "test"}
+    export("test", "ckpt/CKPT+2/model.ckpt")
+    with pytest.raises(KitError, match=r"train was scored with CKPT\+1/model.ckpt and test with CKPT\+2/model.ckpt"):
+        load_members(exp, ["sys"])
+    assert set(load_members(exp, ["sys"], splits=("train", "dev"))) == {"train", "dev"}

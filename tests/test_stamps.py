@@ -84,6 +84,17 @@ def test_fusion_reruns_when_its_summary_is_gone(tmp_path, monkeypatch, capsys):
     again = fuse()
     assert "up to date, skipped" not in again and "submission method" in again
     assert (exp / "fusion" / "summary.json").is_file()
+    # a method's predictions, in its own folder, count as outputs too: lost or truncated, re-fused
+    method = json.loads((exp / "fusion" / "summary.json").read_text())["submit_method"]
+    pred = exp / "fusion" / method.replace(":", "__") / "test_pred.txt"
+    whole = pred.read_text()
+    pred.write_text(whole[: len(whole) // 2])
+    assert "submission method" in fuse() and pred.read_text() == whole
+    pred.unlink()
+    assert "submission method" in fuse() and pred.read_text() == whole
+    # a folder a killed fusion left is removed even when the fusion is current
+    (exp / ".fusion.partial").mkdir()
+    assert "up to date, skipped" in fuse() and not (exp / ".fusion.partial").exists()
 
 
 def test_source_digest_follows_python_source_only(tmp_path, monkeypatch):
