@@ -173,11 +173,11 @@ def check_export_is_current(metadata: dict, system_dir: Path, cfg, onnx_path: Pa
     again (another best checkpoint, or another config) its scores are not the system's, and the
     fusion's τ and statistics no longer fit them."""
     from systems.common.inference import best_checkpoint
-    from systems.common.train_inputs import config_digest
+    from systems.common.train_inputs import fits_config
 
     best = best_checkpoint(system_dir / "ckpt")
     exported = metadata.get("checkpoint"), metadata.get("config_digest")
-    if best is None or exported != (best.path.name, config_digest(cfg)):
+    if best is None or exported[0] != best.path.name or not fits_config(exported[1], cfg):
         now = best.path.name if best is not None else "none"
         fail(f"{onnx_path}: exported from checkpoint {exported[0]}, but the system's best checkpoint is now {now} "
              f"(trained again since); re-run python -m systems.onnx_export --exp {system_dir}")
@@ -216,10 +216,10 @@ def run_system(exp: Path, system: str, split: PreparedSplit, backend: str, devic
             score_windows,
             torch_threads,
         )
-        from systems.common.train_inputs import config_digest
+        from systems.common.train_inputs import fits_config
 
         best = best_checkpoint(exp / system / "ckpt")
-        if best is None or best.meta.get("config_digest") != config_digest(cfg):
+        if best is None or not fits_config(best.meta.get("config_digest"), cfg):
             fail(f"{exp / system}: no checkpoint trained with {exp / system / 'config.yaml'}; run the train stage")
         torch_threads(cfg.train.deterministic)
         device = pick_device(device_name)

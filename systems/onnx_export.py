@@ -40,7 +40,7 @@ from core.atomic import atomic_path
 from core.errors import ArgumentParser, fail, run_cli
 from systems.common.config import load_config
 from systems.common.inference import best_checkpoint, build_model, load_model_state
-from systems.common.train_inputs import config_digest
+from systems.common.train_inputs import fits_config
 
 ONNX_NAME = "model.onnx"
 OPSET = 20  # STFT (17) and DFT with its axis as an input (20)
@@ -61,7 +61,7 @@ def load_trained(exp_dir: Path) -> tuple[nn.Module, object, object]:
     best = best_checkpoint(exp_dir / "ckpt")
     if best is None:
         fail(f"{exp_dir / 'ckpt'}: no checkpoint; run the train stage for {exp_dir.name}")
-    if best.meta.get("config_digest") != config_digest(cfg):
+    if not fits_config(best.meta.get("config_digest"), cfg):
         fail(f"{best.path}: trained with another config than {exp_dir / 'config.yaml'}; re-run the train stage")
     if "model" not in best.paramfiles:
         fail(f"{best.path}: no model.ckpt in the checkpoint; re-run the train stage")

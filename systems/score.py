@@ -44,7 +44,7 @@ from systems.common.inference import (
     window_length,
 )
 from systems.common.sampling import shard
-from systems.common.train_inputs import config_digest
+from systems.common.train_inputs import fits_config
 from systems.common.windows import SplitWindows
 
 # dev windows too: thresholds for the window-based feature fusion are chosen on dev
@@ -169,7 +169,7 @@ def main() -> None:
     if best is None:
         fail(f"{exp / 'ckpt'}: no checkpoint; run the train stage for {exp.name}")
     cfg = load_config(exp / "config.yaml")
-    if best.meta.get("config_digest") != config_digest(cfg):
+    if not fits_config(best.meta.get("config_digest"), cfg):
         fail(f"{best.path}: trained with another config than {exp / 'config.yaml'}; re-run the train stage")
     params = best.paramfiles["model"]
     batch_size = args.batch_size or cfg.score.batch_size

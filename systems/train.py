@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.errors import ArgumentParser, fail, run_cli
 from systems.common.config import check_model_keys, load_config, parse_overrides
-from systems.common.train_inputs import finished_training, trained_message
+from systems.common.train_inputs import finished_training, save_run_settings, trained_message
 
 
 def main() -> None:
@@ -34,6 +34,9 @@ def main() -> None:
     done = finished_training(cfg, Path(args.data), Path(args.exp))
     if done is not None:  # the training stage's stamp: answered before torch is imported
         print(trained_message(Path(args.exp), done["epochs"], done["best_f1"], done["best_epoch"]))
+        if save_run_settings(cfg, Path(args.exp), done):
+            print(f"[train] {Path(args.exp) / 'config.yaml'}: the config's loader and scoring batch settings "
+                  "saved (they need no training)")
         return
     check_model_keys(cfg.system, cfg.model, f"{args.config}: model")
     # PyTorch, SpeechBrain and the model load from here on: seconds a finished training need not pay

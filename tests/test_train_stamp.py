@@ -98,3 +98,46 @@ def test_a_training_cut_short_or_started_again_has_no_stamp(tiny_prepared, tiny_
     train(longer, tiny_prepared, exp, torch.device("cpu"), stop_after_epochs=1)
     assert not (exp / STAMP_NAME).exists()
     assert finished_training(cfg, tiny_prepared, exp) is None and finished_training(longer, tiny_prepared, exp) is None
+
+
+def test_the_scoring_batch_size_is_saved_without_training_again(tiny_prepared, tiny_corpus, tmp_path):
+    """score.batch_size (like the loader's settings) says how fast the model runs, not what it
+    learned: editing it keeps the checkpoints, the train stage saves it into EXP/config.yaml (what
+    the score stage reads), and scoring then runs with it. Checkpoints and stamps of an earlier
+    kit, whose config digest held it, count as before."""
+    import json
+
+    from core.stamps import options_digest, read_stamp
+    from systems.common.config import load_config
+    from systems.common.train_inputs import config_digest, earlier_config_digest, fits_config
+
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 1})
+    exp = tmp_path / "exp"
+    train(cfg, tiny_prepared, exp, torch.device("cpu"))
+    checkpoints = sorted((p.name, p.stat().st_mtime_ns) for p in (exp / "ckpt").rglob("*") if p.is_file())
+
+    edited = tiny_config(tiny_corpus, **{"train.epochs": 1, "score.batch_size": cfg.score.batch_size // 2})
+    assert config_digest(edited) == config_digest(cfg) and earlier_config_digest(edited) != earlier_config_digest(cfg)
+    config = tmp_path / "config.yaml"
+    edited.save(config)
+    proc = train_cli(config, tiny_prepared, exp)
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout and "batch settings saved" in proc.stdout, proc.stderr
+    assert "torch imported: False" in proc.stdout
+    assert load_config(exp / "config.yaml").score.batch_size == cfg.score.batch_size // 2
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (exp / "ckpt").rglob("*") if p.is_file()) == checkpoints
+    again = train_cli(config, tiny_prepared, exp)  # the stamp was written again around the new config
+    assert "nothing to do" in again.stdout and "saved" not in again.stdout and "torch imported: False" in again.stdout
+    scored = subprocess.run([sys.executable, "-m", "systems.score", "--exp", str(exp), "--data", str(tiny_prepared),
+                             "--splits", "dev", "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr
+    assert read_stamp(exp / "scores" / "dev")["score"]["batch_size"] == cfg.score.batch_size // 2
+
+    # a training stamp and checkpoint of an earlier kit: its digest held the batch size it was trained with
+    best = best_checkpoint(exp / "ckpt")
+    assert fits_config(earlier_config_digest(edited), edited) and not fits_config(earlier_config_digest(cfg), edited)
+    stamp = json.loads((exp / STAMP_NAME).read_text())
+    stamp["options"]["fingerprint"]["config_digest"] = earlier_config_digest(edited)
+    stamp["digest"] = options_digest(stamp["options"])
+    (exp / STAMP_NAME).write_text(json.dumps(stamp))
+    assert finished_training(edited, tiny_prepared, exp) is not None
+    assert best.meta["config_digest"] == config_digest(edited)

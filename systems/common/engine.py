@@ -79,6 +79,7 @@ from systems.common.train_inputs import (
     config_digest,
     data_digest,
     drop_trained_stamp,
+    fits_config,
     input_listings,
     trained_message,
     training_fingerprint,
@@ -499,9 +500,8 @@ def _tidy_experiment(cfg: SystemConfig, exp_dir: Path, inputs: str, listings: di
         print(f"[train] {d}: incomplete checkpoint from an interrupted save, removed")
     latest = _latest(probe)
     if latest is not None:
-        changed = [what for what, key, now in (("config", "config_digest", config_digest(cfg)),
-                                               ("training data", "data_digest", inputs))
-                   if latest.meta.get(key) != now]
+        changed = ["config"] if not fits_config(latest.meta.get("config_digest"), cfg) else []
+        changed += ["training data"] if latest.meta.get("data_digest") != inputs else []
         changed += [LISTING_NAMES[key] for key, now in listings.items() if latest.meta.get(key) not in (None, now)]
         if changed:
             print(f"[train] {exp_dir}: {' and '.join(changed)} changed since the last checkpoint; training from scratch")

@@ -27,17 +27,41 @@ ADDED_AUGMENT_DEFAULTS = {"effects_on": "auto"}
 ADDED_MODEL_DEFAULTS = {"classifier": "linear", "cosine_scale": 30.0}
 
 
-def config_digest(cfg: SystemConfig) -> str:
-    """What makes a checkpoint belong to a config: every setting but the loader's (LOADER_KEYS),
-    which change how fast batches come, not which, and the ADDED_OFF options at their off value
-    (ADDED_AUGMENT_DEFAULTS likewise: `auto` places the effects by device, as bf16 does precision;
-    ADDED_MODEL_DEFAULTS, written out in a config, as when it was left out)."""
+# scoring settings that say how fast the trained model is run, not what it learned: the batch
+# size (`systems.score --batch_size` overrides it too). Out of the digest, as the loader's are
+RUN_ONLY_SCORE_KEYS = ("batch_size",)
+
+
+def _digested_options(cfg: SystemConfig) -> dict:
     options = cfg.to_dict()
     options["train"] = {k: v for k, v in options["train"].items()
                         if k not in LOADER_KEYS and (k, v) not in ADDED_OFF.items()}
     options["augment"] = {k: v for k, v in options["augment"].items() if (k, v) not in ADDED_AUGMENT_DEFAULTS.items()}
     options["model"] = {k: v for k, v in options["model"].items() if (k, v) not in ADDED_MODEL_DEFAULTS.items()}
+    return options
+
+
+def config_digest(cfg: SystemConfig) -> str:
+    """What makes a checkpoint belong to a config: every setting but the loader's (LOADER_KEYS)
+    and scoring's batch size (RUN_ONLY_SCORE_KEYS), which change how fast batches come, not which,
+    and the ADDED_OFF options at their off value (ADDED_AUGMENT_DEFAULTS likewise: `auto` places
+    the effects by device, as bf16 does precision; ADDED_MODEL_DEFAULTS, written out in a config,
+    as when it was left out)."""
+    options = _digested_options(cfg)
+    options["score"] = {k: v for k, v in options["score"].items() if k not in RUN_ONLY_SCORE_KEYS}
     return options_digest(options)
+
+
+def earlier_config_digest(cfg: SystemConfig) -> str:
+    """config_digest as kits before 2026-12-07 computed it, the scoring batch size included: the
+    digest their checkpoints and training stamps hold."""
+    return options_digest(_digested_options(cfg))
+
+
+def fits_config(digest: str | None, cfg: SystemConfig) -> bool:
+    """Whether a checkpoint's (or export's) recorded config digest is this config's, in the
+    current form or the earlier one (so that an upgrade retrains nothing)."""
+    return digest is not None and digest in (config_digest(cfg), earlier_config_digest(cfg))
 
 
 def content_digest(path: Path) -> str:
@@ -132,6 +156,21 @@ def finished_training(cfg: SystemConfig, data_dir: Path, exp_dir: Path) -> dict 
         fingerprint = training_fingerprint(cfg, data_digest(cfg, data_dir), input_listings(cfg))
     except OSError:  # data not prepared, or unreadable: the engine's check names the problem
         return None
-    if saved.get("fingerprint") != fingerprint or not stage_is_current(exp_dir, saved):
+    earlier = dict(fingerprint, config_digest=earlier_config_digest(cfg))
+    if saved.get("fingerprint") not in (fingerprint, earlier) or not stage_is_current(exp_dir, saved):
         return None
     return saved
+
+
+def save_run_settings(cfg: SystemConfig, exp_dir: Path, done: dict) -> bool:
+    """A finished training that `cfg` fits but whose saved config differs from it (only in what
+    the digest leaves out: the loader's settings and scoring's batch size) gets `cfg` as its
+    `config.yaml`, which the score stage reads, and its stamp written again around it. True when
+    it was so."""
+    path = exp_dir / "config.yaml"
+    before = path.read_bytes() if path.is_file() else None
+    cfg.save(path)
+    if path.read_bytes() == before:
+        return False
+    write_trained_stamp(exp_dir, done["fingerprint"], done["epochs"], done["best_f1"], done["best_epoch"])
+    return True
