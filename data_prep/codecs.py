@@ -39,7 +39,13 @@ def _encode_decode_pyav(x: np.ndarray, sr: int, encoder: str, container: str, ra
 
     buf = io.BytesIO()
     with av.open(buf, "w", format=container) as out:
-        stream = out.add_stream(encoder, rate=rate)
+        try:
+            stream = out.add_stream(encoder, rate=rate)
+        except av.codec.codec.UnknownCodecError:
+            # PyAV's wheels bundle their own FFmpeg, and a release may leave an encoder out (18.1.1
+            # has no libopencore_amrnb): the pin in requirements.txt names one that has them all
+            fail(f"encoder {encoder}: not in PyAV {av.__version__}'s FFmpeg; install the PyAV of "
+                 "requirements.txt (bash data_prep/setup_env.sh, or stage 0 of run_track3.sh)")
         stream.layout = "mono"
         if bit_rate:
             stream.bit_rate = bit_rate

@@ -151,6 +151,16 @@ def test_codec_round_trip_refuses_unknown_codec():
         codec_round_trip(tone(440), SR, "speex")
 
 
+def test_an_encoder_missing_from_pyav_is_one_line(monkeypatch):
+    """A PyAV build whose FFmpeg lacks an encoder (PyAV 18.1.1 dropped AMR-NB's) is named, with
+    the way to the pinned build, not raised from deep in a worker."""
+    import data_prep.codecs as codecs
+
+    monkeypatch.setitem(codecs.CODEC_SPECS, "amr-nb", ("libno_such_encoder", "amr", 8000, (12.2,)))
+    with pytest.raises(KitError, match=r"encoder libno_such_encoder: not in PyAV [0-9.]+'s FFmpeg; install"):
+        codec_round_trip(tone(440), SR, "amr-nb", 12.2)
+
+
 # ---------------------------------------------------------------- reverberation and channel effects
 
 def schroeder_rt60(h: np.ndarray, sr: int) -> float:
