@@ -65,6 +65,13 @@ def same_file(signature: Any, path: str | os.PathLike) -> bool:
     return signature.get("size") == st.st_size and signature.get("mtime_ns") == st.st_mtime_ns
 
 
+def recorded_place(signature: dict[str, Any]) -> tuple[str, ...]:
+    """The folder and file name of the path a file_signature recorded: what stays the same when an
+    experiment is copied or moved, and whether the stamp spelt the path absolute, relative to the
+    experiment or through a link (a checkpoint is `CKPT+…/model.ckpt` in every spelling)."""
+    return Path(str(signature.get("path", ""))).parts[-2:]
+
+
 def output_files(out_dir: str | os.PathLike, below: bool = False) -> list[str]:
     """The names of the files directly in `out_dir` (not the stamp): a stage's outputs when it
     writes them in place. With `below`, every file under it too, by its path relative to `out_dir`."""

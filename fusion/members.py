@@ -15,7 +15,7 @@ import numpy as np
 
 from core.errors import fail
 from core.scores import SystemScores
-from core.stamps import read_stamp
+from core.stamps import read_stamp, recorded_place
 
 
 @dataclass
@@ -85,7 +85,7 @@ def scored_checkpoint(folder: Path) -> tuple | None:
     recorded = (read_stamp(folder) or {}).get("checkpoint")
     if not (isinstance(recorded, dict) and "path" in recorded):
         return None
-    return Path(str(recorded["path"])).parts[-2:], recorded.get("size"), recorded.get("mtime_ns")
+    return recorded_place(recorded), recorded.get("size"), recorded.get("mtime_ns")
 
 
 def check_scored_with_one_checkpoint(exp: Path, system: str, splits) -> None:

@@ -29,7 +29,7 @@ from core.label_files import read_label_lines, split_wavs, utt_id_of
 from core.labels import ALL_LABELS, UNKNOWN
 from core.prepared_split import PreparedSplit
 from core.stage_files import read_json
-from core.stamps import read_stamp, same_file
+from core.stamps import read_stamp, recorded_place, same_file
 
 UNREADABLE_LABEL = UNKNOWN
 
@@ -90,8 +90,7 @@ def build_lines(pred_path: str | Path, test_manifest_dir: str | Path) -> tuple[l
 def where_in(root: Path, signature: dict) -> Path:
     """Where the file a stamp's file_signature recorded stands under `root` (its folder and name
     below it): the recorded absolute path may be a copied experiment's origin."""
-    recorded = Path(str(signature.get("path", "")))
-    return root / recorded.parent.name / recorded.name
+    return root.joinpath(*recorded_place(signature))
 
 
 def check_fusion_is_current(fusion_dir: Path, test_dir: Path, purpose: str = "submitting",

@@ -28,7 +28,7 @@ from core.atomic import atomic_dir, ensure_dir, save_npy
 from core.errors import ArgumentParser, fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
-from core.stamps import current_or_restamped, file_signature, output_files, read_stamp, write_stamp
+from core.stamps import current_or_restamped, file_signature, output_files, read_stamp, recorded_place, write_stamp
 from systems.common.config import load_config
 from systems.common.distributed import World, check_processes, join, launch, leave, process_device, world_from_env
 from systems.common.inference import (
@@ -126,7 +126,7 @@ def as_stamped_earlier(target: Path, options: dict) -> dict:
     earlier = dict(options)
     for key in ("checkpoint", "manifest"):
         recorded = saved.get(key)
-        if isinstance(recorded, dict) and Path(str(recorded.get("path"))).parts[-2:] == Path(options[key]["path"]).parts[-2:]:
+        if isinstance(recorded, dict) and recorded_place(recorded) == recorded_place(options[key]):
             earlier[key] = dict(options[key], path=recorded["path"])
     return earlier
 
