@@ -108,7 +108,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     ensure_dir(path.parent)
-    tmp = path.parent / f".{path.name}.partial"
+    tmp, old = staging_of(path)
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -129,7 +129,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.parent / f".{path.name}.old"
     try:
         if old.exists():
             shutil.rmtree(old)
@@ -144,6 +143,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         fail(write_error(path, err))
+
+
+def staging_of(path: str | os.PathLike) -> tuple[Path, Path]:
+    """Where atomic_dir builds `path` (`.<name>.partial`) and where it moves the previous `path`
+    aside while it swaps the two (`.<name>.old`)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial", path.parent / f".{path.name}.old"
+
+
+def remove_staging_of(path: str | os.PathLike) -> None:
+    """What a killed atomic_dir of `path` left beside it: for a stage that then finds `path`
+    current, and so never builds it again to sweep them."""
+    for left in staging_of(path):
+        shutil.rmtree(left, ignore_errors=True)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from core.atomic import atomic_dir, ensure_dir, save_npy, write_text_atomic
+from core.atomic import atomic_dir, ensure_dir, remove_staging_of, save_npy, write_text_atomic
 from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.label_files import label_lines
 from core.labels import KNOWN_CLASSES, UNKNOWN
@@ -149,8 +148,7 @@ def main() -> None:
                "scores": {s: [file_signature(exp / s / "scores" / sp / name, exp)
                               for sp in ("train", "dev", "test") for name in ("logits.tsv", "embeddings.npy", "window_embeddings.npy", "window_offsets.npy")
                               if (exp / s / "scores" / sp / name).is_file()] for s in systems}}
-    for left in (exp / ".fusion.partial", exp / ".fusion.old"):  # a killed run's, kept by no later one
-        shutil.rmtree(left, ignore_errors=True)
+    remove_staging_of(exp / "fusion")
     if stage_is_current(exp / "fusion", options):
         print(f"[fuse] {exp / 'fusion'}: up to date, skipped")
         return
