@@ -150,17 +150,19 @@ class SystemConfig:
                 "score": plain(dataclasses.asdict(self.score)),
                 "augment": plain(dataclasses.asdict(self.augment))}
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path) -> bool:
         """Written only when it differs: a folder that links a trained system's config.yaml (a new
-        test set, a seed ensemble) keeps its link when the train stage finds nothing to do."""
+        test set, a seed ensemble) keeps its link when the train stage finds nothing to do. True
+        when it was written."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         path = Path(path)
         try:
             if path.read_text() == text:
-                return
+                return False
         except (OSError, UnicodeDecodeError):
             pass
         write_text_atomic(path, text)
+        return True
 
 
 def _section(cls, values: dict | None, where: str):

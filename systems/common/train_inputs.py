@@ -167,10 +167,7 @@ def save_run_settings(cfg: SystemConfig, exp_dir: Path, done: dict) -> bool:
     the digest leaves out: the loader's settings and scoring's batch size) gets `cfg` as its
     `config.yaml`, which the score stage reads, and its stamp written again around it. True when
     it was so."""
-    path = exp_dir / "config.yaml"
-    before = path.read_bytes() if path.is_file() else None
-    cfg.save(path)
-    if path.read_bytes() == before:
+    if not cfg.save(exp_dir / "config.yaml"):
         return False
     write_trained_stamp(exp_dir, done["fingerprint"], done["epochs"], done["best_f1"], done["best_epoch"])
     return True
