@@ -333,6 +333,19 @@ if run_stage 2; then
   "$python" -m data_prep.prepare --data_root "$corpus" --out "$exp/data" --nj "$nj" ${musan:+--augment_dev "$musan"}
 fi
 
+# SYS's training in the run of RUN_SEED in RUN_EXP, as stage 3 runs it; extra arguments go to systems.train
+train_system() {
+  local sys=$1 ckpt_override=()
+  shift
+  case "$sys" in
+    hubert_ft) [ -z "$hubert_ckpt" ] || ckpt_override=(model.ssl_ckpt="$hubert_ckpt") ;;
+    wav2vec2_ft|w2v_asdg) [ -z "$wav2vec2_ckpt" ] || ckpt_override=(model.ssl_ckpt="$wav2vec2_ckpt") ;;
+  esac
+  "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$run_exp/$sys" \
+    --ngpu "$ngpu" ${musan:+--musan "$musan"} "$@" \
+    --set train.seed="$run_seed" train.deterministic="$deterministic" ${ckpt_override[@]+"${ckpt_override[@]}"}
+}
+
 # Stages 3-7 once per training seed: with --seeds, each seed is a whole experiment in EXP/seed_N on
 # the one prepared data set, and stage 7 ends with the mean ± std over the seeds in EXP/report.
 if [ -n "$seeds" ]; then IFS=, read -r -a seed_list <<< "$seeds"; else seed_list=("$seed"); fi
@@ -350,18 +363,15 @@ run_cli(lambda: link_parts(Path(sys.argv[1]), Path(sys.argv[2]), ("data",), "pre
   if run_stage 3; then
     for sys in "${system_list[@]}"; do
       log "Stage 3 (train): $(config_of "$sys"), $exp/data, seed $run_seed$(ngpu_note) -> $run_exp/$sys/ckpt"
-      ckpt_override=()
-      case "$sys" in
-        hubert_ft) [ -z "$hubert_ckpt" ] || ckpt_override=(model.ssl_ckpt="$hubert_ckpt") ;;
-        wav2vec2_ft|w2v_asdg) [ -z "$wav2vec2_ckpt" ] || ckpt_override=(model.ssl_ckpt="$wav2vec2_ckpt") ;;
-      esac
-      "$python" -m systems.train --config "$(config_of "$sys")" --data "$exp/data" --exp "$run_exp/$sys" \
-        --ngpu "$ngpu" ${musan:+--musan "$musan"} --set train.seed="$run_seed" train.deterministic="$deterministic" "${ckpt_override[@]}"
+      train_system "$sys"
     done
   fi
 
   if run_stage 4; then
     for sys in "${system_list[@]}"; do
+      # without stage 3, a system YAML edited since training would go unread: its training is
+      # checked against it (and its run settings, such as the scoring batch size, taken from it)
+      run_stage 3 || train_system "$sys" --trained_only
       log "Stage 4 (score): $run_exp/$sys/ckpt (best by dev F1)$(ngpu_note) -> $run_exp/$sys/scores/{train,dev,test}"
       "$python" -m systems.score --exp "$run_exp/$sys" --data "$exp/data" --ngpu "$ngpu"
     done

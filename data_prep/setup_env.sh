@@ -42,10 +42,14 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating virtual environment $venv"
   "$python" -m venv "$venv"
 fi
-want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
+# the versions the kit was tested with (constraints.txt), where that file is there
+constraints=()
+pinned=("$root/requirements.txt")
+if [ -f "$root/constraints.txt" ]; then constraints=(-c "$root/constraints.txt"); pinned+=("$root/constraints.txt"); fi
+want=$(cat "${pinned[@]}" | sha256sum | cut -d' ' -f1)
 have=$(cat "$venv/.requirements.sha256" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
-  echo "[setup] installing Python packages from requirements.txt into $venv"
+  echo "[setup] installing Python packages from requirements.txt${constraints[*]:+ at the versions in constraints.txt} into $venv"
   # PyPI's torch for Linux is the CUDA build: the venv takes 5.9 GB. pip peaks about 2.4 GB above
   # that while the wheels are on disk (uv about 0.1 GB); without a cache the wheels are not kept a
   # second time, and the scratch space sits on the venv's own disk rather than on a small /tmp.
@@ -96,14 +100,14 @@ if [ "$want" != "$have" ]; then
     if ! pip_install --target "$scratch/uv" "uv>=0.13,<0.14" >"$uv_log" 2>&1 ||
        ! TMPDIR="$scratch" "$scratch/uv/bin/uv" pip install -q --python "$venv/bin/python" \
            --cache-dir "$scratch/cache" --compile-bytecode ${uv_sources[@]+"${uv_sources[@]}"} \
-           -r "$root/requirements.txt" >>"$uv_log" 2>&1; then
+           -r "$root/requirements.txt" ${constraints[@]+"${constraints[@]}"} >>"$uv_log" 2>&1; then
       echo "[setup] uv failed ($(uv_failure_reason "$uv_log")); installing with pip instead" >&2
       # uv's half-filled cache would otherwise take the disk pip needs
       rm -rf "$scratch/uv" "$scratch/cache"
       installer=pip
     fi
   fi
-  if [ "$installer" = pip ] && ! pip_install -r "$root/requirements.txt"; then
+  if [ "$installer" = pip ] && ! pip_install -r "$root/requirements.txt" ${constraints[@]+"${constraints[@]}"}; then
     rm -rf "$scratch"
     free_mb=$(free_mb)
     if [ "${free_mb:-0}" -lt 6000 ]; then

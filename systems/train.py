@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.errors import ArgumentParser, fail, run_cli
 from systems.common.config import check_model_keys, load_config, parse_overrides
-from systems.common.train_inputs import finished_training, save_run_settings, trained_message
+from systems.common.train_inputs import finished_training, save_run_settings, trained_message, why_not_finished
 
 
 def main() -> None:
@@ -24,6 +24,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     ap.add_argument("--ngpu", type=int, default=1, help="training processes, one per GPU, through torchrun")
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
+    ap.add_argument("--trained_only", action="store_true",
+                    help="train nothing: check that EXP holds a finished training of this config on this data "
+                         "(saving the config's run settings there) and fail, naming what differs, where it does not")
     args = ap.parse_args()
     if args.ngpu < 1:  # before the stamp's answer: a wrong count is wrong whether or not there is work
         fail(f"--ngpu {args.ngpu}: at least 1")
@@ -38,6 +41,8 @@ def main() -> None:
             print(f"[train] {Path(args.exp) / 'config.yaml'}: the config's loader and scoring batch settings "
                   "saved (they need no training)")
         return
+    if args.trained_only:
+        fail(why_not_finished(cfg, args.config, Path(args.data), Path(args.exp)))
     check_model_keys(cfg.system, cfg.model, f"{args.config}: model")
     # PyTorch, SpeechBrain and the model load from here on: seconds a finished training need not pay
     from systems.common.distributed import check_processes, launch, world_from_env

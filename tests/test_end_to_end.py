@@ -145,3 +145,27 @@ def test_stages_6_and_7_alone_refuse_what_the_fusion_was_not_made_of(tiny_corpus
     os.utime(scores, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     err = refused(*stage(7))
     assert str(scores) in err and "changed since" in err and "before reporting" in err
+
+
+def test_stage_4_alone_reads_the_system_yaml(tiny_corpus, tiny_recipe, tmp_path):
+    """Stage 4 run without stage 3 takes a run setting edited into a system's YAML since training
+    (the scoring batch size) and refuses a training setting, naming it, instead of scoring the
+    checkpoints of the config they were trained with as if the edit were not there."""
+    work, _ = tiny_recipe
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)
+    conf, trained = copy / "conf" / "rawnet2.yaml", copy / "exp" / "rawnet2" / "config.yaml"
+    raw = yaml.safe_load(conf.read_text())
+    batch = yaml.safe_load(trained.read_text())["score"]["batch_size"] + 3
+    raw.setdefault("score", {})["batch_size"] = batch
+    conf.write_text(yaml.safe_dump(raw))
+    run_recipe(tiny_corpus, copy, "--stage", "4", "--stop_stage", "4")
+    assert yaml.safe_load(trained.read_text())["score"]["batch_size"] == batch
+
+    lr = yaml.safe_load(trained.read_text())["train"]["lr"]
+    raw["train"]["lr"] = lr * 2
+    conf.write_text(yaml.safe_dump(raw))
+    proc = run_recipe(tiny_corpus, copy, "--stage", "4", "--stop_stage", "7", check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.startswith("error:") and "\n" not in err, proc.stdout[-2000:] + proc.stderr
+    assert str(conf) in err and f"train.lr: {lr} → {lr * 2}" in err and "Stage 5" not in proc.stdout

@@ -107,7 +107,7 @@ def test_pip_fallback_that_succeeds_records_the_requirements(tmp_path):
     done = run_setup(tmp_path, "unresolvable.log", uv_rc=1, pip_rc=0)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "venv" / ".requirements.sha256").read_text().strip() == \
-        hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()
+        hashlib.sha256((ROOT / "requirements.txt").read_bytes() + (ROOT / "constraints.txt").read_bytes()).hexdigest()
 
 
 def test_uv_success_does_not_call_pip(tmp_path):
@@ -142,7 +142,7 @@ def test_offline_wheel_folders_reach_uv_as_its_flags(tmp_path, no_index):
     args = uv_arguments(tmp_path)
     assert "--no-index" in args
     assert [args[i + 1] for i, a in enumerate(args) if a == "--find-links"] == ["/wheels/one", "/wheels/two"]
-    assert args[-2:] == ["-r", str(ROOT / "requirements.txt")]
+    assert args[-4:] == ["-r", str(ROOT / "requirements.txt"), "-c", str(ROOT / "constraints.txt")]
     assert "pip-install-r" not in done.stderr
 
 
@@ -160,3 +160,25 @@ def test_no_index_in_pip_configuration_installs_with_pip(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "[setup] pip is configured to install without an index; installing with pip" in done.stdout
     assert not (tmp_path / "uv_args").exists() and "pip-install-r" in done.stderr
+
+
+def test_constraints_pin_every_requirement_within_its_range():
+    """constraints.txt holds one exact version of each package requirements.txt names, inside the
+    range requirements.txt allows: otherwise set-up could not resolve both files together."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    def lines(name: str) -> list[str]:
+        text = (ROOT / name).read_text().splitlines()
+        return [line.split("#")[0].strip() for line in text if line.split("#")[0].strip()]
+
+    pinned = {}
+    for line in lines("constraints.txt"):
+        name, _, version = line.partition("==")
+        assert version and canonicalize_name(name) not in pinned, f"constraints.txt: {line}"
+        pinned[canonicalize_name(name)] = version
+    for line in lines("requirements.txt"):
+        req = Requirement(line)
+        version = pinned.get(canonicalize_name(req.name))
+        assert version is not None, f"{req.name}: in requirements.txt, not pinned in constraints.txt"
+        assert req.specifier.contains(version, prereleases=True), f"{req.name}=={version} outside {req.specifier}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.prepared_split import CODEC_FOLDER
 from core.stamps import STAMP_NAME, folder_listing, options_digest, read_stamp, stage_is_current, write_stamp
-from systems.common.config import LOADER_KEYS, SystemConfig
+from systems.common.config import LOADER_KEYS, SystemConfig, load_config
 
 # training options added after the first release, with the value that means "off": a config that
 # leaves one off hashes as before the option existed, so earlier checkpoints stay current
@@ -160,6 +160,47 @@ def finished_training(cfg: SystemConfig, data_dir: Path, exp_dir: Path) -> dict 
     if saved.get("fingerprint") not in (fingerprint, earlier) or not stage_is_current(exp_dir, saved):
         return None
     return saved
+
+
+def _flat(options: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(trained: SystemConfig, cfg: SystemConfig) -> list[str]:
+    """The settings in which `cfg` differs from the config a system was `trained` with, as
+    `key: trained → now`, leaving out those the digest leaves out (they need no training)."""
+    def digested(c: SystemConfig) -> dict:
+        options = _digested_options(c)
+        options["score"] = {k: v for k, v in options["score"].items() if k not in RUN_ONLY_SCORE_KEYS}
+        return _flat(options)
+    before, after = digested(trained), digested(cfg)
+    missing = object()
+    return [f"{key}: {before.get(key, '(unset)')} → {after.get(key, '(unset)')}"
+            for key in sorted(set(before) | set(after)) if before.get(key, missing) != after.get(key, missing)]
+
+
+def why_not_finished(cfg: SystemConfig, config_path: str, data_dir: Path, exp_dir: Path) -> str:
+    """Why `exp_dir` holds no finished training of `cfg` (read from `config_path`) on `data_dir`,
+    for a stage that would use its checkpoints as they are: one line, naming what differs."""
+    saved = read_stamp(exp_dir)
+    retrain = "run the train stage (3), which trains it again, or undo the change"
+    if not saved or saved.get("version") != TRAINED_STAMP_VERSION:
+        return f"{exp_dir}: no finished training (no training stamp {STAMP_NAME}); run the train stage (3) first"
+    trained_yaml = exp_dir / "config.yaml"
+    if trained_yaml.is_file():
+        changes = config_changes(load_config(trained_yaml, check_model=False), cfg)
+        if changes:
+            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+            return f"{config_path}: {exp_dir} was trained with other settings ({shown}); {retrain}"
+    if not stage_is_current(exp_dir, saved):
+        return f"{exp_dir}: its checkpoints or log changed since the training finished; run the train stage (3)"
+    return f"{exp_dir}: trained on other data or another augmentation bank than {data_dir} gives now; {retrain}"
 
 
 def save_run_settings(cfg: SystemConfig, exp_dir: Path, done: dict) -> bool:
