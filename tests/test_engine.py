@@ -301,3 +301,32 @@ def test_deterministic_switch_repeats_bit_for_bit(tiny_prepared, tiny_corpus, tm
         torch.use_deterministic_algorithms(False)
         torch.set_num_threads(threads)
     assert_same_weights(latest_weights(tmp_path / "a")[1], latest_weights(tmp_path / "b")[1])
+
+
+def test_a_lost_best_checkpoint_is_reported(tiny_prepared, tiny_corpus, tmp_path, capsys):
+    """The best checkpoint gone (deleted by hand): the best one left stands in for it, and the train
+    stage says so, naming the lost epoch from the training log the last checkpoint holds, instead
+    of reporting the stand-in as the best by dev F1 without a word. The tiny model's dev F1 ties
+    from epoch to epoch, so the lost epoch is made the best in that log: what the log of a run
+    whose best checkpoint was then deleted says."""
+    import json
+    import shutil
+
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 3})
+    exp = tmp_path / "exp"
+    train(cfg, tiny_prepared, exp, torch.device("cpu"))
+    capsys.readouterr()
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["epochs_run"] == 0
+    assert "warning" not in capsys.readouterr().err  # nothing lost, nothing said
+    latest = AtomicCheckpointer(exp / "ckpt").find_checkpoint()
+    for ckpt in AtomicCheckpointer(exp / "ckpt").list_checkpoints():
+        if ckpt.path != latest.path:
+            shutil.rmtree(ckpt.path)
+    log = latest.path / "log.ckpt"
+    rows = json.loads(log.read_text())
+    rows[0]["dev_f1"] = round(latest.meta["dev_f1"] + 0.25, 5)
+    log.write_text(json.dumps(rows))
+    assert train(cfg, tiny_prepared, exp, torch.device("cpu"))["best_epoch"] == 3
+    err = capsys.readouterr().err
+    assert f"the best checkpoint, epoch 1 (dev F1 {rows[0]['dev_f1']:.4f}), is gone" in err
+    assert f"epoch 3 (dev F1 {latest.meta['dev_f1']:.4f}) is the best left" in err

@@ -34,6 +34,7 @@ import os
 import pickle
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -626,9 +627,25 @@ def _train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.devic
     return {"epochs_run": brain.epochs_run, "best_f1": best.meta["dev_f1"], "best_epoch": best.meta["epoch"]}
 
 
+def _report_lost_best(exp_dir: Path, latest, best) -> None:
+    """A best checkpoint deleted by hand (or lost with its disk) would be stood in for by the best
+    one left, and every later stage would score that one as "the best by dev F1": said once here,
+    from the training log the last checkpoint holds (its dev F1 is rounded to 5 decimals)."""
+    log = TrainLog()
+    log.load(Path(latest.path) / "log.ckpt")
+    better = [row for row in log.rows if float(row["dev_f1"]) > best.meta["dev_f1"] + 1e-5]
+    if better:
+        lost = max(better, key=lambda row: (float(row["dev_f1"]), -int(row["epoch"])))
+        print(f"[train] warning: {exp_dir / 'ckpt'}: the best checkpoint, epoch {lost['epoch']} (dev F1 "
+              f"{float(lost['dev_f1']):.4f}), is gone; epoch {best.meta['epoch']} (dev F1 {best.meta['dev_f1']:.4f}) "
+              f"is the best left and stands in for it. To train it anew: delete {exp_dir / 'ckpt'} and run the "
+              "train stage", file=sys.stderr)
+
+
 def _stamp_complete(cfg: SystemConfig, inputs: str, listings: dict[str, str | None], exp_dir: Path, latest,
                     best) -> None:
     """The training stage's stamp (train_inputs.py), once its checkpoints are final, on the digests
     `_train` computed for the checkpoints' own check."""
+    _report_lost_best(exp_dir, latest, best)
     write_trained_stamp(exp_dir, training_fingerprint(cfg, inputs, listings), latest.meta["epoch"],
                         best.meta["dev_f1"], best.meta["epoch"])
