@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from core.atomic import atomic_dir, writing
+from core.atomic import atomic_dir, remove_staging_of, writing
 from core.errors import KitError, fail
 from core.prepared_split import (
     CODEC_FOLDER,
@@ -91,6 +91,7 @@ def build_codec_cache(split_dir: str | Path, k: int, codecs: tuple[str, ...], se
     options = codec_cache_options(split_dir, k, tuple(codecs), seed)
     target = split_dir / CODEC_FOLDER
     if stage_is_current(target, options):
+        remove_staging_of(target)
         return {"skipped": True}
     split = PreparedSplit(split_dir)
     plans = {i: draw_codecs(split.ids[i], k, tuple(codecs), seed) for i in range(len(split))}

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.atomic import atomic_dir, scratch_dir
+from core.atomic import atomic_dir, remove_staging_of, scratch_dir
 from core.errors import ArgumentParser, KitError, fail, run_cli
 from core.stamps import stage_is_current, write_stamp
 
@@ -394,6 +394,7 @@ def main() -> None:
     out = Path(args.out)
     if not args.force and stage_is_current(out, corpus_options(args.scale, args.seed, args.test_scale)):
         print(f"demo corpus {out} is current (scale {args.scale}, seed {args.seed}); nothing to do")
+        remove_staging_of(out)
         return
     if out.exists() and not (out / ".options.json").exists():
         fail(f"{out} exists and is not a demo corpus built by this kit; refusing to overwrite it")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from core.atomic import atomic_dir, writing
+from core.atomic import atomic_dir, remove_staging_of, writing
 from core.prepared_split import PreparedSplit
 from core.stamps import STAMP_NAME, current_or_restamped, folder_listing, read_stamp, write_stamp
 from core.tables import write_table
@@ -81,6 +81,7 @@ def augment_split(clean_dir: str | Path, target: str | Path, musan: str | Path, 
     earlier = {k: v for k, v in options.items() if k != "clean_inputs"}
     earlier["clean"] = recorded if same else str(clean_dir.resolve())
     if current_or_restamped(target, options, earlier, inputs, restamp=False):
+        remove_staging_of(target)
         return {"skipped": True}
     split = PreparedSplit(clean_dir)
     conditions = [""] * len(split)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_dir, scratch_dir
+from core.atomic import atomic_dir, remove_staging_of, scratch_dir
 from core.errors import ArgumentParser, fail, run_cli
 from core.stamps import STAMP_NAME, read_stamp, stage_is_current, write_stamp
 
@@ -219,6 +219,7 @@ def main() -> None:
     options = demo_options(demo)
     if not args.force and stage_is_current(out, heldout_options(options, args.per_class, args.seed)):
         print(f"held-out set {out} is current; nothing to do")
+        remove_staging_of(out)
         return
     if out.exists() and not (out / ".options.json").exists():
         fail(f"{out} exists and is not a set built by this kit; refusing to overwrite it")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.atomic import atomic_dir, write_text_atomic
+from core.atomic import atomic_dir, remove_staging_of, write_text_atomic
 from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import key_labels_exactly, read_label_file, split_wavs, utt_id_of
 from core.labels import ALL_LABELS, NUM_KNOWN
@@ -206,6 +206,7 @@ def prepare_split(src: SplitSource, out: Path, opts: LoadOptions, nj: int, folde
     # the count and newest time above miss a renamed file and a replacement that keeps its time
     inputs = listing_digest(wavs, src.wav_dir)
     if stage_is_current(target, options, inputs):
+        remove_staging_of(target)
         return {"split": src.name, "skipped": True}
 
     # train/dev teach and select the known classes: 7 (unknown) has no network output to learn

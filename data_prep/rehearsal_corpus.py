@@ -31,7 +31,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from core.atomic import atomic_dir, atomic_path, ensure_dir, remove_stale_temporaries, write_text_atomic
+from core.atomic import (atomic_dir, atomic_path, ensure_dir, remove_staging_of, remove_stale_temporaries,
+                         write_text_atomic)
 from core.errors import ArgumentParser, fail, run_cli
 from core.label_files import label_lines, read_label_file
 from core.labels import ALL_LABELS, NUM_KNOWN
@@ -268,6 +269,7 @@ def main() -> None:
         fail(f"--out {out}: must lie outside the source corpus {source}")
     if stage_is_current(out, corpus_options(source, key, sizes, seconds, args.seed)):
         print(f"rehearsal corpus {out} is current; nothing to do")
+        remove_staging_of(out)
         return
     if out.exists() and not _is_rehearsal(out):
         fail(f"{out} exists and is not a rehearsal corpus built by this kit; refusing to overwrite it")

@@ -24,7 +24,7 @@ import torch
 from speechbrain.utils.distributed import ddp_barrier
 from torch.utils.data import Subset
 
-from core.atomic import atomic_dir, ensure_dir, save_npy
+from core.atomic import atomic_dir, ensure_dir, remove_staging_of, save_npy
 from core.errors import ArgumentParser, fail, run_cli
 from core.prepared_split import PreparedSplit
 from core.scores import write_scores
@@ -145,6 +145,7 @@ def splits_to_score(exp: Path, data: Path, splits: str, params: Path, cfg, devic
         if current_or_restamped(target, options, as_stamped_earlier(target, options), restamp=speak):
             if speak:
                 print(f"[score] {exp / 'scores' / split_name}: up to date, skipped")
+                remove_staging_of(target.resolve())
         else:
             todo[split_name] = options
     return todo

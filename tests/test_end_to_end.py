@@ -159,8 +159,11 @@ def test_stage_4_alone_reads_the_system_yaml(tiny_corpus, tiny_recipe, tmp_path)
     batch = yaml.safe_load(trained.read_text())["score"]["batch_size"] + 3
     raw.setdefault("score", {})["batch_size"] = batch
     conf.write_text(yaml.safe_dump(raw))
+    killed = copy / "exp" / "rawnet2" / "scores" / ".dev.partial"  # a killed rescoring's staging
+    killed.mkdir()
     run_recipe(tiny_corpus, copy, "--stage", "4", "--stop_stage", "4")
     assert yaml.safe_load(trained.read_text())["score"]["batch_size"] == batch
+    assert not killed.exists()  # swept by the stage that found the split current
 
     lr = yaml.safe_load(trained.read_text())["train"]["lr"]
     raw["train"]["lr"] = lr * 2

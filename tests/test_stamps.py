@@ -222,3 +222,25 @@ def test_folder_listing_of_a_single_file_follows_that_file(tmp_path):
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     assert folder_listing(weights) != before
+
+
+def test_a_current_prepare_sweeps_what_a_killed_rebuild_left(tiny_corpus, tiny_prepared, tmp_path):
+    """A rebuild killed mid-way leaves its staging folder (`.<name>.partial`, or `.<name>.old`
+    while swapping) beside a split that is still current; the next run skips the split and would
+    never build it again to remove them, so it removes them then (the audio cache of a real test
+    split is gigabytes)."""
+    import shutil
+
+    from core.prepared_split import CODEC_FOLDER
+
+    from .conftest import run_module
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_prepared, data, symlinks=True)
+    left = [data / ".train.partial", data / ".test.old", data / "train" / f".{CODEC_FOLDER}.partial"]
+    for folder in left:
+        folder.mkdir()
+        (folder / "audio.f32").write_bytes(b"half")
+    out = run_module("data_prep.prepare", "--data_root", str(tiny_corpus), "--out", str(data)).stdout
+    assert all(f"[prepare] {split}: up to date, skipped" in out for split in ("train", "test")), out
+    assert [folder for folder in left if folder.exists()] == []

@@ -28,7 +28,7 @@ from scipy.signal import resample_poly
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from core.atomic import atomic_dir
+from core.atomic import atomic_dir, remove_staging_of
 from core.errors import fail
 from core.prepared_split import PreparedSplit
 from core.stamps import current_or_restamped, file_signature, write_stamp
@@ -83,6 +83,7 @@ def build_codec_cache(split: PreparedSplit, cache_dir: Path, variants: int, seed
     options = {**{k: file_signature(split.folder / name, cache_dir.parent) for k, name in read.items()}, **settings}
     earlier = {**{k: file_signature(split.folder / name) for k, name in read.items()}, **settings}
     if current_or_restamped(cache_dir, options, earlier):
+        remove_staging_of(cache_dir)
         return cache_dir
     n, total = len(split), int(split.offsets[-1])
     with atomic_dir(cache_dir) as tmp:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from core.atomic import atomic_dir
+from core.atomic import atomic_dir, remove_staging_of
 from core.prepared_split import CODEC_FOLDER
 from core.stamps import STAMP_NAME, current_or_restamped, file_signature, folder_listing, options_digest, write_stamp
 from systems.common.sampling import item_key
@@ -57,6 +57,7 @@ def build_feature_cache(model, dataset, cache_dir: Path, copies: int, device) ->
                "version": 1}
     inputs = augmentation_inputs(dataset)
     if current_or_restamped(cache_dir, options, dict(options, manifest=file_signature(manifest)), inputs):
+        remove_staging_of(cache_dir)
         return cache_dir
     n = len(dataset)
     with torch.no_grad():
