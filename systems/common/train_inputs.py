@@ -47,9 +47,13 @@ def config_digest(cfg: SystemConfig) -> str:
     and the ADDED_OFF options at their off value (ADDED_AUGMENT_DEFAULTS likewise: `auto` places
     the effects by device, as bf16 does precision; ADDED_MODEL_DEFAULTS, written out in a config,
     as when it was left out)."""
+    return options_digest(_training_options(cfg))
+
+
+def _training_options(cfg: SystemConfig) -> dict:
     options = _digested_options(cfg)
     options["score"] = {k: v for k, v in options["score"].items() if k not in RUN_ONLY_SCORE_KEYS}
-    return options_digest(options)
+    return options
 
 
 def earlier_config_digest(cfg: SystemConfig) -> str:
@@ -175,11 +179,7 @@ def _flat(options: dict, prefix: str = "") -> dict:
 def config_changes(trained: SystemConfig, cfg: SystemConfig) -> list[str]:
     """The settings in which `cfg` differs from the config a system was `trained` with, as
     `key: trained → now`, leaving out those the digest leaves out (they need no training)."""
-    def digested(c: SystemConfig) -> dict:
-        options = _digested_options(c)
-        options["score"] = {k: v for k, v in options["score"].items() if k not in RUN_ONLY_SCORE_KEYS}
-        return _flat(options)
-    before, after = digested(trained), digested(cfg)
+    before, after = _flat(_training_options(trained)), _flat(_training_options(cfg))
     missing = object()
     return [f"{key}: {before.get(key, '(unset)')} → {after.get(key, '(unset)')}"
             for key in sorted(set(before) | set(after)) if before.get(key, missing) != after.get(key, missing)]
