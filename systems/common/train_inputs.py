@@ -191,7 +191,8 @@ def why_not_finished(cfg: SystemConfig, config_path: str, data_dir: Path, exp_di
     saved = read_stamp(exp_dir)
     retrain = "run the train stage (3), which trains it again, or undo the change"
     if not saved or saved.get("version") != TRAINED_STAMP_VERSION:
-        return f"{exp_dir}: no finished training (no training stamp {STAMP_NAME}); run the train stage (3) first"
+        return (f"{exp_dir}: no finished training (no training stamp {STAMP_NAME}); run the train stage (3) "
+                "first (over checkpoints that are complete it only writes the stamp)")
     trained_yaml = exp_dir / "config.yaml"
     if trained_yaml.is_file():
         changes = config_changes(load_config(trained_yaml, check_model=False), cfg)
