@@ -141,3 +141,38 @@ def test_the_scoring_batch_size_is_saved_without_training_again(tiny_prepared, t
     (exp / STAMP_NAME).write_text(json.dumps(stamp))
     assert finished_training(edited, tiny_prepared, exp) is not None
     assert best.meta["config_digest"] == config_digest(edited)
+
+
+def test_trained_only_trains_nothing_and_says_why(tiny_prepared, tiny_corpus, tmp_path):
+    """`--trained_only` (stage 4 run alone): a finished training of the config passes without torch;
+    no stamp, a training setting changed, or data changed is one error line saying which, and
+    nothing is trained or deleted."""
+    cfg = tiny_config(tiny_corpus, **{"train.epochs": 1})
+    exp = tmp_path / "exp"
+    config = tmp_path / "config.yaml"
+    cfg.save(config)
+
+    def refused(config_file, data=tiny_prepared) -> str:
+        before = sorted(p.relative_to(exp) for p in exp.rglob("*")) if exp.exists() else []
+        proc = train_cli(config_file, data, exp, "--trained_only")
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and err.startswith("error: ") and "\n" not in err, proc.stdout + proc.stderr
+        assert (sorted(p.relative_to(exp) for p in exp.rglob("*")) if exp.exists() else []) == before
+        return err
+
+    assert "no finished training" in refused(config)
+    train(cfg, tiny_prepared, exp, torch.device("cpu"))
+    proc = train_cli(config, tiny_prepared, exp, "--trained_only")
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout and "torch imported: False" in proc.stdout
+
+    changed = tmp_path / "changed.yaml"
+    tiny_config(tiny_corpus, **{"train.epochs": 1, "train.lr": cfg.train.lr * 2, "train.seed": 9}).save(changed)
+    err = refused(changed)
+    assert f"train.lr: {cfg.train.lr} → {cfg.train.lr * 2}; train.seed: {cfg.train.seed} → 9" in err
+    assert str(changed) in err
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_prepared, data, symlinks=True)
+    manifest = data / "train" / "manifest.tsv"
+    manifest.write_text(manifest.read_text() + "\n")
+    assert "trained on other data" in refused(config, data)
