@@ -204,6 +204,9 @@ def test_recipe_with_two_seeds(tiny_corpus, tiny_recipe, tmp_path):
             assert f"seed: {seed}" in cfg
         assert (exp / f"seed_{seed}" / "submission" / "track3.txt").is_file()
     assert not (exp / "lfcc_resnet18").exists()  # no run outside the seed folders
+    # stage 4 alone checks each seed's training against the YAML with that seed, as stage 3 ran it
+    again = run_recipe(tiny_corpus, work, "--seeds", "4,5", "--stage", "4", "--stop_stage", "4")
+    assert again.count("nothing to do") == 2 * len(TINY_RECIPE) and "Stage 3" not in again
     ensemble = exp / "ensemble"
     members = [f"{system}_seed{seed}" for seed in (4, 5) for system in TINY_RECIPE]
     for m in members:
