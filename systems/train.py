@@ -30,6 +30,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.ngpu < 1:  # before the stamp's answer: a wrong count is wrong whether or not there is work
         fail(f"--ngpu {args.ngpu}: at least 1")
+    for split in ("train", "dev"):
+        if not (Path(args.data) / split / "manifest.tsv").is_file():
+            fail(f"{Path(args.data) / split}: not prepared; run the prepare stage")
     overrides = parse_overrides(args.set)
     if args.musan:
         overrides["augment.musan"] = str(Path(args.musan).resolve())

@@ -545,7 +545,7 @@ def _(tmp, base):
 def _(tmp, base):
     (tmp / "data" / "train").mkdir(parents=True)
     return Case(train_argv(DEMO_CONFIG, tmp / "data", tmp / "E"), 2,
-                (str(tmp / "data" / "train" / "manifest.tsv"), "No such file"), outputs=(tmp / "E",),
+                (str(tmp / "data" / "train"), "not prepared; run the prepare stage"), outputs=(tmp / "E",),
                 absent=(tmp / "E" / "config.yaml",))
 
 

@@ -88,6 +88,15 @@ def test_training_records_each_call_that_trains(tiny_prepared, tiny_corpus, tmp_
     assert "train_environment.json: unreadable" in capsys.readouterr().out
     assert first_epochs() == [2]
 
+    # a resume killed before it saved an epoch (its record written, as a call's first act) trained
+    # nothing that the checkpoints hold: the call that resumes there again replaces its record
+    from systems.common.engine import record_training_environment
+
+    record_training_environment(exp, 3, cpu, 1)
+    assert first_epochs() == [2, 3]
+    train(cfg, tiny_prepared, exp, cpu)
+    assert first_epochs() == [2, 3]
+
 
 def test_machine_reads_cpuinfo(tmp_path):
     from core.provenance import machine, machine_line

@@ -176,3 +176,8 @@ def test_trained_only_trains_nothing_and_says_why(tiny_prepared, tiny_corpus, tm
     manifest = data / "train" / "manifest.tsv"
     manifest.write_text(manifest.read_text() + "\n")
     assert "trained on other data" in refused(config, data)
+    # a split that a killed prepare left unfinished: said as such, with or without --trained_only
+    shutil.rmtree(data / "dev")
+    assert refused(config, data) == f"error: {data / 'dev'}: not prepared; run the prepare stage"
+    proc = train_cli(config, data, exp)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {data / 'dev'}: not prepared; run the prepare stage"

@@ -526,7 +526,9 @@ def train(cfg: SystemConfig, data_dir: Path, exp_dir: Path, device: torch.device
 def record_training_environment(exp_dir: Path, first_epoch: int, device: torch.device, processes: int) -> None:
     """Append this call's environment (core/provenance.py) to EXP/train_environment.json: one
     record per training call that trains, since a resumed training may span set-ups whose package
-    builds round differently. A training from epoch 1 starts the list again."""
+    builds round differently. A training from epoch 1 starts the list again, and a call resuming at
+    an epoch drops the records of calls that started there or later: killed before they saved an
+    epoch that the checkpoints still hold, they trained none of it."""
     path = exp_dir / TRAIN_ENVIRONMENT
     records = []
     if first_epoch > 1 and path.is_file():
@@ -536,6 +538,8 @@ def record_training_environment(exp_dir: Path, first_epoch: int, device: torch.d
             print(f"[train] {path}: unreadable ({str(err).splitlines()[0]}); the earlier calls' records are lost")
         if not isinstance(records, list):
             records = []
+        records = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("first_epoch"), int)
+                                              and r["first_epoch"] >= first_epoch)]
     records.append({"first_epoch": first_epoch, "device": str(device), "processes": processes, **environment()})
     write_text_atomic(path, json.dumps(records, indent=2) + "\n")
 
