@@ -81,7 +81,8 @@ A new test set on a trained experiment (nothing is retrained; EXP is left as it 
                      EXP/testsets/NAME/ (data/test, <system>/scores/test, fusion, submission, report;
                      the submission goes to --submission_dir instead when you give one)
   --test_labels FILE its answer key (optional): the report then scores it
-  --test_name NAME   the folder name under EXP/testsets (default: the basename of --test_dir)
+  --test_name NAME   the folder name under EXP/testsets (default: the basename of --test_dir; of
+                     the folder above it when that is wav)
   --seeds LIST       (an experiment of --seeds) every seed's run scores it in
                      EXP/seed_N/testsets/NAME, the seeds' ensemble fuses it, and EXP/testsets/NAME
                      gets the data (prepared once), the mean ± std and the ensemble's submission
@@ -224,11 +225,22 @@ if [ -n "$test_dir" ]; then
   # once, the summary over the seeds and the submission (the ensemble's, as in training)
   [ -d "$test_dir" ] || { echo "error: --test_dir $test_dir: not a folder" >&2; exit 2; }
   [ -d "$exp" ] || { echo "error: --exp $exp: no such experiment; train it first" >&2; exit 2; }
-  [ -n "$test_name" ] || test_name=$(basename "$(cd "$test_dir" && pwd)")
+  test_dir_real=$(cd "$test_dir" && pwd -P)
+  # the challenge's layout is NAME/wav: a folder called wav is named by the one above it, so that
+  # two test sets given as .../A/wav and .../B/wav do not share EXP/testsets/wav
+  if [ -z "$test_name" ]; then
+    test_name=$(basename "$test_dir_real")
+    [ "$test_name" != wav ] || test_name=$(basename "$(dirname "$test_dir_real")")
+  fi
   # the name is one folder under EXP/testsets: anything that leads elsewhere would overwrite EXP's own files
   [[ -n "$test_name" && "$test_name" != */* && "$test_name" != "." && "$test_name" != ".." ]] || {
     echo "error: --test_name '$test_name': must be one folder name, not a path" >&2; exit 2; }
   shared=$exp/testsets/$test_name
+  # a name holds one folder's test set: another folder under the same name would replace it unseen
+  if [ -f "$shared/test_dir.txt" ] && [ "$(cat "$shared/test_dir.txt")" != "$test_dir_real" ]; then
+    echo "error: --test_name $test_name: $shared holds the test set of $(cat "$shared/test_dir.txt"), not $test_dir_real; give another --test_name (or remove $shared)" >&2
+    exit 2
+  fi
   test_key=$test_labels
   runs=("$exp")
   if [ -n "$seeds" ]; then
@@ -256,13 +268,14 @@ run_cli(lambda: check_test_key(sys.argv[1], sys.argv[2]))' "$test_key" "$test_di
   # a system the experiment did not train is refused before the test set is prepared
   for run in "${runs[@]}"; do
     for sys in "${system_list[@]}"; do
-      [ -f "$run/$sys/config.yaml" ] || { echo "error: --systems: $run/$sys/config.yaml: missing; systems trained there: $(cd "$run" && ls -d */config.yaml 2>/dev/null | sed 's,/config.yaml,,' | paste -sd, -)" >&2; exit 2; }
+      [ -f "$run/$sys/config.yaml" ] || { echo "error: --systems: $run/$sys/config.yaml: missing; systems trained there: $(cd "$run" && ls -d */ckpt 2>/dev/null | sed 's,/ckpt,,' | paste -sd, -)" >&2; exit 2; }
     done
   done
   [ "$submission_dir" != submission ] || submission_dir=$shared/submission
   if run_stage 2; then
     log "Stage 2 (prepare): $test_dir -> $shared/data/test"
     "$python" -m data_prep.prepare --split test --wav_dir "$test_dir" --out "$shared/data" --nj "$nj"
+    printf '%s\n' "$test_dir_real" > "$shared/.test_dir.txt.tmp" && mv "$shared/.test_dir.txt.tmp" "$shared/test_dir.txt"
   fi
   for run in "${runs[@]}"; do
     testset=$run/testsets/$test_name

@@ -100,6 +100,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile reports every decode failure as a RuntimeError variant
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # libsndfile names the file again ("Error opening '<path>': ..."); the caller names it once
+        first_line = first_line.replace(f"Error opening {str(path)!r}: ", "")
         raise AudioReadError(first_line) from None
     if data.shape[0] == 0:
         raise AudioReadError("no samples")

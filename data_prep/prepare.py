@@ -299,7 +299,9 @@ def main() -> None:
         musan_folders(args.augment_dev)  # a wrong bank fails before hours of decoding
     out = Path(args.out)
     for src in sources:
-        print(f"[prepare] {src.name}: wav {src.wav_dir}, labels {src.label_file or '-'}")
+        labels = (f"labels {src.label_file}" if src.label_file else
+                  "no labels read" + (" (the answer key is read by the evaluate stage)" if src.name == "test" else ""))
+        print(f"[prepare] {src.name}: wav {src.wav_dir}, {labels}")
         folder = "dev_clean" if src.name == "dev" and args.augment_dev else src.name
         info = prepare_split(src, out, opts, args.nj, folder)
         if info["skipped"]:

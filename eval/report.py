@@ -708,6 +708,8 @@ def write_report(exp: Path, test_manifest: Path, key_path: str | None,
     plot_max_scores(fusion, summary, key, out)
     plot_f1_vs_tau(fusion, summary, key, out)
     has_tsne = plot_tsne(fusion, key, out)
+    if not has_tsne:  # as roc_det.png below: no earlier run's figure beside a report that leaves it out
+        (out / "tsne.png").unlink(missing_ok=True)
     submitted = next(r for r in rows if r["submitted"])
     cm_split = plot_confusion(submitted, out)
     curves = error_curves(rows, fusion, summary, test_truth(fusion, key)[1]) if key is not None else []

@@ -34,6 +34,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +101,9 @@ def list_inputs(paths: list[str]) -> list[Path]:
         if p.is_dir():
             out += folder_audio(p)
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
-            base = p.parent
-            for line in text_lines(p, "list file"):
-                if line.strip():
-                    entry = Path(line.strip())
-                    entry = entry if entry.is_absolute() else base / entry
+            for number, line in enumerate(text_lines(p, "list file"), 1):
+                entry = list_entry(p, number, line)
+                if entry is not None:
                     out += folder_audio(entry) if entry.is_dir() else [entry]
         else:
             out.append(p)  # a missing or unreadable file becomes an error row, never a lost one
@@ -121,9 +121,45 @@ def list_inputs(paths: list[str]) -> list[Path]:
             seen.add(key)
             unique.append(f)
     if len(unique) < len(out):
-        print(f"[predict] {len(out) - len(unique)} path(s) named more than once: each file is scored once",
-              file=sys.stderr)
+        counts = Counter(f.resolve() for f in out)
+        again = next(f for f in out if counts[f.resolve()] > 1)
+        print(f"[predict] {len(out) - len(unique)} path(s) named more than once (e.g. {again}): each file is "
+              "scored once, where first named", file=sys.stderr)
     return unique
+
+
+def list_entry(list_file: Path, number: int, line: str) -> Path | None:
+    """The path that line `number` of a list file names (None for a blank or `#` comment line): a
+    relative path is read from the list file's folder. A `.scp` line is Kaldi's `<id> <path>`
+    (a line of one field is a path); a Kaldi command entry (`… |`) names no file and is refused."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    if list_file.suffix.lower() == ".scp":
+        if text.endswith("|"):
+            fail(f"{list_file}: line {number}: a command (`… |`), not an audio file; write its audio to a file "
+                 "and list that")
+        parts = text.split(maxsplit=1)
+        text = parts[-1]
+    entry = Path(text)
+    return entry if entry.is_absolute() else list_file.parent / entry
+
+
+def check_out_file(out: str, inputs: list[Path]) -> None:
+    """Refused before the scoring, not when the table is written after it: a folder, a missing or
+    unwritable folder, and one of the inputs (the table would replace the audio)."""
+    path = Path(out)
+    if path.is_dir():
+        fail(f"--out {out}: is a folder; give a file name")
+    if not path.resolve().parent.is_dir():
+        fail(f"--out {out}: its folder does not exist")
+    if any(path.resolve() == f.resolve() for f in inputs):
+        fail(f"--out {out}: is one of the input files; the table would replace it")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        fail(f"--out {out}: cannot write in its folder ({err.strerror or err})")
 
 
 def load_options(exp: Path) -> LoadOptions:
@@ -380,10 +416,9 @@ def main() -> None:
         fail(f"--ngpu {args.ngpu}: several processes need the torch backend, not --backend {args.backend}")
     if args.method is not None and not args.method.strip():
         fail("--method: empty; leave it out for the submitted method")
-    if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
-        # refused before the scoring, not when the table is written after it
-        problem = "is a folder; give a file name" if Path(args.out).is_dir() else "its folder does not exist"
-        fail(f"--out {args.out}: {problem}")
+    inputs = list_inputs(args.paths)
+    if args.out:
+        check_out_file(args.out, inputs)
     if args.backend == "torch":
         from systems.common.distributed import check_processes, world_from_env
         from systems.common.inference import pick_device
@@ -391,7 +426,7 @@ def main() -> None:
         # a wrong --device or --ngpu fails before any file is read
         check_processes(args.ngpu, world_from_env(), pick_device(args.device))
     exp = Path(args.exp)
-    rows, unknown_column = predict(exp, list_inputs(args.paths), args.method, args.backend, args.device,
+    rows, unknown_column = predict(exp, inputs, args.method, args.backend, args.device,
                                    args.batch_size, args.ngpu, args.nj)
     method = rows[0]["method"]
     text = format_rows(rows, unknown_column)

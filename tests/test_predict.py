@@ -11,7 +11,7 @@ import pytest
 
 from core.label_files import label_lines, read_label_file
 
-from .conftest import ROOT, tree_digest
+from .conftest import ROOT, TINY_RECIPE, tree_digest
 
 
 def run_new_test_set(work, *args: str) -> str:
@@ -148,10 +148,34 @@ def test_predict_inputs_named_twice_are_scored_once_and_bad_lists_are_one_line_e
                             (("--nj", "0"), "--nj 0: at least 1"),
                             (("--ngpu", "2", "--backend", "onnx"), "several processes need the torch backend"),
                             (("--out", str(tmp_path)), "is a folder; give a file name"),
-                            (("--out", str(tmp_path / "no" / "x.tsv")), "its folder does not exist")]:
+                            (("--out", str(tmp_path / "no" / "x.tsv")), "its folder does not exist"),
+                            (("--out", str(folder / "b.wav")), "is one of the input files"),
+                            # a folder no one writes files in, root included
+                            (("--out", "/proc/x.tsv"), "--out /proc/x.tsv: cannot write in its folder")]:
         proc = predict("--exp", str(tmp_path), str(folder), *option, check=False)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and "\n" not in err and message in err, err
+    assert (folder / "b.wav").read_bytes() == b""  # the input named as --out is left alone
+
+
+def test_predict_list_files_skip_comments_and_read_kaldi_scp(tmp_path, capsys):
+    """A list file's relative paths are read from its folder; blank and `#` lines name nothing;
+    a `.scp` line is Kaldi's `<id> <path>`, and a command entry is refused in one line."""
+    from core.errors import KitError
+    from submit.predict import list_inputs
+
+    (tmp_path / "lists").mkdir()
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / name).write_bytes(b"")
+    listing = tmp_path / "lists" / "files.txt"
+    listing.write_text("# made by find\n\n../a.wav\n")
+    scp = tmp_path / "lists" / "wav.scp"
+    scp.write_text(f"utt_b {tmp_path / 'b.wav'}\n../a.wav\n")
+    assert list_inputs([str(listing), str(scp)]) == [tmp_path / "lists" / "../a.wav", tmp_path / "b.wav"]
+    assert "named more than once (e.g. " in capsys.readouterr().err
+    scp.write_text("utt_c sox c.flac -t wav - |\n")
+    with pytest.raises(KitError, match=r"wav.scp: line 1: a command"):
+        list_inputs([str(scp)])
 
 
 def test_predict_names_what_a_folder_holds_but_it_does_not_read_and_expands_listed_folders(tmp_path, capsys):
@@ -232,7 +256,8 @@ def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):
                            str(new_wavs), "--test_name", "nosuch", "--systems", "rawnet2,nosuch"],
                           cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nosuch/config.yaml: missing" in proc.stderr
-    assert "rawnet2" in proc.stderr.split("systems trained there:")[1]
+    trained = proc.stderr.split("systems trained there:")[1].strip().split(",")
+    assert trained == sorted(TINY_RECIPE)  # the trained systems, not every folder with a config.yaml
     assert not (work / "exp" / "testsets" / "nosuch").exists() and not (work / "exp" / "testsets" / "data").exists()
     out = run_new_test_set(work, "--test_dir", str(new_wavs), "--test_labels", str(key), "--test_name", "seed11")
     assert "nothing to do" in out and "epoch 1:" not in out  # the train stage skipped
@@ -246,6 +271,18 @@ def test_new_test_set_without_retraining(tiny_recipe, tiny_corpus, tmp_path):
     assert again.count("up to date, skipped") >= 4 and "epoch 1:" not in again
     # the evaluate stage's stamp: nothing it reads changed, so the report is not drawn again
     assert f"[evaluate] {testset / 'report'}: up to date, skipped" in again
+    assert report_mtime == (testset / "report" / "README.md").stat().st_mtime_ns
+    # without --test_name, a folder called wav is named by the one above it: the same test set
+    assert f"[evaluate] {testset / 'report'}: up to date, skipped" in run_new_test_set(
+        work, "--test_dir", str(new_wavs), "--test_labels", str(key))
+    # another folder under a name in use is refused, before anything is prepared over that test set
+    other = tmp_path / "other" / "wav"
+    shutil.copytree(new_wavs, other)
+    proc = subprocess.run(["bash", str(ROOT / "run_track3.sh"), "--skip_setup", "--exp", str(work / "exp"), "--test_dir",
+                           str(other), "--test_name", "seed11"],
+                          cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"holds the test set of {new_wavs.resolve()}, not {other.resolve()}" in proc.stderr
     assert report_mtime == (testset / "report" / "README.md").stat().st_mtime_ns
 
 

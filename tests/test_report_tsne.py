@@ -46,3 +46,18 @@ def test_the_figure_of_a_split_above_the_cap_embeds_the_sample(tmp_path, monkeyp
     monkeypatch.setattr(report, "TSNE_POINTS_PER_SPLIT", 500)
     assert report.plot_tsne(fusion, None, out)
     assert embedded == [40, 120]
+
+
+def test_a_report_without_its_t_sne_leaves_no_earlier_one_beside_it(tiny_recipe, tmp_path):
+    """A fusion without fused dev embeddings gets a report without the t-SNE section; the figure an
+    earlier report drew in the same folder goes with it, as roc_det.png does without a key."""
+    import shutil
+
+    work, _ = tiny_recipe
+    exp = tmp_path / "exp"
+    shutil.copytree(work / "exp", exp, symlinks=True)
+    assert (exp / "report" / "tsne.png").is_file()
+    (exp / "fusion" / "fused_embeddings_dev.npy").unlink()
+    report.write_report(exp, exp / "data" / "test", None)
+    assert "tsne.png" not in (exp / "report" / "README.md").read_text()
+    assert not (exp / "report" / "tsne.png").exists() and not (exp / "report" / "roc_det.png").exists()
