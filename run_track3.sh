@@ -211,7 +211,7 @@ seeds_fused_in() {
 single_seed_copy() { if [ -n "$seeds" ] && [ "${#seed_list[@]}" = 1 ]; then echo "$submission_dir"; fi; }
 
 if run_stage 0 && ! $skip_setup; then
-  log "Stage 0 (setup): requirements.txt -> .venv"
+  log "Stage 0 (setup): requirements.txt at the versions in constraints.txt -> .venv"
   bash data_prep/setup_env.sh
 fi
 if $skip_setup; then python=${PYTHON:-python3}; else python=$root/.venv/bin/python; fi
