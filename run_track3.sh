@@ -237,8 +237,9 @@ if [ -n "$test_dir" ]; then
     echo "error: --test_name '$test_name': must be one folder name, not a path" >&2; exit 2; }
   shared=$exp/testsets/$test_name
   # a name holds one folder's test set: another folder under the same name would replace it unseen
-  if [ -f "$shared/test_dir.txt" ] && [ "$(cat "$shared/test_dir.txt")" != "$test_dir_real" ]; then
-    echo "error: --test_name $test_name: $shared holds the test set of $(cat "$shared/test_dir.txt"), not $test_dir_real; give another --test_name (or remove $shared)" >&2
+  recorded_dir=$(cat "$shared/test_dir.txt" 2>/dev/null || true)
+  if [ -n "$recorded_dir" ] && [ "$recorded_dir" != "$test_dir_real" ]; then
+    echo "error: --test_name $test_name: $shared holds the test set of $recorded_dir, not $test_dir_real; give another --test_name (or remove $shared)" >&2
     exit 2
   fi
   test_key=$test_labels

@@ -35,7 +35,6 @@ import json
 import os
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +113,16 @@ def list_inputs(paths: list[str]) -> list[Path]:
             fail(f"{str(f)!r}: a path with a tab or line break cannot be a row of the output TSV; rename the file")
         if not is_utf8(str(f)):
             fail(f"{str(f)!r}: a path that is not UTF-8 cannot be a row of the output TSV; rename the file")
-    seen, unique = set(), []
+    first, repeated = {}, set()  # each file by its real path: where first named
     for f in out:
         key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    if len(unique) < len(out):
-        counts = Counter(f.resolve() for f in out)
-        again = next(f for f in out if counts[f.resolve()] > 1)
+        if key in first:
+            repeated.add(key)
+        else:
+            first[key] = f
+    unique = list(first.values())
+    if repeated:
+        again = next(f for key, f in first.items() if key in repeated)
         print(f"[predict] {len(out) - len(unique)} path(s) named more than once (e.g. {again}): each file is "
               "scored once, where first named", file=sys.stderr)
     return unique
